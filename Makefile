@@ -1,0 +1,37 @@
+# wirestream developer commands. `make demo` and `make test` set everything up.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+LAKE ?= lake
+
+.PHONY: setup demo test lint stream-demo dataflow-dry-run clean schema-doc
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: the CPU wheel (an unpinned torch pulls a multi-GB CUDA build)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(LAKE)
+	$(VENV)/bin/wirestream run --input 'seeds/*' --output $(LAKE)
+	$(VENV)/bin/wirestream query --lake $(LAKE) "SELECT source_format, agency, dateline, language, headline, entity_count, top_topic_label FROM events ORDER BY published_at NULLS LAST"
+	$(VENV)/bin/wirestream query --lake $(LAKE) "SELECT label, text, count(*) AS mentions FROM entities GROUP BY ALL ORDER BY mentions DESC, label, text LIMIT 25"
+	$(VENV)/bin/wirestream query --lake $(LAKE) "SELECT stage, error_type, count(*) AS n FROM errors GROUP BY ALL"
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+schema-doc: $(STAMP)
+	$(VENV)/bin/wirestream schema > docs/tables.md
+
+clean:
+	rm -rf $(LAKE) build .pytest_cache

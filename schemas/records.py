@@ -1,0 +1,185 @@
+"""Typed records passed between pipeline stages.
+
+Every stage consumes and produces these dataclasses; nothing between stages is
+an untyped dict. They are plain, picklable Python objects, so they cross
+process boundaries on Dataflow and in the multi-process DirectRunner.
+
+This module imports nothing from the rest of the project.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+from typing import Optional
+
+#: Status values for an enrichment stage on one story.
+STATUS_APPLIED = "applied"
+STATUS_SKIPPED_LANGUAGE = "skipped_language"
+STATUS_SKIPPED_EMPTY = "skipped_empty"
+STATUS_FAILED = "failed"
+
+#: Bound on the raw bytes kept in a dead letter (enough to replay most stories).
+RAW_EXCERPT_LIMIT = 64 * 1024
+
+
+def sha256_hex(data: bytes) -> str:
+  return hashlib.sha256(data).hexdigest()
+
+
+@dataclasses.dataclass
+class RawRecord:
+  """One unparsed record: the bytes of a file, or of one Pub/Sub message."""
+
+  uri: str
+  data: bytes
+  #: Where in ``uri`` the bytes come from ("" for a whole file; "msg:<id>" for Pub/Sub).
+  locator: str = ""
+  #: Format hint ("plain", "json", "jsonl", "ninjs", "nitf", "newsml", "reuters-sgml"),
+  #: e.g. from a Pub/Sub attribute; None means detect from content.
+  format_hint: Optional[str] = None
+  message_id: Optional[str] = None
+  attributes: dict[str, str] = dataclasses.field(default_factory=dict)
+  #: Time the record entered the pipeline (UTC).
+  received_at: Optional[dt.datetime] = None
+
+
+@dataclasses.dataclass
+class Entity:
+  """One entity mention. ``body[start_char:end_char] == text`` always holds."""
+
+  text: str
+  label: str
+  start_char: int
+  end_char: int
+  score: float
+  sentence_index: int
+
+
+@dataclasses.dataclass
+class Topic:
+  """One topic assignment: an IPTC Media Topic qcode, its label, a calibrated score."""
+
+  code: str
+  label: str
+  score: float
+
+
+@dataclasses.dataclass
+class Story:
+  """The canonical story record every stage passes on (one story version)."""
+
+  story_id: str
+  version: int
+  body: str
+  source_format: str
+  input_uri: str
+  locator: str
+  raw_sha256: str
+  ingested_at: dt.datetime
+  headline: Optional[str] = None
+  byline: Optional[str] = None
+  #: The dateline as written, e.g. "WASHINGTON (Reuters)".
+  dateline: Optional[str] = None
+  #: The place of the dateline, e.g. "WASHINGTON".
+  dateline_place: Optional[str] = None
+  #: The agency that filed the story, e.g. "Reuters".
+  agency: Optional[str] = None
+  #: The provider/feed the story came from (from metadata), e.g. "AP", "NTB".
+  source: Optional[str] = None
+  guid: Optional[str] = None
+  language: Optional[str] = None
+  #: "metadata" or "detected" (None when unknown).
+  language_source: Optional[str] = None
+  published_at: Optional[dt.datetime] = None
+  #: Subject/topic codes carried by the input (Reuters TOPICS, ninjs subjects...).
+  source_subjects: list[str] = dataclasses.field(default_factory=list)
+  #: Places named by the input's metadata (Reuters PLACES, NITF locations...).
+  places: list[str] = dataclasses.field(default_factory=list)
+  message_id: Optional[str] = None
+  # Filled by enrichment stages.
+  entities: Optional[list[Entity]] = None
+  ner_status: Optional[str] = None
+  ner_model: Optional[str] = None
+  topics: Optional[list[Topic]] = None
+  topics_status: Optional[str] = None
+  topics_model: Optional[str] = None
+
+  @property
+  def key(self) -> tuple[str, int]:
+    return (self.story_id, self.version)
+
+  @property
+  def event_id(self) -> str:
+    return f"{self.story_id}:{self.version}"
+
+  @property
+  def partition_date(self) -> str:
+    """``YYYY-MM-DD`` of the publication time in UTC, else of the ingest time."""
+    when = self.published_at or self.ingested_at
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+@dataclasses.dataclass
+class DeadLetter:
+  """A record that could not be processed, with enough of the input to replay it."""
+
+  input_uri: str
+  locator: str
+  stage: str
+  error_type: str
+  message: str
+  raw_excerpt: bytes
+  raw_sha256: str
+  raw_size: int
+  error_time: dt.datetime
+  raw_truncated: bool = False
+  message_id: Optional[str] = None
+  attributes: dict[str, str] = dataclasses.field(default_factory=dict)
+  story_id: Optional[str] = None
+
+  @property
+  def error_id(self) -> str:
+    key = f"{self.input_uri}\x1f{self.locator}\x1f{self.stage}\x1f{self.raw_sha256}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+  @property
+  def partition_date(self) -> str:
+    return self.error_time.astimezone(dt.timezone.utc).strftime("%Y-%m-%d")
+
+  @classmethod
+  def from_raw(
+      cls,
+      raw: bytes,
+      *,
+      uri: str,
+      locator: str,
+      stage: str,
+      error: BaseException | str,
+      message_id: Optional[str] = None,
+      attributes: Optional[dict[str, str]] = None,
+      story_id: Optional[str] = None,
+      now: Optional[dt.datetime] = None,
+  ) -> "DeadLetter":
+    if isinstance(error, BaseException):
+      error_type = type(error).__name__
+      message = str(error) or error_type
+    else:
+      error_type, _, message = error.partition(":")
+      message = message.strip() or error_type
+    return cls(
+        input_uri=uri,
+        locator=locator,
+        stage=stage,
+        error_type=error_type,
+        message=message[:4000],
+        raw_excerpt=raw[:RAW_EXCERPT_LIMIT],
+        raw_truncated=len(raw) > RAW_EXCERPT_LIMIT,
+        raw_sha256=sha256_hex(raw),
+        raw_size=len(raw),
+        error_time=now or dt.datetime.now(dt.timezone.utc),
+        message_id=message_id,
+        attributes=dict(attributes or {}),
+        story_id=story_id,
+    )

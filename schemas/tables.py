@@ -1,0 +1,226 @@
+"""Arrow schemas of the output tables: the data contract.
+
+Each table is hive-partitioned by ``date=YYYY-MM-DD`` (the story's publication
+date in UTC, else its ingest date; for errors, the error date). The partition
+column is not stored inside the files. Every field carries its documentation in
+the field metadata (``doc``), and every file carries the table name and
+``SCHEMA_VERSION`` in its schema metadata. ``wirestream schema`` prints them.
+
+Versioning: add nullable columns freely (minor bump); renaming, retyping or
+removing a column is a major bump.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+from schemas.records import DeadLetter, Story
+
+SCHEMA_VERSION = "1.0"
+
+
+def _f(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
+  return pa.field(name, type_, nullable=nullable, metadata={"doc": doc})
+
+
+_TS = pa.timestamp("us", tz="UTC")
+
+TOPIC_TYPE = pa.struct([
+    _f("code", pa.string(), "IPTC Media Topic qcode, e.g. medtop:11000000.", False),
+    _f("label", pa.string(), "English label of the topic.", False),
+    _f("score", pa.float32(), "Calibrated probability that the topic applies (0..1).", False),
+])
+
+EVENTS = pa.schema([
+    _f("event_id", pa.string(), "story_id:version; unique per row.", False),
+    _f("story_id", pa.string(),
+       "Deterministic story id: a hash of the source-scoped guid/uri, else of the "
+       "normalized headline and body.", False),
+    _f("version", pa.int32(), "Story version from the input, else 1.", False),
+    _f("source_format", pa.string(),
+       "Input format: plain, json, jsonl, ninjs, nitf, newsml, reuters-sgml.", False),
+    _f("source", pa.string(), "Provider or feed named by the input's metadata."),
+    _f("agency", pa.string(), "News agency that filed the story (e.g. Reuters), from metadata or dateline."),
+    _f("guid", pa.string(), "The input's own identifier of the story, if any."),
+    _f("headline", pa.string(), "Headline or title."),
+    _f("byline", pa.string(), "Byline (author credit)."),
+    _f("dateline", pa.string(), "Dateline as written, e.g. 'WASHINGTON (Reuters)'."),
+    _f("dateline_place", pa.string(), "Place of the dateline, e.g. 'WASHINGTON'."),
+    _f("language", pa.string(), "ISO 639-1 language code."),
+    _f("language_source", pa.string(), "'metadata' when the input named the language, 'detected' otherwise."),
+    _f("published_at", _TS, "Publication time in UTC (null when the input has none)."),
+    _f("ingested_at", _TS, "Time the pipeline ingested the record (UTC).", False),
+    _f("body", pa.string(), "Story text; paragraphs separated by blank lines. Entity offsets index into it.", False),
+    _f("body_chars", pa.int32(), "Length of body in characters.", False),
+    _f("source_subjects", pa.list_(pa.string()), "Subject codes/tags carried by the input (e.g. Reuters TOPICS)."),
+    _f("places", pa.list_(pa.string()), "Places named by the input's metadata (e.g. Reuters PLACES)."),
+    _f("input_uri", pa.string(), "Lineage: the file or subscription the record came from.", False),
+    _f("locator", pa.string(), "Lineage: the record's place in the input (e.g. 'line:3', 'record:12', 'msg:ID').", False),
+    _f("raw_sha256", pa.string(), "Lineage: sha256 of the raw record bytes.", False),
+    _f("message_id", pa.string(), "Pub/Sub message id (streaming only)."),
+    _f("ner_status", pa.string(),
+       "applied, skipped_language, skipped_empty or failed; null when the NER stage did not run."),
+    _f("ner_model", pa.string(), "Name of the NER model that produced the entities."),
+    _f("entity_count", pa.int32(), "Number of entity mentions (null when NER did not apply)."),
+    _f("entity_counts", pa.map_(pa.string(), pa.int32()), "Mentions per entity label (PER, ORG, LOC, MISC)."),
+    _f("topics_status", pa.string(),
+       "applied, skipped_language, skipped_empty or failed; null when the topic stage did not run."),
+    _f("topics_model", pa.string(), "Name of the topic model."),
+    _f("topics", pa.list_(TOPIC_TYPE), "Topics that apply (score >= threshold), highest score first."),
+    _f("top_topic_code", pa.string(), "qcode of the highest-scoring topic."),
+    _f("top_topic_label", pa.string(), "Label of the highest-scoring topic."),
+    _f("top_topic_score", pa.float32(), "Score of the highest-scoring topic."),
+], metadata={"table": "events", "schema_version": SCHEMA_VERSION})
+
+ENTITIES = pa.schema([
+    _f("mention_id", pa.string(), "story_id:version:start_char:end_char; unique per row.", False),
+    _f("event_id", pa.string(), "The events row this mention belongs to.", False),
+    _f("story_id", pa.string(), "Story id (see events.story_id).", False),
+    _f("version", pa.int32(), "Story version.", False),
+    _f("start_char", pa.int32(), "Start offset (code points) into events.body.", False),
+    _f("end_char", pa.int32(), "End offset (exclusive); body[start_char:end_char] == text.", False),
+    _f("text", pa.string(), "The mention as it appears in the body.", False),
+    _f("label", pa.string(), "Entity type: PER, ORG, LOC or MISC (or the model's own labels).", False),
+    _f("score", pa.float32(), "Mean token probability of the predicted label.", False),
+    _f("sentence_index", pa.int32(), "0-based index of the sentence of the body holding the mention.", False),
+    _f("model", pa.string(), "NER model name."),
+    _f("published_at", _TS, "Publication time of the story (UTC)."),
+], metadata={"table": "entities", "schema_version": SCHEMA_VERSION})
+
+ERRORS = pa.schema([
+    _f("error_id", pa.string(), "Deterministic id of the dead letter (input, locator, stage, raw hash).", False),
+    _f("input_uri", pa.string(), "File or subscription the record came from.", False),
+    _f("locator", pa.string(), "Place of the record in the input.", False),
+    _f("stage", pa.string(), "Stage that rejected it: read, parse, ner, topics, write...", False),
+    _f("error_type", pa.string(), "Error class, e.g. UnicodeDecodeError, XMLSyntaxError, OversizeStory.", False),
+    _f("message", pa.string(), "Human-readable reason.", False),
+    _f("raw_excerpt", pa.binary(), "The raw bytes (first 64 KiB) for inspection and replay.", False),
+    _f("raw_truncated", pa.bool_(), "True when raw_excerpt holds only the start of the raw bytes.", False),
+    _f("raw_sha256", pa.string(), "sha256 of the whole raw record.", False),
+    _f("raw_size", pa.int64(), "Size of the whole raw record in bytes.", False),
+    _f("error_time", _TS, "When the error happened (UTC).", False),
+    _f("message_id", pa.string(), "Pub/Sub message id (streaming only)."),
+    _f("attributes", pa.map_(pa.string(), pa.string()), "Pub/Sub message attributes (streaming only)."),
+    _f("story_id", pa.string(), "Story id, when the error happened after parsing."),
+], metadata={"table": "errors", "schema_version": SCHEMA_VERSION})
+
+TABLES: dict[str, pa.Schema] = {"events": EVENTS, "entities": ENTITIES, "errors": ERRORS}
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+  if value is None:
+    return None
+  if value.tzinfo is None:
+    return value.replace(tzinfo=dt.timezone.utc)
+  return value.astimezone(dt.timezone.utc)
+
+
+def event_row(story: Story) -> dict[str, Any]:
+  """The ``events`` row of a story."""
+  entity_counts = None
+  entity_count = None
+  if story.entities is not None:
+    counts: dict[str, int] = {}
+    for entity in story.entities:
+      counts[entity.label] = counts.get(entity.label, 0) + 1
+    entity_counts = sorted(counts.items())
+    entity_count = len(story.entities)
+  topics = None
+  top = None
+  if story.topics is not None:
+    ordered = sorted(story.topics, key=lambda t: (-t.score, t.code))
+    topics = [{"code": t.code, "label": t.label, "score": float(t.score)} for t in ordered]
+    top = ordered[0] if ordered else None
+  return {
+      "event_id": story.event_id,
+      "story_id": story.story_id,
+      "version": story.version,
+      "source_format": story.source_format,
+      "source": story.source,
+      "agency": story.agency,
+      "guid": story.guid,
+      "headline": story.headline,
+      "byline": story.byline,
+      "dateline": story.dateline,
+      "dateline_place": story.dateline_place,
+      "language": story.language,
+      "language_source": story.language_source,
+      "published_at": _utc(story.published_at),
+      "ingested_at": _utc(story.ingested_at),
+      "body": story.body,
+      "body_chars": len(story.body),
+      "source_subjects": list(story.source_subjects),
+      "places": list(story.places),
+      "input_uri": story.input_uri,
+      "locator": story.locator,
+      "raw_sha256": story.raw_sha256,
+      "message_id": story.message_id,
+      "ner_status": story.ner_status,
+      "ner_model": story.ner_model,
+      "entity_count": entity_count,
+      "entity_counts": entity_counts,
+      "topics_status": story.topics_status,
+      "topics_model": story.topics_model,
+      "topics": topics,
+      "top_topic_code": top.code if top else None,
+      "top_topic_label": top.label if top else None,
+      "top_topic_score": float(top.score) if top else None,
+  }
+
+
+def entity_rows(story: Story) -> Iterable[dict[str, Any]]:
+  """The ``entities`` rows of a story (none when NER did not run or apply)."""
+  for entity in story.entities or ():
+    yield {
+        "mention_id": f"{story.event_id}:{entity.start_char}:{entity.end_char}",
+        "event_id": story.event_id,
+        "story_id": story.story_id,
+        "version": story.version,
+        "start_char": entity.start_char,
+        "end_char": entity.end_char,
+        "text": entity.text,
+        "label": entity.label,
+        "score": float(entity.score),
+        "sentence_index": entity.sentence_index,
+        "model": story.ner_model,
+        "published_at": _utc(story.published_at),
+    }
+
+
+def error_row(letter: DeadLetter) -> dict[str, Any]:
+  """The ``errors`` row of a dead letter."""
+  return {
+      "error_id": letter.error_id,
+      "input_uri": letter.input_uri,
+      "locator": letter.locator,
+      "stage": letter.stage,
+      "error_type": letter.error_type,
+      "message": letter.message,
+      "raw_excerpt": letter.raw_excerpt,
+      "raw_truncated": letter.raw_truncated,
+      "raw_sha256": letter.raw_sha256,
+      "raw_size": letter.raw_size,
+      "error_time": _utc(letter.error_time),
+      "message_id": letter.message_id,
+      "attributes": sorted(letter.attributes.items()) if letter.attributes else None,
+      "story_id": letter.story_id,
+  }
+
+
+#: Column that identifies a row of each table (used for file naming and dedup).
+ROW_ID = {"events": "event_id", "entities": "mention_id", "errors": "error_id"}
+
+
+def describe() -> str:
+  """A Markdown document of every table and column, generated from the schemas."""
+  lines = [f"# wirestream tables (schema version {SCHEMA_VERSION})", ""]
+  for name, schema in TABLES.items():
+    lines += [f"## {name}", "", "| column | type | nullable | description |", "|---|---|---|---|"]
+    for field in schema:
+      doc = (field.metadata or {}).get(b"doc", b"").decode()
+      lines.append(f"| {field.name} | {field.type} | {'yes' if field.nullable else 'no'} | {doc} |")
+    lines.append("")
+  return "\n".join(lines)
