@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-from typing import Optional
 
 #: Status values for an enrichment stage on one story.
 STATUS_APPLIED = "applied"
@@ -38,11 +37,11 @@ class RawRecord:
   locator: str = ""
   #: Format hint ("plain", "json", "jsonl", "ninjs", "nitf", "newsml", "reuters-sgml"),
   #: e.g. from a Pub/Sub attribute; None means detect from content.
-  format_hint: Optional[str] = None
-  message_id: Optional[str] = None
+  format_hint: str | None = None
+  message_id: str | None = None
   attributes: dict[str, str] = dataclasses.field(default_factory=dict)
   #: Time the record entered the pipeline (UTC).
-  received_at: Optional[dt.datetime] = None
+  received_at: dt.datetime | None = None
 
 
 @dataclasses.dataclass
@@ -78,33 +77,33 @@ class Story:
   locator: str
   raw_sha256: str
   ingested_at: dt.datetime
-  headline: Optional[str] = None
-  byline: Optional[str] = None
+  headline: str | None = None
+  byline: str | None = None
   #: The dateline as written, e.g. "WASHINGTON (Reuters)".
-  dateline: Optional[str] = None
+  dateline: str | None = None
   #: The place of the dateline, e.g. "WASHINGTON".
-  dateline_place: Optional[str] = None
+  dateline_place: str | None = None
   #: The agency that filed the story, e.g. "Reuters".
-  agency: Optional[str] = None
+  agency: str | None = None
   #: The provider/feed the story came from (from metadata), e.g. "AP", "NTB".
-  source: Optional[str] = None
-  guid: Optional[str] = None
-  language: Optional[str] = None
+  source: str | None = None
+  guid: str | None = None
+  language: str | None = None
   #: "metadata" or "detected" (None when unknown).
-  language_source: Optional[str] = None
-  published_at: Optional[dt.datetime] = None
+  language_source: str | None = None
+  published_at: dt.datetime | None = None
   #: Subject/topic codes carried by the input (Reuters TOPICS, ninjs subjects...).
   source_subjects: list[str] = dataclasses.field(default_factory=list)
   #: Places named by the input's metadata (Reuters PLACES, NITF locations...).
   places: list[str] = dataclasses.field(default_factory=list)
-  message_id: Optional[str] = None
+  message_id: str | None = None
   # Filled by enrichment stages.
-  entities: Optional[list[Entity]] = None
-  ner_status: Optional[str] = None
-  ner_model: Optional[str] = None
-  topics: Optional[list[Topic]] = None
-  topics_status: Optional[str] = None
-  topics_model: Optional[str] = None
+  entities: list[Entity] | None = None
+  ner_status: str | None = None
+  ner_model: str | None = None
+  topics: list[Topic] | None = None
+  topics_status: str | None = None
+  topics_model: str | None = None
 
   @property
   def key(self) -> tuple[str, int]:
@@ -135,9 +134,9 @@ class DeadLetter:
   raw_size: int
   error_time: dt.datetime
   raw_truncated: bool = False
-  message_id: Optional[str] = None
+  message_id: str | None = None
   attributes: dict[str, str] = dataclasses.field(default_factory=dict)
-  story_id: Optional[str] = None
+  story_id: str | None = None
 
   @property
   def error_id(self) -> str:
@@ -157,11 +156,11 @@ class DeadLetter:
       locator: str,
       stage: str,
       error: BaseException | str,
-      message_id: Optional[str] = None,
-      attributes: Optional[dict[str, str]] = None,
-      story_id: Optional[str] = None,
-      now: Optional[dt.datetime] = None,
-  ) -> "DeadLetter":
+      message_id: str | None = None,
+      attributes: dict[str, str] | None = None,
+      story_id: str | None = None,
+      now: dt.datetime | None = None,
+  ) -> DeadLetter:
     if isinstance(error, BaseException):
       error_type = type(error).__name__
       message = str(error) or error_type

@@ -1,0 +1,182 @@
+"""Writing the ``events``, ``entities`` and ``errors`` tables as hive-partitioned Parquet.
+
+Layout: ``OUTPUT/<table>/date=YYYY-MM-DD/part-<name>.parquet``. Rows are grouped by
+(table, date, shard) inside the current window, so the same transform serves batch
+(one global window) and streaming (one set of files per window).
+
+Writes are idempotent: a file's name is derived from the ids of the rows it holds
+(and, in streaming, from the window bounds), and it is written under a temporary
+name and then renamed. Running the same input again replaces the same files
+instead of adding duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+
+from schemas import TABLES, DeadLetter, Story, entity_rows, error_row, event_row
+from schemas.tables import ROW_ID
+
+DEFAULT_ROWS_PER_FILE = 250_000
+DEFAULT_ROW_GROUP_ROWS = 20_000
+
+
+def _shard(row_id: str, shards: int) -> int:
+  if shards <= 1:
+    return 0
+  return int(hashlib.md5(row_id.encode("utf-8")).hexdigest()[:8], 16) % shards
+
+
+def _window_tag(window) -> str:
+  if isinstance(window, GlobalWindow) or not hasattr(window, "start"):
+    return ""
+
+  def fmt(ts) -> str:
+    return ts.to_utc_datetime().strftime("%Y%m%dT%H%M%SZ")
+
+  return f"{fmt(window.start)}-{fmt(window.end)}-"
+
+
+class _KeyRows(beam.DoFn):
+  """Story/DeadLetter -> ((table, date, shard), row) pairs."""
+
+  def __init__(self, shards: int):
+    self._shards = shards
+
+  def process(self, element: Story | DeadLetter) -> Iterable[tuple[tuple[str, str, int], dict[str, Any]]]:
+    if isinstance(element, DeadLetter):
+      row = error_row(element)
+      yield ("errors", element.partition_date, _shard(row["error_id"], self._shards)), row
+      return
+    date = element.partition_date
+    row = event_row(element)
+    yield ("events", date, _shard(row["event_id"], self._shards)), row
+    for entity in entity_rows(element):
+      yield ("entities", date, _shard(entity["event_id"], self._shards)), entity
+
+
+class _WriteGroup(beam.DoFn):
+  """Writes one (table, date, shard) group of rows to Parquet file(s); yields the paths."""
+
+  def __init__(self, output: str, rows_per_file: int, row_group_rows: int, compression: str):
+    self._output = output.rstrip("/")
+    self._rows_per_file = rows_per_file
+    self._row_group_rows = row_group_rows
+    self._compression = compression
+    self._rows = {name: Metrics.counter("write", f"{name}_rows") for name in TABLES}
+    self._files = Metrics.counter("write", "files_written")
+
+  def process(self, element, window=beam.DoFn.WindowParam) -> Iterable[str]:
+    (table, date, shard), rows = element
+    schema = TABLES[table]
+    id_column = ROW_ID[table]
+    folder = f"{self._output}/{table}/date={date}"
+    temps: list[str] = []
+    ids: list[str] = []
+    chunk: list[dict[str, Any]] = []
+    writer = None
+    handle = None
+    rows_in_file = 0
+
+    def open_file():
+      nonlocal writer, handle, rows_in_file
+      temp = f"{folder}/.tmp-{uuid.uuid4().hex}"
+      temps.append(temp)
+      handle = FileSystems.create(temp)
+      writer = pq.ParquetWriter(handle, schema, compression=self._compression)
+      rows_in_file = 0
+
+    def close_file():
+      nonlocal writer, handle
+      if writer is not None:
+        writer.close()
+        handle.close()
+        writer = None
+        handle = None
+
+    def flush():
+      nonlocal rows_in_file
+      if not chunk:
+        return
+      if writer is None or rows_in_file >= self._rows_per_file:
+        close_file()
+        open_file()
+      writer.write_table(pa.Table.from_pylist(chunk, schema=schema), row_group_size=self._row_group_rows)
+      rows_in_file += len(chunk)
+      chunk.clear()
+
+    for row in rows:
+      ids.append(row[id_column])
+      chunk.append(row)
+      if len(chunk) >= self._row_group_rows:
+        flush()
+    flush()
+    close_file()
+    if not temps:
+      return
+    digest = hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()[:20]
+    stem = f"part-{_window_tag(window)}{shard:03d}-{digest}"
+    finals = [f"{folder}/{stem}.parquet" if len(temps) == 1 else f"{folder}/{stem}-{i:04d}.parquet"
+              for i in range(len(temps))]
+    existing = [path for path in finals if FileSystems.exists(path)]
+    if existing:
+      FileSystems.delete(existing)
+    FileSystems.rename(temps, finals)
+    self._rows[table].inc(len(ids))
+    self._files.inc(len(finals))
+    yield from finals
+
+
+class WriteTables(beam.PTransform):
+  """Writes ``(stories, errors)`` PCollections to the lake under ``output``.
+
+  Returns a PCollection of the written file paths.
+  """
+
+  def __init__(self, output: str, *, shards_per_partition: int = 1,
+               rows_per_file: int = DEFAULT_ROWS_PER_FILE, row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+               compression: str = "zstd"):
+    super().__init__()
+    self._output = output
+    self._shards = shards_per_partition
+    self._rows_per_file = rows_per_file
+    self._row_group_rows = row_group_rows
+    self._compression = compression
+
+  def expand(self, pcolls):
+    stories, errors = pcolls
+    return (
+        (stories, errors)
+        | "Merge" >> beam.Flatten()
+        | "KeyRows" >> beam.ParDo(_KeyRows(self._shards))
+        | "Group" >> beam.GroupByKey()
+        | "WriteFiles" >> beam.ParDo(
+            _WriteGroup(self._output, self._rows_per_file, self._row_group_rows, self._compression)))
+
+
+def output_is_writable(output: str) -> str | None:
+  """Returns None when ``output`` can be written, else the reason (checked for local paths only)."""
+  if "://" in output:
+    return None
+  probe = posixpath.join(output, f".probe-{uuid.uuid4().hex}")
+  try:
+    with FileSystems.create(probe) as handle:
+      handle.write(b"")
+    FileSystems.delete([probe])
+  except Exception as error:  # noqa: BLE001
+    cause = error
+    while getattr(cause, "__cause__", None) is not None:
+      cause = cause.__cause__
+    return f"output {output!r} is not writable: {cause}"
+  return None
