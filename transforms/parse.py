@@ -1,0 +1,518 @@
+"""Parse stage: raw bytes -> :class:`~schemas.records.Story` records (or dead letters).
+
+One :class:`~schemas.records.RawRecord` (a file, or a Pub/Sub message) may hold
+many stories. :func:`parse_record` splits it into story-level sub-records and
+turns each into exactly one ``Story`` or exactly one ``DeadLetter`` (stage
+``parse``), so the ledger balances: every story-level record lands in exactly
+one of the ``events`` or ``errors`` tables. A record that cannot even be split
+(empty, undecodable, broken or hostile XML, JSON of the wrong shape, a
+container with no records in it, a gzip member over the size limit) yields a
+single dead letter. :func:`parse_record` never raises.
+
+Formats (detected from the content; ``RawRecord.format_hint`` overrides):
+
+========================  ===================================================  ============================
+format (``source_format``)  one story per                                       locator
+========================  ===================================================  ============================
+``plain``                 file/message                                          ``""``
+``json``                  object; or element of a top-level array, or of an      ``""`` / ``record:N``
+                          ``items``/``stories``/``articles``/``data`` array
+``jsonl``                 non-blank line (JSON Lines / NDJSON)                  ``line:N``
+``ninjs``                 JSON object shaped like IPTC ninjs (in any container  as for json/jsonl
+                          above)
+``nitf``                  ``<nitf>`` document                                  ``""``
+``newsml``                ``<newsItem>``; each item of a ``<newsMessage>``      ``""`` / ``item:N``
+``reuters-sgml``          ``<REUTERS>`` element (Reuters-21578, latin-1)        ``newid:N`` (``record:N``)
+========================  ===================================================  ============================
+
+Numbers in locators count from 1. Gzip (any of the above, detected by its magic
+bytes) is decompressed first and keeps the inner locator. When the raw record
+has a locator of its own (``msg:<id>`` for Pub/Sub), it prefixes the inner one
+(``msg:42/line:3``).
+
+Plain text: paragraphs are lines (or blank-line separated blocks when the text
+has blank lines). An optional first-line headline (short, no closing full stop,
+not a dateline) and an optional ``By NAME`` line are taken out of the body. A
+lead such as ``WASHINGTON (Reuters) - `` stays in the body as written and is
+parsed into ``dateline`` ("WASHINGTON (Reuters)"), ``dateline_place``
+("WASHINGTON") and ``agency`` ("Reuters"); the same lead parsing applies to
+every format's first paragraph.
+
+Generic JSON field mapping (first non-empty key wins):
+
+* ``guid``: ``guid``, ``id``, ``uri``, ``url``, ``story_id``
+* ``headline``: ``headline``, ``title``, ``hed``
+* ``body``: ``body``, ``text``, ``content``, ``body_text``, ``story``, ``article`` (a string,
+  HTML, or a list of paragraph strings)
+* ``published_at``: ``published``, ``published_at``, ``publishedAt``, ``date``, ``pubdate``,
+  ``datetime``, ``timestamp``, ``created``, ``firstcreated`` (ISO 8601, RFC 2822 or epoch s/ms)
+* ``source``: ``source``, ``provider``, ``feed`` (a string or ``{"name": ...}``); ``agency``: ``agency``
+* ``byline``: ``byline``, ``author``, ``authors``, ``by``; ``dateline``: ``dateline``
+* ``language``: ``language``, ``lang``, ``locale``; ``version``: ``version``
+* ``source_subjects``: ``subjects``, ``topics``, ``tags``, ``keywords``, ``categories``;
+  ``places``: ``places``, ``locations``
+
+ninjs (1.x, 2.x, 3.x), NITF, NewsML-G2 and Reuters SGML mappings are documented
+on their extractors in :mod:`transforms.formats`. NewsML-G2 concept, knowledge,
+package and planning items, and picture/video/audio/graphic items without a
+caption, are not stories: each becomes a dead letter (``NotAStory`` or
+``NoTextContent``) so that every item is accounted for. Text items with a
+headline but no body (flashes, briefs) are stories with an empty body.
+
+Every story gets: ``story_id`` = the first 32 hex digits of sha256 of
+``"{scope}|{guid}"`` when the input names a guid/uri (``scope`` is the provider
+or source named by the input, else the format family), else of the
+case-folded, whitespace-collapsed headline and body; ``version`` from the input
+(else 1); lineage (``input_uri``, ``locator``, ``raw_sha256`` of the
+sub-record's own bytes); ``ingested_at`` = ``RawRecord.received_at`` or now.
+The body is NFC-normalised text without markup, paragraphs joined by a blank
+line; entity offsets computed later index into exactly this string. Times are
+UTC (naive input times are taken as UTC). ``language`` comes from the input's
+metadata when it names one (``language_source="metadata"``, normalised by
+:func:`transforms.language.normalize_language`), else from py3langid
+(``"detected"``), else None.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import re
+import xml.etree.ElementTree as ET
+import zlib
+from collections.abc import Callable, Iterator
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from schemas.records import DeadLetter, RawRecord, Story
+from transforms import formats as F
+from transforms.language import detect_language, normalize_language
+
+DEFAULT_MAX_STORY_BYTES = 5_000_000
+#: A decompressed gzip record may hold at most this many times the story cap.
+RECORD_CAP_FACTOR = 20
+STAGE = "parse"
+METRICS_NAMESPACE = "wirestream.parse"
+ERRORS_TAG = "errors"
+
+FORMATS = ("plain", "json", "jsonl", "ninjs", "nitf", "newsml", "reuters-sgml")
+_HINTS = {
+    "plain": "plain", "text": "plain", "txt": "plain", "text/plain": "plain",
+    "json": "json", "application/json": "json", "jsonl": "jsonl", "ndjson": "jsonl",
+    "ninjs": "ninjs", "nitf": "nitf", "newsml": "newsml", "newsml-g2": "newsml", "newsmlg2": "newsml",
+    "reuters-sgml": "reuters-sgml", "reuters": "reuters-sgml", "sgml": "reuters-sgml", "sgm": "reuters-sgml",
+}
+_JSON_CONTAINER_KEYS = ("items", "stories", "articles", "data")
+_MAX_GZIP_DEPTH = 2
+
+
+@dataclasses.dataclass
+class _Sub:
+  """One story-level sub-record, before extraction."""
+
+  locator: str
+  raw: bytes
+  fmt: str
+  extract: Callable[[], F.Fields] | None = None
+  error: BaseException | None = None
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def parse_record(raw: RawRecord, *, max_story_bytes: int = DEFAULT_MAX_STORY_BYTES,
+                 now: dt.datetime | None = None) -> Iterator[Story | DeadLetter]:
+  """Yields one Story or one DeadLetter per story-level sub-record of ``raw``; never raises.
+
+  Always yields at least one element.
+  """
+  now = _utc(now) or dt.datetime.now(dt.timezone.utc)
+  data = raw.data if isinstance(raw.data, (bytes, bytearray)) else b""
+  data = bytes(data)
+  try:
+    subs = _split(data, _hint(raw.format_hint), max_story_bytes, uri=raw.uri or "")
+    if not subs:
+      raise F.EmptyRecord("the record holds no story records")
+  except Exception as error:  # noqa: BLE001 - every failure becomes a dead letter
+    yield _dead(raw, data, raw.locator or "", error, now)
+    return
+  for sub in subs:
+    locator = _join_locator(raw.locator or "", sub.locator)
+    try:
+      story = _build(sub, raw, locator, max_story_bytes, now)
+    except Exception as error:  # noqa: BLE001
+      yield _dead(raw, sub.raw, locator, error, now)
+    else:
+      yield story
+
+
+class ParseStoriesFn(beam.DoFn):
+  """Parses RawRecords; Stories go to the main output, DeadLetters to ``errors``.
+
+  Outputs inherit the input element's timestamp and window (nothing re-windows).
+  """
+
+  def __init__(self, max_story_bytes: int = DEFAULT_MAX_STORY_BYTES):
+    super().__init__()
+    self._max_story_bytes = max_story_bytes
+    self._records = Metrics.counter(METRICS_NAMESPACE, "records_read")
+    self._bytes = Metrics.counter(METRICS_NAMESPACE, "bytes_read")
+    self._stories = Metrics.counter(METRICS_NAMESPACE, "stories_parsed")
+    self._errors = Metrics.counter(METRICS_NAMESPACE, "parse_errors")
+
+  def process(self, raw: RawRecord) -> Iterator[Story | beam.pvalue.TaggedOutput]:
+    self._records.inc()
+    self._bytes.inc(len(raw.data or b""))
+    for out in parse_record(raw, max_story_bytes=self._max_story_bytes):
+      if isinstance(out, Story):
+        self._stories.inc()
+        Metrics.counter(METRICS_NAMESPACE, f"stories_{out.source_format}").inc()
+        yield out
+      else:
+        self._errors.inc()
+        Metrics.counter(METRICS_NAMESPACE, f"parse_errors_{out.error_type}").inc()
+        yield beam.pvalue.TaggedOutput(ERRORS_TAG, out)
+
+
+class ParseStories(beam.PTransform):
+  """PCollection[RawRecord] -> (PCollection[Story], PCollection[DeadLetter])."""
+
+  def __init__(self, max_story_bytes: int = DEFAULT_MAX_STORY_BYTES, label: str | None = None):
+    super().__init__(label)
+    self._max_story_bytes = max_story_bytes
+
+  def expand(self, records):
+    results = records | "ParseRecords" >> beam.ParDo(
+        ParseStoriesFn(self._max_story_bytes)).with_outputs(ERRORS_TAG, main="stories")
+    return results.stories, results[ERRORS_TAG]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _utc(when: dt.datetime | None) -> dt.datetime | None:
+  if when is None:
+    return None
+  if when.tzinfo is None:
+    return when.replace(tzinfo=dt.timezone.utc)
+  return when.astimezone(dt.timezone.utc)
+
+
+def _hint(hint: str | None) -> str | None:
+  if not hint:
+    return None
+  return _HINTS.get(str(hint).strip().lower())
+
+
+def _join_locator(outer: str, inner: str) -> str:
+  if outer and inner:
+    return f"{outer}/{inner}"
+  return outer or inner
+
+
+def _dead(raw: RawRecord, data: bytes, locator: str, error: BaseException, now: dt.datetime) -> DeadLetter:
+  return DeadLetter.from_raw(data, uri=raw.uri or "", locator=locator, stage=STAGE, error=error,
+                             message_id=raw.message_id, attributes=raw.attributes, now=now)
+
+
+def _hash32(text: str) -> str:
+  return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _normalized(text: str | None) -> str:
+  return F.clean_text(text).casefold()
+
+
+def story_id_for(scope: str, guid: str | None, headline: str | None, body: str) -> str:
+  """The deterministic story id: from the scoped guid, else from the normalised content."""
+  if guid:
+    return _hash32(f"{scope.strip().lower()}|{guid.strip()}")
+  return _hash32(f"content|{_normalized(headline)}\n{_normalized(body)}")
+
+
+def _family(fmt: str) -> str:
+  return "json" if fmt in ("json", "jsonl") else fmt
+
+
+def _build(sub: _Sub, raw: RawRecord, locator: str, max_story_bytes: int, now: dt.datetime) -> Story:
+  if sub.error is not None:
+    raise sub.error
+  if len(sub.raw) > max_story_bytes:
+    raise F.StoryTooLarge(f"story of {len(sub.raw)} bytes exceeds the cap of {max_story_bytes} bytes")
+  assert sub.extract is not None
+  fields = sub.extract()
+  body = fields.body or ""
+  headline = F.clean_opt(fields.headline)
+  if fields.media_type and not body:
+    raise F.NoTextContent(f"{fields.media_type} item without a caption or text")
+  if not body and not headline:
+    raise F.NoTextContent("no headline and no body text")
+  if not any(ch.isalpha() for ch in headline or "") and not any(ch.isalpha() for ch in body):
+    raise F.NoTextContent("the text has no letters (numbers or punctuation only)")
+  language = normalize_language(fields.language)
+  language_source: str | None = "metadata" if language else None
+  if language is None:
+    language, _ = detect_language("\n".join(t for t in (headline, body) if t))
+    language_source = "detected" if language else None
+  guid = F.clean_opt(fields.guid)
+  scope = F.clean_opt(fields.scope) or _family(sub.fmt)
+  return Story(
+      story_id=story_id_for(scope, guid, headline, body),
+      version=fields.version if fields.version is not None else 1,
+      body=body,
+      source_format=sub.fmt,
+      input_uri=raw.uri or "",
+      locator=locator,
+      raw_sha256=hashlib.sha256(sub.raw).hexdigest(),
+      ingested_at=_utc(raw.received_at) or now,
+      headline=headline,
+      byline=F.clean_opt(fields.byline),
+      dateline=F.clean_opt(fields.dateline),
+      dateline_place=F.clean_opt(fields.dateline_place),
+      agency=F.clean_opt(fields.agency),
+      source=F.clean_opt(fields.source),
+      guid=guid,
+      language=language,
+      language_source=language_source,
+      published_at=fields.published_at,
+      source_subjects=[s for s in (F.clean_text(x) for x in fields.source_subjects) if s],
+      places=[p for p in (F.clean_text(x) for x in fields.places) if p],
+      message_id=raw.message_id,
+  )
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def _split(data: bytes, hint: str | None, max_story_bytes: int, uri: str, depth: int = 0) -> list[_Sub]:
+  if data[:2] == b"\x1f\x8b":
+    if depth >= _MAX_GZIP_DEPTH:
+      raise F.UnsupportedFormat("gzip nested too deeply")
+    inner = _gunzip(data, max_story_bytes * RECORD_CAP_FACTOR)
+    inner_uri = uri[:-3] if uri.lower().endswith(".gz") else uri
+    return _split(inner, hint, max_story_bytes, inner_uri, depth + 1)
+  if not data.strip():
+    raise F.EmptyRecord("empty record" if not data else "the record holds only whitespace")
+  fmt = hint or _detect(data, uri)
+  if fmt == "reuters-sgml":
+    return _split_reuters(data)
+  if fmt in ("nitf", "newsml"):
+    return _split_xml(data, max_story_bytes)
+  if fmt in ("json", "jsonl", "ninjs"):
+    return _split_json(data, fmt, uri)
+  text = _decode_text(data)
+  _check_textual(text)
+  return [_Sub("", data, "plain", extract=lambda: F.plain_fields(text))]
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+  """Decompresses (possibly multi-member) gzip, refusing output over ``limit`` bytes."""
+  out = bytearray()
+  rest = data
+  while rest:
+    decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    chunk = decomp.decompress(rest, limit + 1 - len(out))
+    out += chunk
+    if len(out) > limit:
+      raise F.RecordTooLarge(f"gzip data decompresses to more than {limit} bytes")
+    if not decomp.eof:
+      if decomp.unconsumed_tail:
+        raise F.RecordTooLarge(f"gzip data decompresses to more than {limit} bytes")
+      raise EOFError("truncated gzip data (the stream ends before the end of the member)")
+    rest = decomp.unused_data
+    if rest and rest[:2] != b"\x1f\x8b":
+      if rest.strip(b"\x00"):
+        raise zlib.error("trailing garbage after the gzip data")
+      break
+  return bytes(out)
+
+
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+
+
+def _detect(data: bytes, uri: str) -> str:
+  """Detects the format from the bytes (the URI's extension only breaks a JSON/JSONL tie)."""
+  head = data[:4096]
+  for bom in _BOMS:
+    if head.startswith(bom):
+      head = head[len(bom):]
+      if bom != _BOMS[0]:
+        head = head.decode("utf-16-le" if bom == b"\xff\xfe" else "utf-16-be", "ignore").encode("utf-8")
+      break
+  head = head.lstrip()
+  if re.search(rb"<REUTERS\b", head) or head.startswith(b"<!DOCTYPE lewis"):
+    return "reuters-sgml"
+  if head.startswith(b"<"):
+    root = re.search(rb"<(?:[\w.-]+:)?(nitf|newsMessage|newsItem|packageItem|conceptItem|knowledgeItem)\b",
+                     head)
+    return "nitf" if root and root.group(1) == b"nitf" else "newsml"
+  if head[:1] in (b"{", b"[", b'"') or _JSON_SCALAR_RE.fullmatch(data.strip()[:64]):
+    lower = uri.lower()
+    return "jsonl" if lower.endswith((".jsonl", ".ndjson")) else "json"
+  return "plain"
+
+
+_JSON_SCALAR_RE = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null")
+
+
+def _decode_text(data: bytes) -> str:
+  """Decodes text: UTF-8 (with or without BOM) or BOM-marked UTF-16; strict."""
+  if data.startswith(b"\xff\xfe") or data.startswith(b"\xfe\xff"):
+    return data.decode("utf-16")
+  return data.decode("utf-8-sig")
+
+
+def _check_textual(text: str) -> None:
+  sample = text[:4096]
+  controls = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\n\r\t\f")
+  if controls > max(4, len(sample) // 20):
+    raise F.UnsupportedFormat("the record looks like binary data, not text")
+
+
+# ---- JSON
+
+
+def _json_sub(obj: object, locator: str, raw: bytes, container_fmt: str, forced: str | None) -> _Sub:
+  if not isinstance(obj, dict):
+    return _Sub(locator, raw, container_fmt,
+                error=F.JSONShapeError(f"expected a JSON object, got {type(obj).__name__}"))
+  if forced == "ninjs" or (forced != "json" and F.is_ninjs(obj)):
+    return _Sub(locator, raw, "ninjs", extract=lambda: F.ninjs_fields(obj))
+  return _Sub(locator, raw, container_fmt, extract=lambda: F.json_fields(obj))
+
+
+def _split_json(data: bytes, fmt: str, uri: str) -> list[_Sub]:
+  text = _decode_text(data)
+  forced = "ninjs" if fmt == "ninjs" else None
+  if fmt == "jsonl":
+    return _split_jsonl(text, forced)
+  stripped = text.strip()
+  if stripped.startswith("["):
+    return _split_json_array(text, "record", forced)
+  try:
+    obj = json.loads(text)
+  except json.JSONDecodeError:
+    # Several objects on separate lines: JSON Lines.
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    try:
+      json.loads(first)
+    except (json.JSONDecodeError, RecursionError):
+      raise
+    return _split_jsonl(text, forced)
+  if isinstance(obj, dict) and not F.is_ninjs(obj):
+    for key in _JSON_CONTAINER_KEYS:
+      items = obj.get(key)
+      if isinstance(items, list) and items and all(isinstance(i, dict) for i in items) and not any(
+          k in obj for k in ("body", "text", "headline", "title")):
+        return [_json_sub(item, f"record:{i}", _json_bytes(item), "json", forced)
+                for i, item in enumerate(items, 1)]
+  if not isinstance(obj, dict):
+    raise F.JSONShapeError(f"top-level JSON {type(obj).__name__} holds no story (expected an object or "
+                           "an array of objects)")
+  return [_json_sub(obj, "", data, "json", forced)]
+
+
+def _json_bytes(obj: object) -> bytes:
+  return json.dumps(obj, ensure_ascii=False, sort_keys=True).encode("utf-8", "surrogatepass")
+
+
+def _split_json_array(text: str, prefix: str, forced: str | None) -> list[_Sub]:
+  """Splits a top-level JSON array, keeping each element's own bytes."""
+  decoder = json.JSONDecoder()
+  start = text.index("[")
+  pos = start + 1
+  ws = re.compile(r"\s*")
+  subs: list[_Sub] = []
+  pos = ws.match(text, pos).end()
+  if text.startswith("]", pos):
+    if text[pos + 1:].strip():
+      raise json.JSONDecodeError("extra data after the array", text, pos + 1)
+    raise F.EmptyRecord("the JSON array is empty")
+  while True:
+    obj, end = decoder.raw_decode(text, pos)
+    raw = text[pos:end].encode("utf-8", "surrogatepass")
+    subs.append(_json_sub(obj, f"{prefix}:{len(subs) + 1}", raw, "json", forced))
+    pos = ws.match(text, end).end()
+    if text.startswith(",", pos):
+      pos = ws.match(text, pos + 1).end()
+      continue
+    if text.startswith("]", pos):
+      if text[pos + 1:].strip():
+        raise json.JSONDecodeError("extra data after the array", text, pos + 1)
+      return subs
+    raise json.JSONDecodeError("expected ',' or ']'", text, pos)
+
+
+def _split_jsonl(text: str, forced: str | None) -> list[_Sub]:
+  subs: list[_Sub] = []
+  for number, line in enumerate(text.split("\n"), 1):
+    if not line.strip():
+      continue
+    raw = line.encode("utf-8", "surrogatepass")
+    locator = f"line:{number}"
+    try:
+      obj = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as error:
+      subs.append(_Sub(locator, raw, "jsonl", error=error))
+      continue
+    subs.append(_json_sub(obj, locator, raw, "jsonl", forced))
+  return subs
+
+
+# ---- XML
+
+
+def _split_xml(data: bytes, max_story_bytes: int) -> list[_Sub]:
+  head = data[:4096]
+  container = re.search(rb"<(?:[\w.-]+:)?newsMessage\b", head) is not None
+  if not container and len(data) > max_story_bytes:
+    return [_Sub("", data, "newsml", error=F.StoryTooLarge(
+        f"story of {len(data)} bytes exceeds the cap of {max_story_bytes} bytes"))]
+  root = F.parse_xml(data)
+  name = F.local(root.tag)
+  if name == "nitf":
+    return [_Sub("", data, "nitf", extract=lambda: F.nitf_fields(root))]
+  if name == "newsMessage":
+    items = [item for item_set in F.children(root, "itemSet") for item in item_set
+             if F.local(item.tag) in F.NEWSML_ITEMS]
+    if not items:
+      raise F.EmptyRecord("the newsMessage holds no items")
+    return [_Sub(f"item:{i}", ET.tostring(item, encoding="utf-8"), "newsml",
+                 extract=(lambda item=item: F.newsml_fields(item)))
+            for i, item in enumerate(items, 1)]
+  if name in F.NEWSML_ITEMS or name in ("contentSet", "contentMeta"):
+    return [_Sub("", data, "newsml", extract=lambda: F.newsml_fields(root))]
+  raise F.UnsupportedFormat(f"XML root <{name}> is neither NITF nor NewsML-G2")
+
+
+# ---- Reuters-21578 SGML
+
+_REUTERS_START_RE = re.compile(rb"<REUTERS\b([^>]*)>", re.I)
+_REUTERS_END_RE = re.compile(rb"</REUTERS\s*>", re.I)
+_ATTR_RE = re.compile(r'([\w.-]+)\s*=\s*"([^"]*)"')
+
+
+def _split_reuters(data: bytes) -> list[_Sub]:
+  starts = list(_REUTERS_START_RE.finditer(data))
+  if not starts:
+    raise F.UnsupportedFormat("no <REUTERS> elements in the SGML")
+  subs: list[_Sub] = []
+  for index, match in enumerate(starts, 1):
+    limit = starts[index].start() if index < len(starts) else len(data)
+    end = _REUTERS_END_RE.search(data, match.end(), limit)
+    attrs = dict(_ATTR_RE.findall(match.group(1).decode("latin-1")))
+    newid = attrs.get("NEWID", "").strip()
+    locator = f"newid:{newid}" if newid.isdigit() else f"record:{index}"
+    if end is None:
+      raw = data[match.start():limit]
+      subs.append(_Sub(locator, raw, "reuters-sgml", error=F.TruncatedRecord(
+          "<REUTERS> element without its closing </REUTERS>")))
+      continue
+    raw = data[match.start():end.end()]
+    element = raw.decode("latin-1")
+    subs.append(_Sub(locator, raw, "reuters-sgml",
+                     extract=(lambda element=element, attrs=attrs: F.reuters_fields(element, attrs))))
+  return subs
