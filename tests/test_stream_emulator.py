@@ -1,0 +1,185 @@
+"""The streaming pipeline end to end against the Pub/Sub emulator.
+
+Publishes stories (a duplicate, garbage bytes, broken JSON, an oversize story, a gzip
+file, a JSON Lines batch), runs ``pipelines.stream`` in a subprocess with
+``--duration``, and checks the ledger in the Parquet files with DuckDB.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipelines import query
+from pipelines.publish import publish_files
+from tests.pubsub_emulator import pubsub_channel, pubsub_emulator  # noqa: F401 - fixtures
+
+REPO = Path(__file__).resolve().parents[1]
+SEED = REPO / "seeds" / "000_2caeb3c1602a667c.txt"
+WINDOW_SECONDS = 3
+MAX_STORY_BYTES = 20_000
+FILE_NAME = re.compile(r"^part-\d{8}T\d{6}Z-\d{8}T\d{6}Z-\d{3}-[0-9a-f]{20}(-\d{4})?\.parquet$")
+
+pytestmark = pytest.mark.emulator
+
+
+def _plain(i: int) -> bytes:
+  return (f"Live story {i}\n\nOSLO (NTB) - Story number {i} of the live batch was filed on a quiet "
+          f"afternoon.\nOfficials in Oslo said the count reached {i * 7} by noon.\n").encode()
+
+
+class _StreamProcess:
+  """``python -m pipelines.stream`` in a subprocess; stderr lines collected as they come."""
+
+  def __init__(self, args: list[str], env: dict[str, str]):
+    self.lines: list[str] = []
+    self.running = threading.Event()
+    self.proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.stream", *args], cwd=REPO, env={**os.environ, **env},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    self._reader = threading.Thread(target=self._read, daemon=True)
+    self._reader.start()
+
+  def _read(self) -> None:
+    assert self.proc.stdout is not None
+    for line in self.proc.stdout:
+      self.lines.append(line.rstrip("\n"))
+      if line.startswith("wirestream stream: running"):
+        self.running.set()
+
+  def wait(self, timeout: float) -> int:
+    try:
+      return self.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+      self.proc.kill()
+      self.proc.wait(10)
+      pytest.fail("the stream did not stop in time:\n" + "\n".join(self.lines[-40:]))
+    finally:
+      self._reader.join(5)
+
+  def output(self) -> str:
+    return "\n".join(self.lines)
+
+
+def test_stream_ledger_dedup_errors_and_latency(pubsub_channel, tmp_path):  # noqa: F811
+  from google.cloud import pubsub_v1
+
+  channel = pubsub_channel
+  publisher = pubsub_v1.PublisherClient()
+  src = tmp_path / "src"
+  src.mkdir()
+  (src / "story.json").write_text(json.dumps({
+      "guid": "urn:test:json-1", "version": 2, "headline": "Harbour reopens",
+      "body": "BERGEN (NTB) - The harbour reopened on Tuesday after repairs.\n\nShips queued outside.",
+      "language": "en", "published": "2026-11-28T09:00:00Z"}))
+  (src / "batch.jsonl").write_text(
+      json.dumps({"guid": "urn:test:line-1", "headline": "First line", "body": "Rain fell in Paris."}) + "\n"
+      + json.dumps({"guid": "urn:test:line-2", "headline": "Second line", "body": "Snow fell in Oslo."}) + "\n")
+  (src / "story.txt.gz").write_bytes(gzip.compress(b"ROME (Reuters) - Italy's parliament met on Monday.\n"))
+  (src / "huge.txt").write_bytes(b"LONDON (Reuters) - " + b"Markets moved again. " * 2000)
+
+  # Backlog, published before the pipeline starts.
+  ids, problems = publish_files(channel.topic, [SEED, SEED, src / "story.json", src / "batch.jsonl",
+                                                src / "story.txt.gz", src / "huge.txt"], publisher=publisher)
+  assert not problems
+  seed_id, seed_repeat_id, json_id, jsonl_id, gz_id, huge_id = ids
+  garbage = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xd8\xff\xe0 not a story \xc3\x28\xa0\xa1"
+  garbage_id = publisher.publish(channel.topic, garbage, source="fuzzer", kind="garbage").result()
+  broken_id = publisher.publish(channel.topic, b'{"headline": "Broken", "body": "no end', format="json").result()
+
+  lake = tmp_path / "lake"
+  stream = _StreamProcess(
+      ["--subscription", channel.subscription, "--output", str(lake), "--window-seconds", str(WINDOW_SECONDS),
+       "--duration", "16", "--stages", "none", "--max-story-bytes", str(MAX_STORY_BYTES),
+       "--progress-seconds", "2"],
+      channel.emulator.env())
+  started = time.monotonic()
+  assert stream.running.wait(90), "the stream did not start:\n" + stream.output()
+
+  # Live messages, published while the pipeline runs: their latency is measured.
+  published_at: dict[str, float] = {}
+  for i in range(4):
+    message_id = publisher.publish(channel.topic, _plain(i), format="plain").result()
+    published_at[message_id] = time.time()
+    time.sleep(0.7)
+  late_repeat_id = publisher.publish(channel.topic, SEED.read_bytes(), format="plain").result()
+  published_at[late_repeat_id] = time.time()
+
+  assert stream.wait(120) == 0, stream.output()
+  elapsed = time.monotonic() - started
+  out = stream.output()
+  assert "stopped reading after" in out and "summary:" in out
+  assert re.search(r"^stream: .*messages=\d+", out, re.M), out
+
+  # File names: plain UTC window bounds + shard + hash, easy to glob.
+  files = sorted(lake.rglob("*.parquet"))
+  assert files, out
+  for path in files:
+    assert FILE_NAME.match(path.name), path.name
+    assert path.parent.name.startswith("date=") and path.parent.parent.parent == lake
+  assert not list(lake.rglob(".tmp-*"))
+
+  con = duckdb.connect()
+  glob = f"{lake}/%s/*/*.parquet"
+  con.execute(f"CREATE VIEW ev AS SELECT *, filename AS file FROM read_parquet('{glob % 'events'}', "
+              "hive_partitioning=true, filename=true)")
+  con.execute(f"CREATE VIEW er AS SELECT * FROM read_parquet('{glob % 'errors'}', hive_partitioning=true)")
+
+  # Duplicates collapsed: one row per event in the files themselves, the seed story once.
+  total, distinct = con.execute("SELECT count(*), count(DISTINCT event_id) FROM ev").fetchone()
+  assert total == distinct
+  seed_rows = con.execute("SELECT message_id FROM ev WHERE dateline = 'WASHINGTON (Reuters)'").fetchall()
+  assert len(seed_rows) == 1 and seed_rows[0][0] in (seed_id, seed_repeat_id, late_repeat_id)
+
+  # The ledger: every published message is in events or errors, or repeats a story that is.
+  events = dict(con.execute("SELECT message_id, count(*) FROM ev GROUP BY 1").fetchall())
+  errors = {row[0]: row[1:] for row in con.execute(
+      "SELECT message_id, stage, error_type, locator, input_uri, attributes FROM er").fetchall()}
+  repeats = {seed_id, seed_repeat_id, late_repeat_id} - {seed_rows[0][0]}
+  published = {seed_id, seed_repeat_id, json_id, jsonl_id, gz_id, huge_id, garbage_id, broken_id, *published_at}
+  assert set(events) | set(errors) | repeats == published
+  assert not (set(events) & repeats) and not (set(errors) & repeats)
+  assert events[jsonl_id] == 2
+  assert sorted(r[0] for r in con.execute("SELECT locator FROM ev WHERE message_id = ?", [jsonl_id]).fetchall()) \
+      == [f"msg:{jsonl_id}/line:1", f"msg:{jsonl_id}/line:2"]
+  assert con.execute("SELECT source_format, version FROM ev WHERE message_id = ?", [json_id]).fetchone() \
+      == ("json", 2)
+  assert con.execute("SELECT dateline_place FROM ev WHERE message_id = ?", [gz_id]).fetchone() == ("ROME",)
+  assert all(events[m] == 1 for m in published_at if m != late_repeat_id)
+
+  # Bad messages: in errors with their message id and attributes; the stream went on.
+  stage, error_type, locator, input_uri, attributes = errors[garbage_id]
+  assert (stage, locator, input_uri) == ("parse", f"msg:{garbage_id}", channel.subscription)
+  assert dict(attributes) == {"source": "fuzzer", "kind": "garbage"}
+  assert errors[broken_id][0] == "parse" and dict(errors[broken_id][4]) == {"format": "json"}
+  assert errors[huge_id][1] == "StoryTooLarge"
+  assert dict(errors[huge_id][4])["filename"] == "huge.txt"
+  excerpt = con.execute("SELECT raw_excerpt FROM er WHERE message_id = ?", [garbage_id]).fetchone()[0]
+  assert excerpt == garbage
+
+  # The query views agree.
+  view = query.connect(str(lake))
+  assert view.execute("SELECT count(*) FROM events").fetchone()[0] == total
+  assert view.execute("SELECT count(*) FROM errors").fetchone()[0] == len(errors) == 3
+
+  # End-to-end latency: publish -> the events file holding the message is in place.
+  latencies = []
+  for message_id, when in published_at.items():
+    if message_id == late_repeat_id:
+      continue
+    (file,) = con.execute("SELECT file FROM ev WHERE message_id = ?", [message_id]).fetchone()
+    latencies.append(os.stat(file).st_mtime - when)
+  print(f"\nstream test: {elapsed:.1f}s wall; publish->file latency with {WINDOW_SECONDS}s windows: "
+        f"min {min(latencies):.2f}s, median {statistics.median(latencies):.2f}s, max {max(latencies):.2f}s")
+  assert max(latencies) < WINDOW_SECONDS + 10, latencies
