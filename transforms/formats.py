@@ -924,7 +924,8 @@ _SGML_TAG_RE = {name: re.compile(rf"<{name}\b[^>]*>(.*?)</{name}>", re.S | re.I)
 _SGML_D_RE = re.compile(r"<D>(.*?)</D>", re.S | re.I)
 _SGML_ANY_TAG_RE = re.compile(r"<[^>]{0,200}>")
 _REUTERS_DATE_RE = re.compile(r"\d{1,2}-[A-Za-z]{3}-\d{4}\s+\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?")
-_REUTER_SIGNOFF_RE = re.compile(r"\s*\bREUTE?R\b[\s\x03]*$", re.I)
+_REUTER_SIGNOFF_RE = re.compile(r"(?:^|\s)REUTE?R$", re.I)
+_REUTERS_PARA_RE = re.compile(r"\n(?=[ \t]+\S)|\n[ \t]*\n")
 
 
 def sgml_unescape(text: str) -> str:
@@ -934,8 +935,11 @@ def sgml_unescape(text: str) -> str:
 
 def reuters_paragraphs(text: str) -> list[str]:
   """Reuters-21578 bodies are hard-wrapped; an indented line starts a new paragraph."""
-  text = _REUTER_SIGNOFF_RE.sub("", sgml_unescape(text))
-  chunks = re.split(r"\n(?=[ \t]+\S)|\n[ \t]*\n", text)
+  text = sgml_unescape(text).rstrip()
+  tail = _REUTER_SIGNOFF_RE.search(text[-40:])
+  if tail:
+    text = text[: len(text) - 40 + tail.start()] if len(text) > 40 else text[: tail.start()]
+  chunks = _REUTERS_PARA_RE.split(text)
   return [c for c in (clean_text(c) for c in chunks) if c]
 
 
@@ -969,7 +973,15 @@ def reuters_fields(element: str, attrs: dict[str, str]) -> Fields:
   date = tag("DATE")
   if date:
     stamp = _REUTERS_DATE_RE.search(date)
-    fields.published_at = parse_datetime(stamp.group(0) if stamp else sgml_unescape(date))
+    fields.published_at = None
+    if stamp:
+      try:
+        fields.published_at = dt.datetime.strptime(" ".join(stamp.group(0).split()), "%d-%b-%Y %H:%M:%S.%f").replace(
+            tzinfo=dt.timezone.utc)
+      except ValueError:
+        pass
+    if fields.published_at is None:
+      fields.published_at = parse_datetime(stamp.group(0) if stamp else sgml_unescape(date))
   fields.source_subjects = [clean_text(sgml_unescape(d)) for d in _SGML_D_RE.findall(tag("TOPICS") or "")]
   fields.places = [clean_text(sgml_unescape(d)) for d in _SGML_D_RE.findall(tag("PLACES") or "")]
   return fields

@@ -149,6 +149,7 @@ def parse_record(raw: RawRecord, *, max_story_bytes: int = DEFAULT_MAX_STORY_BYT
       yield story
 
 
+@beam.typehints.with_input_types(RawRecord)
 class ParseStoriesFn(beam.DoFn):
   """Parses RawRecords; Stories go to the main output, DeadLetters to ``errors``.
 
@@ -178,7 +179,16 @@ class ParseStoriesFn(beam.DoFn):
 
 
 class ParseStories(beam.PTransform):
-  """PCollection[RawRecord] -> (PCollection[Story], PCollection[DeadLetter])."""
+  """PCollection[RawRecord] -> (PCollection[Story], PCollection[DeadLetter]).
+
+  Usage::
+
+    stories, errors = raw_records | ParseStories(max_story_bytes=5_000_000)
+
+  Counters (namespace ``wirestream.parse``): ``records_read``, ``bytes_read``,
+  ``stories_parsed``, ``parse_errors``, ``stories_<source_format>`` and
+  ``parse_errors_<error_type>``.
+  """
 
   def __init__(self, max_story_bytes: int = DEFAULT_MAX_STORY_BYTES, label: str | None = None):
     super().__init__(label)
