@@ -7,6 +7,7 @@ file, a JSON Lines batch), runs ``pipelines.stream`` in a subprocess with
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import os
@@ -183,3 +184,41 @@ def test_stream_ledger_dedup_errors_and_latency(pubsub_channel, tmp_path):  # no
   print(f"\nstream test: {elapsed:.1f}s wall; publish->file latency with {WINDOW_SECONDS}s windows: "
         f"min {min(latencies):.2f}s, median {statistics.median(latencies):.2f}s, max {max(latencies):.2f}s")
   assert max(latencies) < WINDOW_SECONDS + 10, latencies
+
+
+def test_publish_command_sends_files_as_they_are(pubsub_channel, tmp_path, capsys):  # noqa: F811
+  from google.cloud import pubsub_v1
+
+  from pipelines import publish
+
+  (tmp_path / "a.jsonl").write_text('{"headline": "H", "body": "B."}\n')
+  (tmp_path / "b.txt.gz").write_bytes(gzip.compress(b"PARIS (AFP) - Gzip as is.\n"))
+  (tmp_path / "c.xml").write_bytes(b"<nitf><body/></nitf>")
+  (tmp_path / ".hidden").write_text("skip me")
+  args = argparse.Namespace(topic=pubsub_channel.topic, files=[str(tmp_path)], format=None,
+                            attribute=[("feed", "test")])
+  assert publish.run(args) == 0
+  printed = capsys.readouterr()
+  assert "3 message(s)" in printed.err and "emulator" in printed.err
+  with pubsub_v1.SubscriberClient() as subscriber:
+    received = {}
+    deadline = time.monotonic() + 30
+    while len(received) < 3 and time.monotonic() < deadline:
+      response = subscriber.pull(subscription=pubsub_channel.subscription, max_messages=10, timeout=5)
+      for rm in response.received_messages:
+        received[rm.message.attributes["filename"]] = (rm.message.data, dict(rm.message.attributes))
+  assert received["a.jsonl"][1] == {"filename": "a.jsonl", "format": "jsonl", "feed": "test"}
+  assert received["b.txt.gz"] == ((tmp_path / "b.txt.gz").read_bytes(),
+                                  {"filename": "b.txt.gz", "format": "plain", "feed": "test"})
+  assert "format" not in received["c.xml"][1]  # ambiguous extension: the stream detects the format
+  assert publish.run(argparse.Namespace(topic=pubsub_channel.topic, files=[str(tmp_path / "nope")],
+                                        format=None, attribute=None)) == 2
+
+
+def test_stream_rejects_bad_arguments(tmp_path, capsys):
+  from pipelines import stream
+
+  assert stream.main(["--subscription", "stream", "--output", str(tmp_path / "lake")]) == 2
+  assert "projects/PROJECT/subscriptions/NAME" in capsys.readouterr().err
+  assert stream.main(["--subscription", "projects/p/subscriptions/s", "--output", str(tmp_path / "lake"),
+                      "--window-seconds", "0"]) == 2

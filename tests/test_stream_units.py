@@ -116,3 +116,11 @@ def test_dedup_rejects_merging_windows_and_bad_ttl():
     with TestPipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
       _ = (p | beam.Create([_story("a")]) | beam.WindowInto(window.Sessions(10)) | DedupStories())
 
+
+
+def test_missing_emulator_is_a_clear_error(monkeypatch, tmp_path):
+  from pipelines import emulator
+
+  monkeypatch.setattr(emulator.shutil, "which", lambda name: None)
+  with pytest.raises(emulator.EmulatorUnavailable, match="gcloud: not installed; cloud-pubsub-emulator: not"):
+    emulator.PubSubEmulator().start()
