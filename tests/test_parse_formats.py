@@ -362,3 +362,66 @@ def test_received_at_is_used_as_ingest_time(name):
   received = dt.datetime(2024, 1, 1, 12, 0)
   outs = parse((FIXTURES / name).read_bytes(), received_at=received)
   assert all(s.ingested_at == received.replace(tzinfo=dt.timezone.utc) for s in stories(outs))
+
+
+# --------------------------------------------------------------------------- odds and ends
+
+
+@pytest.mark.parametrize("lead, expected", [
+    ("WASHINGTON (Reuters) - U.S. officials said", ("WASHINGTON (Reuters)", "WASHINGTON", "Reuters")),
+    ("GROSSETO, Italy (AP) -- The trial", ("GROSSETO, Italy (AP)", "GROSSETO", "AP")),
+    ("NEW YORK (AP) — The gas", ("NEW YORK (AP)", "NEW YORK", "AP")),
+    ("Tegucigalpa, Jan 2 (EFE).- Test body.", ("Tegucigalpa, Jan 2 (EFE)", "Tegucigalpa", "EFE")),
+    ("Frankfurt am Main (dpa) - Die Börse", ("Frankfurt am Main (dpa)", "Frankfurt am Main", "dpa")),
+    ("OSLO (NTB): Regjeringen", ("OSLO (NTB)", "OSLO", "NTB")),
+    ("Shares of Acme (ACME) - rose", None),
+    ("(Sports Network) - A pair of teams", None),
+    ("The company said on Monday it would", None),
+])
+def test_parse_dateline(lead, expected):
+  from transforms.formats import parse_dateline
+  assert parse_dateline(lead) == expected
+
+
+def test_crlf_and_bom_plain_text():
+  data = "\ufeffHeadline\r\nBy Jo Smith\r\nPARIS (AFP) - Texte.\r\nSecond.\r\n".encode()
+  story = only_story(parse(data))
+  assert story.headline == "Headline" and story.byline == "Jo Smith" and story.agency == "AFP"
+  assert story.body == "PARIS (AFP) - Texte.\n\nSecond."
+
+
+def test_multi_member_gzip():
+  one = gzip.compress(b'{"id": "1", "title": "One", "body": "First story."}\n', mtime=0)
+  two = gzip.compress(b'{"id": "2", "title": "Two", "body": "Second story."}\n', mtime=0)
+  outs = parse(one + two, uri="feed.jsonl.gz")
+  assert [(s.source_format, s.locator, s.guid) for s in outs] == [("jsonl", "line:1", "1"), ("jsonl", "line:2", "2")]
+
+
+def test_versions_of_one_story_share_the_story_id():
+  doc = json.loads((FIXTURES / "ninjs3.json").read_text())
+  first = only_story(parse(json.dumps(doc).encode()))
+  doc["version"] = "5"
+  doc["bodies"][1]["value"] += "\n\nA correction was appended."
+  second = only_story(parse(json.dumps(doc).encode()))
+  assert first.story_id == second.story_id
+  assert (first.version, second.version) == (4, 5)
+  assert first.event_id != second.event_id
+
+
+def test_json_items_container():
+  data = json.dumps({"items": [{"id": "i1", "title": "A", "body": "Alpha text."},
+                               {"id": "i2", "title": "B", "body": "Beta text."}]}).encode()
+  outs = parse(data)
+  assert [(o.locator, o.guid) for o in outs] == [("record:1", "i1"), ("record:2", "i2")]
+
+
+def test_format_hint_names_a_format_family():
+  data = (FIXTURES / "reuters_sample.sgm").read_bytes()
+  assert [o.source_format for o in stories(parse(data, format_hint="reuters"))] == ["reuters-sgml"] * 2
+  outs = parse(b"<nitf><body><body.content><p>Hi there.</p></body.content></body></nitf>", format_hint="NITF")
+  assert only_story(outs).body == "Hi there."
+
+
+def test_str_data_is_encoded_not_dropped():
+  story = only_story(list(parse_record(RawRecord(uri="m", data="LIMA (Reuters) - Texto."), now=NOW)))
+  assert story.dateline_place == "LIMA"

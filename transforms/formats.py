@@ -708,8 +708,13 @@ def ninjs_fields(obj: dict) -> Fields:
 
 
 def nitf_fields(root: Element) -> Fields:
-  """NITF 3.x: head/title, docdata (doc-id, date.issue, du-key, evloc), pubdata,
-  body.head (hedline/hl1, byline, distributor, dateline), body.content paragraphs."""
+  """NITF 3.x: head/title, docdata (doc-id -> guid and source, date.issue, du-key
+  -> version, evloc -> places), tobject.subject refnums -> source_subjects
+  (``subj:`` for IPTC codes), pubdata, body.head (hedline/hl1, byline without
+  byttl, distributor, dateline), body.content paragraphs (p, hl2, li...; media
+  and tables skipped; the abstract when there is no body). published_at is
+  pubdata@date.publication, else date.issue, else date.release. Language:
+  @baselang, else xml:lang."""
   head = child(root, "head")
   docdata = child(head, "docdata")
   body = child(root, "body")
@@ -840,7 +845,9 @@ def newsml_fields(item: Element) -> Fields:
   firstCreated); contentMeta (headline, by/creator, dateline, located,
   language, subject, infoSource, description); contentSet (inlineXML NITF or
   XHTML, inlineData text). Picture/video/audio/graphic items need a caption
-  (description) to count as a story.
+  (description) to count as a story. published_at is versionCreated, else
+  firstCreated, contentModified, contentCreated. A text item without body
+  text falls back to its description(s).
   """
   name = local(item.tag)
   if name in NEWSML_ITEMS and name != "newsItem":

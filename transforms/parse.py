@@ -9,21 +9,19 @@ one of the ``events`` or ``errors`` tables. A record that cannot even be split
 container with no records in it, a gzip member over the size limit) yields a
 single dead letter. :func:`parse_record` never raises.
 
-Formats (detected from the content; ``RawRecord.format_hint`` overrides):
+Formats (detected from the content; ``RawRecord.format_hint`` overrides), with
+what one story is and its locator:
 
-========================  ===================================================  ============================
-format (``source_format``)  one story per                                       locator
-========================  ===================================================  ============================
-``plain``                 file/message                                          ``""``
-``json``                  object; or element of a top-level array, or of an      ``""`` / ``record:N``
-                          ``items``/``stories``/``articles``/``data`` array
-``jsonl``                 non-blank line (JSON Lines / NDJSON)                  ``line:N``
-``ninjs``                 JSON object shaped like IPTC ninjs (in any container  as for json/jsonl
-                          above)
-``nitf``                  ``<nitf>`` document                                  ``""``
-``newsml``                ``<newsItem>``; each item of a ``<newsMessage>``      ``""`` / ``item:N``
-``reuters-sgml``          ``<REUTERS>`` element (Reuters-21578, latin-1)        ``newid:N`` (``record:N``)
-========================  ===================================================  ============================
+* ``plain``: the whole file or message (locator ``""``).
+* ``json``: a top-level object (``""``); or each element of a top-level array, or
+  of an ``items``/``stories``/``articles``/``data`` array (``record:N``).
+* ``jsonl``: each non-blank line of JSON Lines / NDJSON (``line:N``).
+* ``ninjs``: a JSON object shaped like IPTC ninjs, in any of the JSON containers above.
+* ``nitf``: a ``<nitf>`` document (``""``).
+* ``newsml``: a NewsML-G2 ``<newsItem>`` (``""``), or each item of a ``<newsMessage>``
+  (``item:N``).
+* ``reuters-sgml``: each ``<REUTERS>`` element of a Reuters-21578 file, read as latin-1
+  (``newid:N``, or ``record:N`` without a NEWID).
 
 Numbers in locators count from 1. Gzip (any of the above, detected by its magic
 bytes) is decompressed first and keeps the inner locator. When the raw record
@@ -130,8 +128,10 @@ def parse_record(raw: RawRecord, *, max_story_bytes: int = DEFAULT_MAX_STORY_BYT
   Always yields at least one element.
   """
   now = _utc(now) or dt.datetime.now(dt.timezone.utc)
-  data = raw.data if isinstance(raw.data, (bytes, bytearray)) else b""
-  data = bytes(data)
+  if isinstance(raw.data, str):
+    data = raw.data.encode("utf-8", "surrogatepass")
+  else:
+    data = bytes(raw.data or b"")
   try:
     subs = _split(data, _hint(raw.format_hint), max_story_bytes, uri=raw.uri or "")
     if not subs:
