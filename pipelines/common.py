@@ -106,8 +106,9 @@ class LogProgress(beam.DoFn):
     yield element
 
 
-def print_metrics(result, stream=sys.stdout) -> dict[str, int]:
+def print_metrics(result, stream=None) -> dict[str, int]:
   """Prints the pipeline's Beam metrics counters as a summary; returns them."""
+  stream = stream or sys.stdout
   counters: dict[str, int] = {}
   try:
     query = result.metrics().query()

@@ -31,7 +31,7 @@ def test_seed_story_lands_with_its_dateline(tmp_path, capsys):
   assert len(row) == 1
   dateline, place, agency, language, body, ner_status = row[0]
   assert (dateline, place, agency, language) == ("WASHINGTON (Reuters)", "WASHINGTON", "Reuters", "en")
-  assert body.startswith("U.S. and Chinese diplomatic") and "\n\n" in body
+  assert body.startswith("WASHINGTON (Reuters) - U.S. and Chinese diplomatic") and "\n\n" in body
   assert ner_status is None  # the NER stage did not run
 
 
@@ -52,7 +52,7 @@ def test_bad_files_land_in_errors_and_the_run_goes_on(tmp_path):
   (src / "good.txt").write_text("LONDON (Reuters) - Shares rose on Monday.\nTraders said so.\n")
   (src / "empty.json").write_bytes(b"")
   (src / "bad.xml").write_bytes(b"<?xml version='1.0'?><nitf><body><p>truncated")
-  (src / "bin.gz").write_bytes(gzip.compress(b"\xff\xfe\x00\x01" * 50))
+  (src / "bin.gz").write_bytes(gzip.compress(b"\x80\x81\xfe\x00\x9f" * 50))
   lake = tmp_path / "lake"
   assert _run("--input", str(src / "*"), "--output", str(lake), "--stages", "none") == 0
   con = query.connect(str(lake))

@@ -56,9 +56,9 @@ class _ReadFile(beam.DoFn):
 
   def __init__(self, max_file_bytes: int):
     self._max_file_bytes = max_file_bytes
-    self._files = Metrics.counter("read", "files_read")
-    self._bytes = Metrics.counter("read", "bytes_read")
-    self._errors = Metrics.counter("read", "read_errors")
+    self._files = Metrics.counter("wirestream.read", "files_read")
+    self._bytes = Metrics.counter("wirestream.read", "bytes_read")
+    self._errors = Metrics.counter("wirestream.read", "read_errors")
 
   def process(self, readable: fileio.ReadableFile) -> Iterable:
     path = readable.metadata.path

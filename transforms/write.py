@@ -74,8 +74,8 @@ class _WriteGroup(beam.DoFn):
     self._rows_per_file = rows_per_file
     self._row_group_rows = row_group_rows
     self._compression = compression
-    self._rows = {name: Metrics.counter("write", f"{name}_rows") for name in TABLES}
-    self._files = Metrics.counter("write", "files_written")
+    self._rows = {name: Metrics.counter("wirestream.write", f"{name}_rows") for name in TABLES}
+    self._files = Metrics.counter("wirestream.write", "files_written")
 
   def process(self, element, window=beam.DoFn.WindowParam) -> Iterable[str]:
     (table, date, shard), rows = element
