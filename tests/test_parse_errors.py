@@ -210,3 +210,20 @@ def test_mutated_fixtures_never_raise(data):
                     max_leaves=20))
 def test_arbitrary_json_never_raises(value):
   _check_never_raises(json.dumps(value).encode())
+
+
+@pytest.mark.parametrize("data", [
+    b"[" * 100_000,
+    b'{"a":' * 50_000,
+    b"<newsMessage><itemSet><newsItem>" + b"<b>" * 30_000 + b"</b>" * 30_000 + b"</newsItem></itemSet></newsMessage>",
+])
+def test_deep_nesting_is_a_dead_letter(data):
+  dead = only_dead(parse(data))
+  assert dead.error_type == "RecursionError"
+
+
+def test_many_unterminated_reuters_elements_each_accounted_for():
+  data = b"<REUTERS NEWID=\"1\"><TEXT>a" + b"<REUTERS NEWID=\"2\"><TEXT><BODY>b</BODY></TEXT></REUTERS>"
+  outs = parse(data)
+  assert [(type(o).__name__, o.locator) for o in outs] == [("DeadLetter", "newid:1"), ("Story", "newid:2")]
+  assert outs[0].error_type == "TruncatedRecord"
