@@ -27,6 +27,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+stream-demo: $(STAMP)
+	$(PY) -m pipelines.stream_demo --seeds seeds --output $(LAKE)-stream
+
+dataflow-dry-run: $(STAMP)
+	$(VENV)/bin/wirestream dataflow-dry-run --out-dir build/dataflow
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
