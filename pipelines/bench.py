@@ -1,0 +1,355 @@
+"""``wirestream bench``: the fast inference path against a plain transformers baseline, same texts, one process.
+
+Stories are read and parsed as the pipeline does; stories in a language the models do not both declare
+are left out. Then, on the same stories:
+
+* **fast path** (what the pipeline runs): the fused ONNX Runtime graph, int8 (dynamic quantisation), NER
+  and topics from one encoder pass, windows of many stories bucketed by length, one tokenizer pass per
+  story (:mod:`transforms.enrich`), in batches of stories as ``RunInference`` forms them.
+* **baseline**, as a newcomer would write it: ``transformers.pipeline("token-classification",
+  aggregation_strategy="simple")`` on our NER model (a standard ``BertForTokenClassification``), one story
+  at a time, plus the topic model in torch fp32, one story at a time. Our NER model reads the casing
+  class of every word piece as ``token_type_ids``; a plain pipeline would feed zeros (same cost, wrong
+  entities), so the baseline pipeline's preprocessing adds them (a few lines; nothing else changes).
+  The pipeline truncates a story at 512 pieces (its default), which only makes the baseline faster.
+
+Token counts are the word pieces of the story bodies (the same for both paths), so ``tokens_per_s`` of the
+two paths compare directly. ``encoder_tokens_per_s`` is the bare fused graph on full batches of full
+windows (no tokenisation, padding, overlap or decoding): the practical limit of the fast path.
+``peak_rss_mb`` is the process's peak resident memory after the fast path (before the baseline's torch
+models are loaded). With ``--conll``, ``f1_fast`` and ``f1_reference`` (the torch model, as
+``wirestream eval ner`` runs it) are scored by the code of ``wirestream eval ner``.
+
+``--levers`` also times each lever on its own (torch batched, ONNX fp32, int8, bucketing off, two
+encoder passes, one thread). The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas.records import RawRecord, Story
+
+
+def load_stories(pattern: str, limit: int = 0) -> tuple[list[Story], int]:
+  """Parsed stories of the files matching ``pattern`` (at most ``limit``), and how many failed to parse."""
+  from apache_beam.io.filesystems import FileSystems
+
+  from transforms.io import match_inputs
+  from transforms.parse import parse_record
+
+  stories: list[Story] = []
+  failed = 0
+  for path in match_inputs([pattern])[pattern]:
+    with FileSystems.open(path) as handle:
+      data = handle.read()
+    for item in parse_record(RawRecord(uri=path, data=data)):
+      if isinstance(item, Story):
+        stories.append(item)
+      else:
+        failed += 1
+      if limit and len(stories) >= limit:
+        return stories, failed
+  return stories, failed
+
+
+def story_batches(stories: Sequence[Story], max_chars: int = 64_000) -> list[list[Story]]:
+  """Consecutive stories grouped as ``RunInference`` groups them (by body characters)."""
+  batches: list[list[Story]] = []
+  current: list[Story] = []
+  size = 0
+  for story in stories:
+    n = max(1, len(story.body))
+    if current and size + n > max_chars:
+      batches.append(current)
+      current, size = [], 0
+    current.append(story)
+    size += n
+  if current:
+    batches.append(current)
+  return batches
+
+
+def peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+  start = time.perf_counter()
+  out = fn()
+  return time.perf_counter() - start, out
+
+
+# --- Paths -------------------------------------------------------------------------------------------------
+
+
+def run_fast(enricher, stories: Sequence[Story], *, sort_windows: bool = True) -> list:
+  from transforms import enrich
+
+  out = []
+  for batch in story_batches(stories):
+    out.extend(enrich.enrich_texts(enricher, [s.body for s in batch], [s.headline for s in batch],
+                                   sort_windows=sort_windows))
+  return out
+
+
+def casing_pipeline(ner_dir: Path, threads: int):
+  """``pipeline("token-classification", aggregation_strategy="simple")`` on our model, feeding it the
+  casing classes it was trained with as ``token_type_ids``."""
+  import torch
+  from transformers import AutoTokenizer, pipeline
+  from transformers.pipelines import TokenClassificationPipeline
+
+  from transforms import ner_model as nm
+
+  torch.set_num_threads(threads)
+
+  class CasingTokenClassificationPipeline(TokenClassificationPipeline):
+    def preprocess(self, sentence, offset_mapping=None, **params):
+      for inputs in super().preprocess(sentence, offset_mapping=offset_mapping, **params):
+        text = inputs["sentence"] if inputs["sentence"] is not None else sentence
+        offsets = inputs["offset_mapping"][0].tolist()
+        inputs["token_type_ids"] = torch.tensor(
+            [[nm.casing_class(text[a:b]) if b > a else 0 for a, b in offsets]], dtype=torch.long)
+        yield inputs
+
+  model = nm.load_casing_model(ner_dir)
+  tokenizer = AutoTokenizer.from_pretrained(str(nm.base_model_dir()))
+  return pipeline("token-classification", model=model, tokenizer=tokenizer, aggregation_strategy="simple",
+                  pipeline_class=CasingTokenClassificationPipeline, device="cpu")
+
+
+def run_baseline(ner_pipe, topic_model, stories: Sequence[Story]) -> list:
+  from transforms.topics import story_text
+
+  out = []
+  for story in stories:
+    entities = ner_pipe(story.body)
+    scores = topic_model.scores([story_text(story)])[0]
+    out.append((entities, topic_model.topics(scores)))
+  return out
+
+
+def run_torch_batched(ner, topic_model, stories: Sequence[Story]) -> None:
+  """The separate torch stages, batched as the pipeline batches them (a lever row)."""
+  from transforms import ner as ner_stage
+  from transforms.topics import story_text
+
+  for batch in story_batches(stories):
+    ner_stage.annotate(ner, [s.body for s in batch])
+    topic_model.scores([story_text(s) for s in batch])
+
+
+def encoder_throughput(session, window: int, rows: int = 32, seconds: float = 3.0, seed: int = 0) -> float:
+  """Tokens/s of the bare graph on full batches of full windows."""
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(1000, 29000, size=(rows, window), dtype=np.int64)
+  ids[:, 0], ids[:, -1] = 101, 102
+  types = rng.integers(0, 4, size=(rows, window), dtype=np.int64)
+  mask = np.ones((rows, window), dtype=np.int64)
+  session.run(ids, types, mask)
+  runs = 0
+  start = time.perf_counter()
+  while True:
+    session.run(ids, types, mask)
+    runs += 1
+    elapsed = time.perf_counter() - start
+    if elapsed >= seconds and runs >= 2:
+      return rows * window * runs / elapsed
+
+
+def conll_f1(model, conll: str | Path) -> float:
+  """Entity-level F1 of a ``NerModel`` (torch or ONNX) on a CoNLL file, by ``wirestream eval ner``'s code."""
+  from pipelines import eval_ner
+  from pipelines.train_ner import score_bio
+  from transforms import ner as ner_stage
+  from transforms import ner_model as nm
+
+  sentences = nm.read_conll(conll)
+  docs = nm.documents(sentences)
+  texts, sent_spans, word_spans = [], [], []
+  for doc in docs:
+    text, spans, words = eval_ner.document_text([sentences[i] for i in doc])
+    texts.append(text)
+    sent_spans.append(spans)
+    word_spans.append(words)
+  results = ner_stage.annotate(model, texts, sent_spans)
+  gold, predicted = [], []
+  for doc, spans, words, entities in zip(docs, sent_spans, word_spans, results, strict=True):
+    for i, span, sentence_words in zip(doc, spans, words, strict=True):
+      gold.append(eval_ner._to_bio(sentences[i].tags))
+      predicted.append(eval_ner.tags_from_entities(entities, sentence_words, span))
+  return float(score_bio(gold, predicted)["f1"])
+
+
+def agreement(fast: Sequence, reference_entities: Sequence, reference_topics: Sequence) -> dict[str, float]:
+  """Mention-level agreement (same span and label) and top-topic agreement of the fast path."""
+  both = only = 0
+  top_same = 0
+  for result, entities, topics in zip(fast, reference_entities, reference_topics, strict=True):
+    a = {(e.start_char, e.end_char, e.label) for e in result.entities or []}
+    b = {(e.start_char, e.end_char, e.label) for e in entities}
+    both += len(a & b)
+    only += len(a ^ b)
+    top_same += bool(result.topics and topics and result.topics[0].code == topics[0][0])
+  return {"mention_agreement": round(both / max(1, both + only), 4),
+          "top_topic_agreement": round(top_same / max(1, len(fast)), 4)}
+
+
+# --- The command ----------------------------------------------------------------------------------------------
+
+
+def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+  from transforms import enrich
+  from transforms import ner as ner_stage
+  from transforms import ner_model as nm
+  from transforms import onnx_backend as ob
+
+  ner_dir = Path(args.ner_model) if args.ner_model else nm.DEFAULT_MODEL_DIR
+  topic_dir = Path(args.topics_model) if args.topics_model else enrich.TOPICS_DEFAULT_DIR
+  threads = args.threads or ob.default_threads()
+  stories, failed = load_stories(args.input, args.limit)
+  found = len(stories)
+  export_s, enricher = _timed(lambda: enrich.load_enricher(
+      args.ner_model, args.topics_model, precision=args.precision, threads=threads, max_window=args.window))
+  stories = [s for s in stories if (s.body or "").strip() and enricher.ner.accepts_language(s.language)
+             and enricher.topics.accepts_language(s.language)]
+  if not stories:
+    raise ValueError(f"no English stories with a body in {args.input!r}")
+  tokens = sum(len(enricher.ner.tokenizer.encode(s.body, add_special_tokens=False).ids) for s in stories)
+  log(f"{len(stories)} stories ({found} parsed, {failed} unparsable, {found - len(stories)} left out), "
+      f"{tokens} word pieces; threads {threads}; encoder shared by NER and topics: {enricher.shared_encoder}")
+
+  run_fast(enricher, stories[:2])  # warm-up
+  fast_s, fast = _timed(lambda: run_fast(enricher, stories))
+  fast_rss = peak_rss_mb()
+  log(f"fast path: {fast_s:.2f}s, {tokens / fast_s:.0f} tokens/s, {len(stories) / fast_s:.2f} stories/s")
+  window = enricher.ner.max_window
+  encoder = encoder_throughput(enricher.session, window)
+  fp32 = enrich.load_enricher(args.ner_model, args.topics_model, precision="fp32", threads=threads,
+                              max_window=args.window)
+  encoder_fp32 = encoder_throughput(fp32.session, window)
+  log(f"bare graph on full batches ({window} pieces): int8 {encoder:.0f} tokens/s, fp32 {encoder_fp32:.0f}")
+
+  from transforms import topics_model as tm
+
+  ner_pipe = casing_pipeline(ner_dir, threads)
+  topic_model = tm.load_topic_model(topic_dir)
+  run_baseline(ner_pipe, topic_model, stories[:2])  # warm-up
+  base_s, _ = _timed(lambda: run_baseline(ner_pipe, topic_model, stories))
+  log(f"baseline: {base_s:.2f}s, {tokens / base_s:.0f} tokens/s")
+
+  reference_ner = ner_stage.load_ner_model(args.ner_model, threads=threads)
+  reference_entities = [ner_stage.annotate(reference_ner, [s.body for s in batch]) for batch in story_batches(stories)]
+  reference_entities = [e for batch in reference_entities for e in batch]
+  from transforms.topics import story_text
+
+  reference_topics = [topic_model.topics(row) for batch in story_batches(stories)
+                      for row in topic_model.scores([story_text(s) for s in batch])]
+  result: dict[str, Any] = {
+      "stories": len(stories), "tokens": tokens, "threads": threads, "precision": args.precision,
+      "window": window, "shared_encoder": enricher.shared_encoder,
+      "seconds": round(fast_s, 3), "tokens_per_s": round(tokens / fast_s, 1),
+      "stories_per_s": round(len(stories) / fast_s, 2),
+      "baseline_seconds": round(base_s, 3), "baseline_tokens_per_s": round(tokens / base_s, 1),
+      "baseline_stories_per_s": round(len(stories) / base_s, 2),
+      "speedup": round(base_s / fast_s, 2),
+      "encoder_tokens_per_s": round(encoder, 1), "encoder_fp32_tokens_per_s": round(encoder_fp32, 1),
+      "fraction_of_encoder": round(tokens / fast_s / encoder, 3),
+      "peak_rss_mb": round(fast_rss, 1),
+      "export_or_load_s": round(export_s, 2),
+      **agreement(fast, reference_entities, reference_topics),
+      "baseline": "transformers pipeline('token-classification', aggregation_strategy='simple') on our model "
+                  "(casing classes as token_type_ids) + topic model in torch fp32, one story at a time",
+  }
+  if args.levers:
+    result["levers_tokens_per_s"] = levers(args, stories, tokens, threads, reference_ner, topic_model,
+                                           fast_s, base_s, fp32, log)
+  if args.conll:
+    result["f1_reference"] = round(conll_f1(reference_ner, args.conll), 4)
+    result["f1_fast"] = round(conll_f1(enricher.ner, args.conll), 4)
+    result["f1_delta"] = round(result["f1_fast"] - result["f1_reference"], 4)
+    log(f"CoNLL F1: fast {result['f1_fast']}, reference {result['f1_reference']}")
+  result["peak_rss_mb_total"] = round(peak_rss_mb(), 1)
+  return result
+
+
+def levers(args, stories, tokens, threads, reference_ner, topic_model, fast_s, base_s, fp32, log) -> dict:
+  """Tokens/s of each lever on its own, same stories."""
+  from transforms import enrich
+
+  rows: dict[str, float] = {"baseline_per_story_torch_fp32": tokens / base_s}
+  seconds, _ = _timed(lambda: run_torch_batched(reference_ner, topic_model, stories))
+  rows["torch_fp32_batched_separate_stages"] = tokens / seconds
+  seconds, _ = _timed(lambda: run_fast(fp32, stories))
+  rows["onnx_fp32_fused_bucketed"] = tokens / seconds
+  rows["onnx_int8_fused_bucketed (fast path)"] = tokens / fast_s
+  fast = enrich.load_enricher(args.ner_model, args.topics_model, threads=threads, max_window=args.window)
+  seconds, _ = _timed(lambda: run_fast(fast, stories, sort_windows=False))
+  rows["onnx_int8_fused_unbucketed"] = tokens / seconds
+  if fast.shared_encoder:
+    two = enrich.load_enricher(args.ner_model, args.topics_model, threads=threads, max_window=args.window,
+                               share=False)
+    run_fast(two, stories[:2])
+    seconds, _ = _timed(lambda: run_fast(two, stories))
+    rows["onnx_int8_two_encoder_passes_bucketed"] = tokens / seconds
+  if threads > 1:
+    one = enrich.load_enricher(args.ner_model, args.topics_model, threads=1, max_window=args.window)
+    run_fast(one, stories[:2])
+    seconds, _ = _timed(lambda: run_fast(one, stories))
+    rows["onnx_int8_fused_bucketed_1_thread"] = tokens / seconds
+  for name, value in rows.items():
+    log(f"  {name:45s} {value:9.0f} tokens/s")
+  return {name: round(value, 1) for name, value in rows.items()}
+
+
+def _run(args: argparse.Namespace) -> int:
+  def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+  try:
+    result = bench(args, log)
+  except (ValueError, FileNotFoundError) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  print(json.dumps(result))
+  return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--input", required=True, help="Story files (glob or directory), parsed as the pipeline does.")
+  parser.add_argument("--limit", type=int, default=0, help="Use at most this many stories.")
+  parser.add_argument("--conll", default=None, help="Also score both paths on this CoNLL file (entity F1).")
+  parser.add_argument("--threads", type=int, default=None, help="Threads for both paths (default: all cores).")
+  parser.add_argument("--ner-model", default=None, help="Our NER model directory (default: the bundled one).")
+  parser.add_argument("--topics-model", default=None, help="Our topic head directory (default: the bundled one).")
+  parser.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="Fast path precision.")
+  parser.add_argument("--window", type=int, default=None, help="Fast path window in pieces (default: 128).")
+  parser.add_argument("--levers", action="store_true", help="Also time each lever on its own.")
+
+
+def register(subparsers) -> None:
+  """Add ``bench`` to the top-level subcommands."""
+  parser = subparsers.add_parser("bench", help="Time the fast inference path against a transformers baseline.",
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  add_arguments(parser)
+  parser.set_defaults(func=_run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="wirestream bench", description=__doc__)
+  add_arguments(parser)
+  return _run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+  sys.exit(main())
