@@ -58,24 +58,55 @@ def pipeline_options(beam_args: Sequence[str], **overrides) -> PipelineOptions:
   return options
 
 
+def resolve_backend(requested: str | None) -> str:
+  """``--inference-backend``: ``onnx`` unless torch is asked for or ONNX Runtime is not installed."""
+  if requested:
+    return requested
+  try:
+    import onnxruntime  # noqa: F401
+  except ImportError:
+    return "torch"
+  return "onnx"
+
+
 def apply_stages(stories, args: argparse.Namespace):
   """Applies the enrichment stages named by ``args.stages``.
 
-  Returns ``(stories, [error PCollections])``.
+  With the ONNX backend (the default) and our own models, NER and topics run as one fused stage
+  (``Enrich``: one encoder pass, int8); otherwise each stage runs by itself (NER on ONNX Runtime when
+  it is our model, topics in torch). Returns ``(stories, [error PCollections])``.
   """
   errors = []
   stages = tuple(args.stages)
   if not stages:
     return stories, errors
-  backend = getattr(args, "inference_backend", None)
+  backend = resolve_backend(getattr(args, "inference_backend", None))
+  ner_model = getattr(args, "ner_model", None)
+  topics_model = getattr(args, "topics_model", None)
+  if backend == "onnx" and set(stages) == {"ner", "topics"}:
+    from transforms.enrich import Enrich, is_fusable
+    if is_fusable(ner_model, topics_model):
+      stories, stage_errors = stories | "Enrich" >> Enrich(ner_model, topics_model)
+      return stories, [stage_errors]
   if "ner" in stages:
     from transforms.ner import ExtractEntities
-    stories, stage_errors = stories | "NER" >> ExtractEntities(model=args.ner_model, backend=backend)
+    handler = None
+    if backend == "onnx":
+      from transforms import ner_model as nm
+      from transforms.enrich import OnnxNerModelHandler
+      if nm.is_casing_model_dir(ner_model or nm.DEFAULT_MODEL_DIR):
+        handler = OnnxNerModelHandler(ner_model)
+    if handler is not None:
+      from transforms.ner import describe_model
+      info = describe_model(ner_model)
+      stage = ExtractEntities(ner_model, handler=handler, languages=info["languages"], model_name=info["name"])
+    else:
+      stage = ExtractEntities(ner_model)
+    stories, stage_errors = stories | "NER" >> stage
     errors.append(stage_errors)
   if "topics" in stages:
     from transforms.topics import ClassifyTopics
-    stories, stage_errors = stories | "Topics" >> ClassifyTopics(
-        model=args.topics_model, taxonomy=args.topics_taxonomy, backend=backend)
+    stories, stage_errors = stories | "Topics" >> ClassifyTopics(topics_model, getattr(args, "topics_taxonomy", None))
     errors.append(stage_errors)
   return stories, errors
 
