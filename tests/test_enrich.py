@@ -296,3 +296,27 @@ def test_onnx_ner_stage_handler_matches_torch(tiny_models):
   stories = [_story("a", TEXTS[0])]
   results = list(handler.run_inference(stories, handler.load_model()))
   assert _keys(results[0].inference) == _keys(ner_stage.annotate(reference, [TEXTS[0]])[0])
+
+
+@pytest.mark.parametrize("backend, stages, expected", [
+    (None, ("ner", "topics"), {"Enrich"}),
+    ("onnx", ("ner", "topics"), {"Enrich"}),
+    ("torch", ("ner", "topics"), {"NER", "Topics"}),
+    ("onnx", ("ner",), {"NER"}),
+])
+def test_apply_stages_fuses_our_models_on_onnx(tiny_models, backend, stages, expected):
+  import argparse
+
+  from pipelines.common import apply_stages
+
+  ner_dir, topic_dir = tiny_models
+  args = argparse.Namespace(stages=stages, inference_backend=backend, ner_model=str(ner_dir),
+                            topics_model=str(topic_dir), topics_taxonomy=None)
+  p = beam.Pipeline(runner="DirectRunner")
+  stories, errors = apply_stages(p | beam.Create([_story("a", TEXTS[0])]), args)
+  labels = {t.full_label for t in p.transforms_stack[0].parts}
+  assert expected <= labels and not ({"Enrich", "NER", "Topics"} - expected) & labels
+  assert len(errors) == len(expected)
+  if backend == "onnx" and stages == ("ner",):
+    ner = next(t for t in p.transforms_stack[0].parts if t.full_label == "NER")
+    assert isinstance(ner.transform._handler, enrich.OnnxNerModelHandler)
