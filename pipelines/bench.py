@@ -40,8 +40,10 @@ import numpy as np
 from schemas.records import RawRecord, Story
 
 
-def load_stories(pattern: str, limit: int = 0) -> tuple[list[Story], int]:
-  """Parsed stories of the files matching ``pattern`` (at most ``limit``), and how many failed to parse."""
+def load_stories(pattern: str, limit: int = 0, keep: Callable[[Story], bool] | None = None
+                 ) -> tuple[list[Story], int]:
+  """Parsed stories of the files matching ``pattern`` that ``keep`` accepts (at most ``limit``), and how
+  many records failed to parse."""
   from apache_beam.io.filesystems import FileSystems
 
   from transforms.io import match_inputs
@@ -53,10 +55,10 @@ def load_stories(pattern: str, limit: int = 0) -> tuple[list[Story], int]:
     with FileSystems.open(path) as handle:
       data = handle.read()
     for item in parse_record(RawRecord(uri=path, data=data)):
-      if isinstance(item, Story):
-        stories.append(item)
-      else:
+      if not isinstance(item, Story):
         failed += 1
+      elif keep is None or keep(item):
+        stories.append(item)
       if limit and len(stories) >= limit:
         return stories, failed
   return stories, failed
@@ -217,16 +219,22 @@ def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any
   ner_dir = Path(args.ner_model) if args.ner_model else nm.DEFAULT_MODEL_DIR
   topic_dir = Path(args.topics_model) if args.topics_model else enrich.TOPICS_DEFAULT_DIR
   threads = args.threads or ob.default_threads()
-  stories, failed = load_stories(args.input, args.limit)
-  found = len(stories)
   export_s, enricher = _timed(lambda: enrich.load_enricher(
       args.ner_model, args.topics_model, precision=args.precision, threads=threads, max_window=args.window))
-  stories = [s for s in stories if (s.body or "").strip() and enricher.ner.accepts_language(s.language)
-             and enricher.topics.accepts_language(s.language)]
+  left_out = []
+
+  def keep(story: Story) -> bool:
+    ok = bool((story.body or "").strip()) and enricher.ner.accepts_language(story.language) \
+        and enricher.topics.accepts_language(story.language)
+    if not ok:
+      left_out.append(story.story_id)
+    return ok
+
+  stories, failed = load_stories(args.input, args.limit, keep)
   if not stories:
-    raise ValueError(f"no English stories with a body in {args.input!r}")
+    raise ValueError(f"no stories with a body in a language of both models in {args.input!r}")
   tokens = sum(len(enricher.ner.tokenizer.encode(s.body, add_special_tokens=False).ids) for s in stories)
-  log(f"{len(stories)} stories ({found} parsed, {failed} unparsable, {found - len(stories)} left out), "
+  log(f"{len(stories)} stories ({len(left_out)} left out: empty or another language; {failed} unparsable), "
       f"{tokens} word pieces; threads {threads}; encoder shared by NER and topics: {enricher.shared_encoder}")
 
   run_fast(enricher, stories[:2])  # warm-up
@@ -256,7 +264,7 @@ def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any
   reference_topics = [topic_model.topics(row) for batch in story_batches(stories)
                       for row in topic_model.scores([story_text(s) for s in batch])]
   result: dict[str, Any] = {
-      "stories": len(stories), "tokens": tokens, "threads": threads, "precision": args.precision,
+      "stories": len(stories), "stories_left_out": len(left_out), "tokens": tokens, "threads": threads, "precision": args.precision,
       "window": window, "shared_encoder": enricher.shared_encoder,
       "seconds": round(fast_s, 3), "tokens_per_s": round(tokens / fast_s, 1),
       "stories_per_s": round(len(stories) / fast_s, 2),

@@ -253,7 +253,10 @@ def _export_into(ner_dir: Path, topic_dir: Path | None, share: bool, key: str, t
 
 
 def default_threads() -> int:
-  """Threads for one session: the cores this process may use."""
+  """Threads for one session: ``$OMP_NUM_THREADS`` when set, else the cores this process may use."""
+  env = os.environ.get("OMP_NUM_THREADS", "")
+  if env.isdigit() and int(env) > 0:
+    return int(env)
   try:
     return max(1, len(os.sched_getaffinity(0)))
   except AttributeError:
