@@ -94,13 +94,23 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 # --- Paths -------------------------------------------------------------------------------------------------
 
 
-def run_fast(enricher, stories: Sequence[Story], *, sort_windows: bool = True) -> list:
+def window_options(name: str) -> dict[str, Any]:
+  """``cores``: the fast path's windows; ``stage``: the NER stage's (overlap 24, context filled)."""
+  from transforms import enrich
+  from transforms import ner as ner_stage
+
+  if name == "stage":
+    return {"overlap": ner_stage.DEFAULT_OVERLAP, "fill_context": True}
+  return {"overlap": enrich.DEFAULT_OVERLAP, "fill_context": enrich.DEFAULT_FILL_CONTEXT}
+
+
+def run_fast(enricher, stories: Sequence[Story], *, sort_windows: bool = True, windows: str = "cores") -> list:
   from transforms import enrich
 
   out = []
   for batch in story_batches(stories):
     out.extend(enrich.enrich_texts(enricher, [s.body for s in batch], [s.headline for s in batch],
-                                   sort_windows=sort_windows))
+                                   sort_windows=sort_windows, **window_options(windows)))
   return out
 
 
@@ -169,11 +179,11 @@ def encoder_throughput(session, window: int, rows: int = 32, seconds: float = 3.
       return rows * window * runs / elapsed
 
 
-def conll_f1(model, conll: str | Path) -> float:
-  """Entity-level F1 of a ``NerModel`` (torch or ONNX) on a CoNLL file, by ``wirestream eval ner``'s code."""
+def conll_f1(annotate: Callable[[list[str], list[list[tuple[int, int]]]], list], conll: str | Path) -> float:
+  """Entity-level F1 on a CoNLL file by ``wirestream eval ner``'s code; ``annotate(texts, sentence_ranges)``
+  gives the mentions of each document text."""
   from pipelines import eval_ner
   from pipelines.train_ner import score_bio
-  from transforms import ner as ner_stage
   from transforms import ner_model as nm
 
   sentences = nm.read_conll(conll)
@@ -184,7 +194,7 @@ def conll_f1(model, conll: str | Path) -> float:
     texts.append(text)
     sent_spans.append(spans)
     word_spans.append(words)
-  results = ner_stage.annotate(model, texts, sent_spans)
+  results = annotate(texts, sent_spans)
   gold, predicted = [], []
   for doc, spans, words, entities in zip(docs, sent_spans, word_spans, results, strict=True):
     for i, span, sentence_words in zip(doc, spans, words, strict=True):
@@ -205,6 +215,16 @@ def agreement(fast: Sequence, reference_entities: Sequence, reference_topics: Se
     top_same += bool(result.topics and topics and result.topics[0].code == topics[0][0])
   return {"mention_agreement": round(both / max(1, both + only), 4),
           "top_topic_agreement": round(top_same / max(1, len(fast)), 4)}
+
+
+def fast_entities(enricher, texts: Sequence[str], sentences: Sequence[Sequence[tuple[int, int]]],
+                  windows: str = "cores") -> list:
+  """Mentions of many texts by the fast path (NER only), sentence ranges given."""
+  from transforms import enrich
+
+  results = enrich.enrich_texts(enricher, texts, sentences=sentences, topic_flags=[False] * len(texts),
+                                **window_options(windows))
+  return [r.entities for r in results]
 
 
 # --- The command ----------------------------------------------------------------------------------------------
@@ -237,8 +257,8 @@ def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any
   log(f"{len(stories)} stories ({len(left_out)} left out: empty or another language; {failed} unparsable), "
       f"{tokens} word pieces; threads {threads}; encoder shared by NER and topics: {enricher.shared_encoder}")
 
-  run_fast(enricher, stories[:2])  # warm-up
-  fast_s, fast = _timed(lambda: run_fast(enricher, stories))
+  run_fast(enricher, stories[:2], windows=args.windows)  # warm-up
+  fast_s, fast = _timed(lambda: run_fast(enricher, stories, windows=args.windows))
   fast_rss = peak_rss_mb()
   log(f"fast path: {fast_s:.2f}s, {tokens / fast_s:.0f} tokens/s, {len(stories) / fast_s:.2f} stories/s")
   window = enricher.ner.max_window
@@ -265,7 +285,7 @@ def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any
                       for row in topic_model.scores([story_text(s) for s in batch])]
   result: dict[str, Any] = {
       "stories": len(stories), "stories_left_out": len(left_out), "tokens": tokens, "threads": threads, "precision": args.precision,
-      "window": window, "shared_encoder": enricher.shared_encoder,
+      "window": window, "windows": args.windows, "shared_encoder": enricher.shared_encoder,
       "seconds": round(fast_s, 3), "tokens_per_s": round(tokens / fast_s, 1),
       "stories_per_s": round(len(stories) / fast_s, 2),
       "baseline_seconds": round(base_s, 3), "baseline_tokens_per_s": round(tokens / base_s, 1),
@@ -283,8 +303,10 @@ def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any
     result["levers_tokens_per_s"] = levers(args, stories, tokens, threads, reference_ner, topic_model,
                                            fast_s, base_s, fp32, log)
   if args.conll:
-    result["f1_reference"] = round(conll_f1(reference_ner, args.conll), 4)
-    result["f1_fast"] = round(conll_f1(enricher.ner, args.conll), 4)
+    result["f1_reference"] = round(conll_f1(lambda texts, spans: ner_stage.annotate(reference_ner, texts, spans),
+                                            args.conll), 4)
+    result["f1_fast"] = round(conll_f1(lambda texts, spans: fast_entities(enricher, texts, spans, args.windows),
+                                       args.conll), 4)
     result["f1_delta"] = round(result["f1_fast"] - result["f1_reference"], 4)
     log(f"CoNLL F1: fast {result['f1_fast']}, reference {result['f1_reference']}")
   result["peak_rss_mb_total"] = round(peak_rss_mb(), 1)
@@ -298,22 +320,25 @@ def levers(args, stories, tokens, threads, reference_ner, topic_model, fast_s, b
   rows: dict[str, float] = {"baseline_per_story_torch_fp32": tokens / base_s}
   seconds, _ = _timed(lambda: run_torch_batched(reference_ner, topic_model, stories))
   rows["torch_fp32_batched_separate_stages"] = tokens / seconds
-  seconds, _ = _timed(lambda: run_fast(fp32, stories))
+  seconds, _ = _timed(lambda: run_fast(fp32, stories, windows=args.windows))
   rows["onnx_fp32_fused_bucketed"] = tokens / seconds
   rows["onnx_int8_fused_bucketed (fast path)"] = tokens / fast_s
   fast = enrich.load_enricher(args.ner_model, args.topics_model, threads=threads, max_window=args.window)
-  seconds, _ = _timed(lambda: run_fast(fast, stories, sort_windows=False))
+  seconds, _ = _timed(lambda: run_fast(fast, stories, sort_windows=False, windows=args.windows))
   rows["onnx_int8_fused_unbucketed"] = tokens / seconds
+  other = "stage" if args.windows == "cores" else "cores"
+  seconds, _ = _timed(lambda: run_fast(fast, stories, windows=other))
+  rows[f"onnx_int8_fused_bucketed_{other}_windows"] = tokens / seconds
   if fast.shared_encoder:
     two = enrich.load_enricher(args.ner_model, args.topics_model, threads=threads, max_window=args.window,
                                share=False)
     run_fast(two, stories[:2])
-    seconds, _ = _timed(lambda: run_fast(two, stories))
+    seconds, _ = _timed(lambda: run_fast(two, stories, windows=args.windows))
     rows["onnx_int8_two_encoder_passes_bucketed"] = tokens / seconds
   if threads > 1:
     one = enrich.load_enricher(args.ner_model, args.topics_model, threads=1, max_window=args.window)
     run_fast(one, stories[:2])
-    seconds, _ = _timed(lambda: run_fast(one, stories))
+    seconds, _ = _timed(lambda: run_fast(one, stories, windows=args.windows))
     rows["onnx_int8_fused_bucketed_1_thread"] = tokens / seconds
   for name, value in rows.items():
     log(f"  {name:45s} {value:9.0f} tokens/s")
@@ -342,6 +367,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--topics-model", default=None, help="Our topic head directory (default: the bundled one).")
   parser.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="Fast path precision.")
   parser.add_argument("--window", type=int, default=None, help="Fast path window in pieces (default: 128).")
+  parser.add_argument("--windows", choices=("cores", "stage"), default="cores",
+                      help="Fast path windows: sentence cores only (default) or the NER stage's (overlap + context).")
   parser.add_argument("--levers", action="store_true", help="Also time each lever on its own.")
 
 

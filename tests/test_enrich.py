@@ -36,6 +36,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO / "seeds"
 DEFAULT_MODELS_READY = enrich.is_fusable(None, None)
+#: The NER stage's windows (the fast path's default windows are sentence cores only).
+STAGE_WINDOWS = {"overlap": ner_stage.DEFAULT_OVERLAP, "fill_context": True}
 
 TEXTS = [
     "WASHINGTON (Reuters) - Rex Tillerson met Jim Mattis at the Pentagon on Tuesday.\n\n"
@@ -123,7 +125,7 @@ def test_fused_fp32_graph_matches_the_torch_stages(tiny_models):
   ner_dir, topic_dir = tiny_models
   fused = enrich.load_enricher(str(ner_dir), str(topic_dir), precision="fp32", threads=1)
   assert fused.shared_encoder
-  results = enrich.enrich_texts(fused, TEXTS)
+  results = enrich.enrich_texts(fused, TEXTS, **STAGE_WINDOWS)
   reference = ner_stage.load_ner_model(str(ner_dir), threads=1)
   expected = ner_stage.annotate(reference, TEXTS)
   for result, entities in zip(results, expected, strict=True):
@@ -160,6 +162,24 @@ def test_bucketing_does_not_change_results(tiny_models):
     assert [t.score for t in x.topics] == pytest.approx([t.score for t in y.topics], abs=1e-5)
 
 
+def test_fast_windows_are_sentence_cores_run_once(tiny_models):
+  ner_dir, topic_dir = tiny_models
+  fused = enrich.load_enricher(str(ner_dir), str(topic_dir), precision="fp32", threads=1)
+  text = " ".join(f"Sentence number {i} names Ann Lee of Acme Corp in Paris." for i in range(60))
+  prepared = ner_stage.prepare(fused.ner, text, overlap=enrich.DEFAULT_OVERLAP)
+  windows = enrich.fast_windows(prepared, fill_context=False)
+  assert len(windows) > 5
+  covered = [k for w in windows for k in range(w.start, w.end)]
+  assert covered == list(range(len(prepared.encoded.ids)))  # every piece once, in order
+  assert all(w.end - w.start <= fused.ner.max_pieces for w in windows)
+  sentence_starts = {prepared.encoded.sentence[w.start] for w in windows}
+  assert all(w.start == 0 or prepared.encoded.sentence[w.start] != prepared.encoded.sentence[w.start - 1]
+             for w in windows), sentence_starts
+  result = enrich.enrich_texts(fused, [text])[0]
+  for e in result.entities:
+    assert text[e.start_char:e.end_char] == e.text
+
+
 def _agreement(fast, reference):
   both = diff = 0
   for x, y in zip(fast, reference, strict=True):
@@ -172,11 +192,11 @@ def _agreement(fast, reference):
 def test_int8_agrees_with_torch_on_most_mentions(tiny_models):
   ner_dir, topic_dir = tiny_models
   fast = enrich.load_enricher(str(ner_dir), str(topic_dir), threads=1)
-  results = enrich.enrich_texts(fast, TEXTS)
+  results = enrich.enrich_texts(fast, TEXTS, **STAGE_WINDOWS)
   expected = ner_stage.annotate(ner_stage.load_ner_model(str(ner_dir), threads=1), TEXTS)
   assert _agreement([r.entities for r in results], expected) >= 0.9
   fp32 = enrich.enrich_texts(enrich.load_enricher(str(ner_dir), str(topic_dir), precision="fp32", threads=1),
-                             TEXTS)
+                             TEXTS, **STAGE_WINDOWS)
   for a, b in zip(results, fp32, strict=True):
     assert a.topics[0].code == b.topics[0].code
     assert a.topics[0].score == pytest.approx(b.topics[0].score, abs=0.05)
