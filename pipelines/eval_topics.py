@@ -1,0 +1,97 @@
+"""``wirestream eval topics``: score a topic model on a JSONL file of labelled texts.
+
+Each line is ``{"text": "...", "labels": ["medtop:15000000", ...]}``. The model's top topic counts as
+correct when it is one of the line's labels. Per label: precision and recall of the top-1 prediction,
+and support (lines carrying the label). The last line printed is one JSON object with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def read_jsonl(path: Path) -> tuple[list[str], list[list[str]]]:
+  texts, labels = [], []
+  with open(path, encoding="utf-8") as handle:
+    for number, line in enumerate(handle, 1):
+      line = line.strip()
+      if not line:
+        continue
+      row = json.loads(line)
+      if not isinstance(row.get("text"), str) or not isinstance(row.get("labels"), list):
+        raise ValueError(f"{path}:{number}: expected {{\"text\": str, \"labels\": [str, ...]}}")
+      texts.append(row["text"])
+      labels.append([str(label) for label in row["labels"]])
+  return texts, labels
+
+
+def evaluate_jsonl(model, path: Path, batch_size: int = 32) -> dict:
+  """Top-1 accuracy, per-label precision/recall/support and mean multi-label size of ``model`` on ``path``."""
+  from pipelines.train_topics import top1_report
+
+  texts, labels = read_jsonl(path)
+  started = time.time()
+  scores = np.concatenate([model.scores(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+                          ) if texts else np.zeros((0, len(model.labels)))
+  codes = [code for code, _ in model.labels]
+  report = top1_report(scores, labels, codes)
+  if len(texts):
+    top = scores.max(axis=1)
+    report["mean_top_score"] = round(float(top.mean()), 4)
+    report["mean_topics_per_text"] = round(float(np.mean([len(model.topics(row)) for row in scores])), 3)
+  report["model"] = model.name
+  report["file"] = str(path)
+  report["seconds"] = round(time.time() - started, 2)
+  return report
+
+
+def _run(args: argparse.Namespace) -> int:
+  from transforms import topics_model
+
+  if args.threads:
+    import torch
+
+    torch.set_num_threads(args.threads)
+  model = topics_model.load_topic_model(args.topics_model, args.topics_taxonomy)
+  report = evaluate_jsonl(model, Path(args.jsonl))
+  if args.verbose_labels:
+    for code, row in sorted(report["per_label"].items()):
+      print(f"{code}\tP={row['precision']}\tR={row['recall']}\tsupport={row['support']}")
+  print(json.dumps(report, sort_keys=True))
+  return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--jsonl", required=True, help="Lines of {\"text\": ..., \"labels\": [codes]}.")
+  parser.add_argument("--topics-model", default=None,
+                      help="Topic model directory (ours or a HF sequence-classification model); "
+                           "default: the bundled one.")
+  parser.add_argument("--topics-taxonomy", default=None, help="CSV of code,label for --topics-model's labels.")
+  parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice).")
+  parser.add_argument("--verbose-labels", action="store_true", help="Also print one line per label.")
+
+
+def register(subparsers) -> None:
+  """Add ``topics`` to the ``eval`` group's subparsers."""
+  parser = subparsers.add_parser("topics", help="Evaluate a topic model on a JSONL file.", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+  add_arguments(parser)
+  parser.set_defaults(func=_run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="wirestream eval topics", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  add_arguments(parser)
+  return _run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+  sys.exit(main())

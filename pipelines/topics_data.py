@@ -1,0 +1,269 @@
+"""Training data for the IPTC topic model: AG News, IPTC definitions, Reuters-21578.
+
+Every example becomes a 17-way *partial* multi-label target over the IPTC
+top-level Media Topics: a ``target`` vector (1 = the topic applies, 0 = it does
+not), a ``weight`` vector (0 = unknown, no loss) and, for examples whose label
+is a *set* of allowed topics (AG "World"), an ``any_of`` mask: at least one of
+those topics applies (noisy-OR), which one is not known.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import html
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from transforms.topics_model import IPTC_ROOTS
+
+N_TOPICS = len(IPTC_ROOTS)
+CODES = [code for code, _ in IPTC_ROOTS]
+INDEX = {code: i for i, code in enumerate(CODES)}
+
+
+def medtop(n: int) -> str:
+  return f"medtop:{n:02d}000000"
+
+
+#: AG News class -> IPTC topic (World has no single topic: see WORLD_ALLOWED).
+AG_TOPIC = {2: medtop(15), 3: medtop(4), 4: medtop(13)}
+AG_NAMES = {1: "World", 2: "Sports", 3: "Business", 4: "Sci/Tech"}
+#: The topics an AG "World" story is NOT about, and the ones it may be about.
+WORLD_EXCLUDED = tuple(medtop(n) for n in (1, 4, 10, 13, 15))
+WORLD_ALLOWED = tuple(code for code in CODES if code not in WORLD_EXCLUDED)
+#: BBC News categories -> IPTC topic (evaluation only).
+BBC_TOPIC = {"business": medtop(4), "entertainment": medtop(1), "politics": medtop(11), "sport": medtop(15),
+             "tech": medtop(13)}
+#: Reuters-21578 TOPICS tags are all economic; a few also name a second topic.
+REUTERS_EXTRA = {"jobs": medtop(9), "housing": medtop(4)}
+#: Weight of a negative target for a topic that a class does not name but could still touch
+#: (e.g. politics on a Business story): weaker than a sure negative.
+SOFT_NEGATIVE = 0.3
+#: AG News has no arts/entertainment class, and its 26k rows would otherwise drown the few arts examples
+#: (definitions, seed texts) in negatives: arts negatives on AG rows weigh this much.
+AG_ARTS_NEGATIVE = 0.3
+ARTS = "medtop:01000000"
+
+
+@dataclasses.dataclass
+class Example:
+  """One training/dev example with its partial multi-label target."""
+
+  text: str
+  target: np.ndarray  # float32 [17]
+  weight: np.ndarray  # float32 [17], 0 = unknown
+  any_of: np.ndarray  # float32 [17], 1 = member of a "at least one of" set (empty: none)
+  source: str
+  label: str  # the original label, for reporting
+
+
+def _vectors() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  return (np.zeros(N_TOPICS, np.float32), np.zeros(N_TOPICS, np.float32), np.zeros(N_TOPICS, np.float32))
+
+
+def single_topic_target(code: str, hard_negatives: Iterable[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Target of an example about ``code``: hard negatives for ``hard_negatives``, soft ones elsewhere."""
+  target, weight, any_of = _vectors()
+  weight[:] = SOFT_NEGATIVE
+  for other in hard_negatives:
+    weight[INDEX[other]] = 1.0
+  target[INDEX[code]] = 1.0
+  weight[INDEX[code]] = 1.0
+  return target, weight, any_of
+
+
+def world_target() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """AG World: surely not 01/04/10/13/15; at least one of the other twelve topics."""
+  target, weight, any_of = _vectors()
+  for code in WORLD_EXCLUDED:
+    weight[INDEX[code]] = 1.0
+  for code in WORLD_ALLOWED:
+    any_of[INDEX[code]] = 1.0
+  return target, weight, any_of
+
+
+def ag_target(label: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Partial target of an AG News class (1 World, 2 Sports, 3 Business, 4 Sci/Tech)."""
+  if label == 1:
+    target, weight, any_of = world_target()
+  else:
+    code = AG_TOPIC[label]
+    others = [AG_TOPIC[k] for k in AG_TOPIC if AG_TOPIC[k] != code]
+    target, weight, any_of = single_topic_target(code, others + [medtop(1), medtop(10)])
+  weight[INDEX[ARTS]] = AG_ARTS_NEGATIVE
+  return target, weight, any_of
+
+
+def ag_allowed(label: int) -> tuple[str, ...]:
+  """The topics that count as a correct top-1 for an AG class."""
+  return WORLD_ALLOWED if label == 1 else (AG_TOPIC[label],)
+
+
+_AG_ENTITY = re.compile(r"(?<![&\w])#(\d{2,5});")
+_TAG = re.compile(r"<[^>]{1,40}>")
+
+
+def clean_ag_text(text: str) -> str:
+  """Undo AG News' escaping: ``\\`` line breaks, ``#36;`` entities, ``quot;``, HTML tags."""
+  text = text.replace("\\", " ")
+  text = _AG_ENTITY.sub(lambda m: chr(int(m.group(1))), text)
+  text = re.sub(r"(?<!&)\b(quot|amp|lt|gt);", r"&\1;", text)
+  text = html.unescape(html.unescape(text))
+  text = _TAG.sub(" ", text)
+  return re.sub(r"\s+", " ", text).strip()
+
+
+def is_dev(text: str, fraction_pct: int = 10) -> bool:
+  """The fixed dev split: a hash of the text, independent of seed and file order."""
+  return int(hashlib.sha1(text.encode("utf-8")).hexdigest()[:8], 16) % 100 < fraction_pct
+
+
+def load_ag(path: Path) -> tuple[list[Example], list[Example]]:
+  """AG News rows (``label,label_name,text``) -> (train, dev)."""
+  train: list[Example] = []
+  dev: list[Example] = []
+  seen: set[str] = set()
+  with open(path, newline="", encoding="utf-8") as handle:
+    for row in csv.DictReader(handle):
+      text = clean_ag_text(row["text"])
+      if not text or text in seen:
+        continue
+      seen.add(text)
+      label = int(row["label"])
+      target, weight, any_of = ag_target(label)
+      example = Example(text, target, weight, any_of, "ag", AG_NAMES[label])
+      (dev if is_dev(text) else train).append(example)
+  return train, dev
+
+
+def load_iptc(path: Path) -> list[Example]:
+  """Every active IPTC concept's "label. definition" as a positive example of its top-level root."""
+  with open(path, newline="", encoding="utf-8") as handle:
+    rows = list(csv.DictReader(handle))
+  broader = {row["qcode"]: row["broader"] for row in rows}
+  examples = []
+  for row in rows:
+    if row.get("retired") or not row.get("label_en_GB"):
+      continue
+    root = row["qcode"]
+    hops = 0
+    while broader.get(root) and hops < 10:
+      root = broader[root]
+      hops += 1
+    if root not in INDEX:
+      continue
+    text = row["label_en_GB"].strip()
+    definition = (row.get("definition_en_GB") or "").strip()
+    if definition:
+      text = f"{text[:1].upper()}{text[1:]}. {definition}"
+    target, weight, any_of = single_topic_target(root, [])
+    weight[weight < 1.0] = 0.5  # concepts of one root may touch another (e.g. sport business)
+    examples.append(Example(text, target, weight, any_of, "iptc", root))
+  return examples
+
+
+_REUTERS = re.compile(r"<REUTERS\b[^>]*>(.*?)</REUTERS>", re.S)
+
+
+def _field(block: str, tag: str) -> str:
+  match = re.search(rf"<{tag}>(.*?)</{tag}>", block, re.S)
+  return match.group(1) if match else ""
+
+
+def load_reuters(directory: Path, per_tag: int = 150, limit: int = 1500, seed: int = 0,
+                 files: Iterable[Path] | None = None) -> list[Example]:
+  """Reuters-21578 stories with TOPICS tags, all economic -> 04 (``jobs`` -> 04 + 09).
+
+  At most ``per_tag`` stories per first tag (so ``earn``/``acq`` do not dominate) and ``limit`` in all.
+  """
+  by_tag: dict[str, list[tuple[str, list[str]]]] = {}
+  for path in sorted(files or directory.glob("reut2-*.sgm")):
+    raw = path.read_bytes().decode("latin-1")
+    for block in _REUTERS.findall(raw):
+      tags = re.findall(r"<D>(.*?)</D>", _field(block, "TOPICS"))
+      body = _field(block, "BODY")
+      if not tags or len(body) < 200:
+        continue
+      title = html.unescape(_field(block, "TITLE")).strip()
+      body = html.unescape(body).replace("\x03", "").strip()
+      body = re.sub(r"\s*Reuter\s*$", "", body)
+      text = (title.title() + ". " if title else "") + re.sub(r"\s+", " ", body)
+      by_tag.setdefault(tags[0], []).append((text, tags))
+  rng = np.random.default_rng(seed)
+  picked: list[tuple[str, list[str]]] = []
+  for tag in sorted(by_tag):
+    items = by_tag[tag]
+    order = rng.permutation(len(items))[:per_tag]
+    picked.extend(items[i] for i in sorted(order))
+  if len(picked) > limit:
+    picked = [picked[i] for i in sorted(rng.permutation(len(picked))[:limit])]
+  examples = []
+  for text, tags in picked:
+    target, weight, any_of = single_topic_target(medtop(4), [medtop(1), medtop(10), medtop(15), medtop(17)])
+    for tag in tags:
+      extra = REUTERS_EXTRA.get(tag)
+      if extra:
+        target[INDEX[extra]] = 1.0
+        weight[INDEX[extra]] = 1.0
+    examples.append(Example(text, target, weight, any_of, "reuters", ",".join(tags)))
+  return examples
+
+
+def load_seed(path: Path) -> list[Example]:
+  """Short news-style examples written for this project (JSONL ``{"text", "labels"}``): each names the
+  topic(s) it is about; economy, science/technology and sport are sure negatives unless named."""
+  import json
+
+  examples = []
+  with open(path, encoding="utf-8") as handle:
+    for line in handle:
+      if not line.strip():
+        continue
+      row = json.loads(line)
+      codes = [code for code in row["labels"] if code in INDEX]
+      target, weight, any_of = single_topic_target(
+          codes[0], [c for c in (medtop(4), medtop(13), medtop(15)) if c not in codes])
+      for code in codes[1:]:
+        target[INDEX[code]] = 1.0
+        weight[INDEX[code]] = 1.0
+      examples.append(Example(row["text"], target, weight, any_of, "seed", ",".join(codes)))
+  return examples
+
+
+def concept_teacher(concept_vectors: np.ndarray, concept_roots: np.ndarray, vectors: np.ndarray, k: int = 3
+                    ) -> np.ndarray:
+  """Zero-shot topic affinities: for each root, the mean cosine similarity of a text to its ``k`` nearest
+  IPTC concepts of that root ([n, 17])."""
+  concepts = concept_vectors / np.linalg.norm(concept_vectors, axis=1, keepdims=True)
+  texts = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+  sim = texts @ concepts.T
+  out = np.full((len(texts), N_TOPICS), -1.0, np.float32)
+  for root in range(N_TOPICS):
+    columns = sim[:, concept_roots == root]
+    if columns.shape[1]:
+      top = np.sort(columns, axis=1)[:, -k:]
+      out[:, root] = top.mean(axis=1)
+  return out
+
+
+def add_world_pseudo_labels(examples: list[Example], affinities: np.ndarray, weight: float = 1.0
+                            ) -> dict[str, int]:
+  """Give every set-valued (World) example a positive for its allowed topic the teacher likes best.
+
+  Without it the noisy-OR lets one topic (e.g. conflict) soak up all World stories; the teacher spreads
+  them over politics, conflict, crime, disaster, ... as their content says."""
+  counts: dict[str, int] = {}
+  for example, row in zip(examples, affinities, strict=True):
+    if not example.any_of.any():
+      continue
+    allowed = np.flatnonzero(example.any_of)
+    best = int(allowed[np.argmax(row[allowed])])
+    example.target[best] = 1.0
+    example.weight[best] = weight
+    counts[CODES[best]] = counts.get(CODES[best], 0) + 1
+  return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
