@@ -301,3 +301,22 @@ def softmax(logits: np.ndarray) -> np.ndarray:
   np.exp(shifted, out=shifted)
   shifted /= shifted.sum(-1, keepdims=True)
   return shifted
+
+
+def main(argv: list[str] | None = None) -> int:
+  """``python -m transforms.onnx_backend [--ner-model DIR] [--topics-model DIR]``: export into the cache
+  ahead of time (e.g. while building a worker image, with ``WIRESTREAM_CACHE`` set), print its path."""
+  import argparse
+
+  from transforms import ner_model as nm
+
+  parser = argparse.ArgumentParser(prog="python -m transforms.onnx_backend", description=main.__doc__)
+  parser.add_argument("--ner-model", default=str(nm.DEFAULT_MODEL_DIR))
+  parser.add_argument("--topics-model", default=str(Path(__file__).resolve().parents[1] / "models" / "topics"))
+  args = parser.parse_args(argv)
+  print(ensure_exported(args.ner_model, args.topics_model))
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
