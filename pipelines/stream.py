@@ -10,18 +10,24 @@ failures go to ``errors`` with the message id and attributes; the stream goes on
 
 Windows are applied right after the read, before parsing and inference, and every
 later stage keeps them. A window's files appear once the watermark passes its end:
-latency from publish to file is about one window plus a few seconds.
+the latency from publish to file is up to one window plus a second or two.
 
-Stopping (``--duration``, or Ctrl-C): on the DirectRunner the pipeline stops pulling
-from the subscription, lets the watermark pass the last open window so every
-message already pulled (and acknowledged) is written, then cancels; the drain is
-bounded by ``--drain-timeout``. The DirectRunner acknowledges messages as soon as it
-pulls them, so cancelling without this drain would lose the open windows. Its pulls
-are also bounded to ``--poll-seconds`` (Beam's own pull waits up to 30 s on an idle
-subscription, and the DirectRunner has a single worker thread), so the watermark
-follows the wall clock and windows close on time when no messages arrive. On other
-runners ``--duration`` cancels the job after that many seconds; drain a Dataflow job
-(``gcloud dataflow jobs drain``) to stop it without losing open windows.
+Stopping (``--duration``, or Ctrl-C): on the DirectRunner the read ends, like a
+bounded source: no more pulls, its watermark goes to the end of time, every open
+window fires and is written, and the pipeline finishes (state DONE), usually within
+a second or two; ``--drain-timeout`` bounds the wait, then it is cancelled. The
+DirectRunner acknowledges messages as soon as it pulls them, so cancelling instead
+would lose every message of the open windows. Its pulls also return at once,
+pausing ``--poll-seconds`` when the subscription is empty (Beam's own pull waits up
+to 30 s on an idle subscription, and the DirectRunner has a single worker thread),
+so the watermark follows the wall clock and windows close on time when no messages
+arrive. On other runners ``--duration`` cancels the job after that many seconds;
+drain a Dataflow job (``gcloud dataflow jobs drain``) to stop it without losing
+open windows.
+
+Progress lines and the final summary come from counts kept in this process on the
+DirectRunner (its streaming mode does not update a step's Beam metrics after the
+step's first bundle), from Beam metrics elsewhere.
 
 The DirectRunner streams with ``BundleBasedDirectRunner`` (``--runner=DirectRunner``
 means the same here); ``--streaming`` is always set.
@@ -32,19 +38,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
+import posixpath
 import re
 import sys
 import threading
 import time
+import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.window import FixedWindows
 
 from pipelines.common import add_pipeline_arguments, apply_stages, pipeline_options, print_metrics
+from schemas import TABLES
 from transforms.dedup import DEFAULT_TTL_SECONDS, DedupStories
 from transforms.parse import ParseStories
 from transforms.pubsub import ReadRawRecordsFromPubSub
@@ -54,40 +66,113 @@ _LOG = logging.getLogger(__name__)
 _SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
 _DIRECT_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
+METRICS_NAMESPACE = "wirestream.stream"
+
+
+# --------------------------------------------------------------------------- progress accounting
+
+
+class Tally:
+  """Counts of one stream kept in this process, for progress lines and the stop.
+
+  The DirectRunner runs the pipeline in this process, and in streaming mode it does
+  not commit a step's Beam metrics after that step's first bundle, so the stream
+  keeps its own counts (the same steps also count in Beam metrics, for other runners).
+  """
+
+  def __init__(self) -> None:
+    self._lock = threading.Lock()
+    self._values: dict[str, float] = {}
+
+  def add(self, name: str, amount: float = 1) -> None:
+    with self._lock:
+      self._values[name] = self._values.get(name, 0) + amount
+
+  def snapshot(self) -> dict[str, float]:
+    with self._lock:
+      return dict(self._values)
+
+
+_TALLIES: dict[str, Tally] = {}
+
+
+def _tally(tally_id: str | None) -> Tally | None:
+  return _TALLIES.get(tally_id) if tally_id else None
+
 
 class _Count(beam.DoFn):
-  """Counts the elements passing by in ``stream.<name>``."""
+  """Counts the elements passing by (Beam counter ``wirestream.stream.<name>`` and the tally)."""
 
-  def __init__(self, name: str):
-    self._counter = Metrics.counter("stream", name)
+  def __init__(self, name: str, tally_id: str | None):
+    self._name = name
+    self._tally_id = tally_id
+    self._counter = Metrics.counter(METRICS_NAMESPACE, name)
 
   def process(self, element):
     self._counter.inc()
+    tally = _tally(self._tally_id)
+    if tally is not None:
+      tally.add(self._name)
     yield element
 
 
-def build(pipeline: beam.Pipeline, args: argparse.Namespace):
-  """Adds the streaming pipeline's steps to ``pipeline``; returns the PCollection of written files."""
-  records = pipeline | "Read" >> ReadRawRecordsFromPubSub(args.subscription)
+class _CountWrittenRows(beam.DoFn):
+  """Written file path -> rows written per table (from the Parquet footer)."""
+
+  def __init__(self, tally_id: str | None):
+    self._tally_id = tally_id
+    self._rows = {table: Metrics.counter(METRICS_NAMESPACE, f"{table}_rows_written") for table in TABLES}
+
+  def process(self, path: str):
+    table = posixpath.basename(posixpath.dirname(posixpath.dirname(path)))
+    if table in self._rows:
+      with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        rows = pq.ParquetFile(handle).metadata.num_rows
+      self._rows[table].inc(rows)
+      tally = _tally(self._tally_id)
+      if tally is not None:
+        tally.add(f"{table}_rows_written", rows)
+        tally.add("files_written")
+    yield path
+
+
+def build(pipeline: beam.Pipeline, args: argparse.Namespace, tally_id: str | None = None):
+  """Adds the streaming pipeline's steps to ``pipeline``; returns the PCollection of written files.
+
+  With ``tally_id`` (a key of ``_TALLIES``), the steps also count into that in-process tally.
+  """
+  records = (
+      pipeline
+      | "Read" >> ReadRawRecordsFromPubSub(args.subscription)
+      | "CountMessages" >> beam.ParDo(_Count("messages", tally_id)))
   # Windows before parsing and inference: every later stage keeps the element's window.
   windowed = records | "Window" >> beam.WindowInto(FixedWindows(args.window_seconds))
   stories, parse_errors = windowed | "Parse" >> ParseStories(max_story_bytes=args.max_story_bytes)
   stories = (
       stories
-      | "CountParsed" >> beam.ParDo(_Count("parsed_stories"))
-      | "Dedup" >> DedupStories(ttl_seconds=args.dedup_ttl_seconds))
+      | "CountParsed" >> beam.ParDo(_Count("stories_parsed", tally_id))
+      | "Dedup" >> DedupStories(ttl_seconds=args.dedup_ttl_seconds)
+      | "CountUnique" >> beam.ParDo(_Count("stories_unique", tally_id)))
   stories, stage_errors = apply_stages(stories, args)
   errors = (parse_errors, *stage_errors) | "AllErrors" >> beam.Flatten()
-  stories = stories | "CountStories" >> beam.ParDo(_Count("stories_out"))
-  errors = errors | "CountErrors" >> beam.ParDo(_Count("errors_out"))
-  return (stories, errors) | "Write" >> WriteTables(args.output, shards_per_partition=args.shards_per_partition)
+  stories = stories | "CountStories" >> beam.ParDo(_Count("stories_out", tally_id))
+  errors = errors | "CountErrors" >> beam.ParDo(_Count("errors_out", tally_id))
+  return (
+      (stories, errors)
+      | "Write" >> WriteTables(args.output, shards_per_partition=args.shards_per_partition)
+      | "CountWritten" >> beam.ParDo(_CountWrittenRows(tally_id)))
 
 
 # --------------------------------------------------------------------------- DirectRunner read control
 
 
-class _BoundedPullClient:
-  """Wraps a SubscriberClient: bounded pull wait, larger pull batches."""
+class _PromptPullClient:
+  """Wraps a SubscriberClient: pulls return at once, larger pull batches, a pause when empty.
+
+  A client-side deadline is no substitute for ``return_immediately``: a pull abandoned by
+  its caller may still take messages on the server, which then wait out their ack
+  deadline before they are delivered again.
+  """
 
   def __init__(self, client, poll_seconds: float, max_messages: int):
     self._client = client
@@ -95,40 +180,44 @@ class _BoundedPullClient:
     self._max_messages = max_messages
 
   def pull(self, *, subscription, max_messages=None, timeout=None, **kwargs):
-    from google.api_core import exceptions
-    from google.cloud import pubsub_v1
-    try:
-      return self._client.pull(subscription=subscription, max_messages=max(max_messages or 0, self._max_messages),
-                               timeout=self._poll_seconds, **kwargs)
-    except (exceptions.DeadlineExceeded, exceptions.RetryError):
-      return pubsub_v1.types.PullResponse()
+    kwargs.pop("return_immediately", None)
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", DeprecationWarning)  # return_immediately is deprecated, still served
+      response = self._client.pull(
+          subscription=subscription, max_messages=max(max_messages or 0, self._max_messages),
+          return_immediately=True, timeout=timeout or 30, **kwargs)
+    if not response.received_messages:
+      time.sleep(self._poll_seconds)
+    return response
 
   def __getattr__(self, name):
     return getattr(self._client, name)
 
 
 class DirectReadControl:
-  """Controls the DirectRunner's Pub/Sub reads in this process: bounded pulls, and a stop switch.
+  """Controls the DirectRunner's Pub/Sub reads in this process: prompt pulls, and a stop switch.
 
   Beam's DirectRunner reads Pub/Sub in ``_PubSubReadEvaluator`` (private to Beam;
-  checked when entered). While the control is active, each pull waits at most
-  ``poll_seconds``; after ``stop()`` no more messages are pulled (and so none are
-  acknowledged), while the watermark keeps following the wall clock.
+  checked when entered). While the control is active, each pull returns at once and
+  an empty one pauses ``poll_seconds``; after ``stop()`` the read ends: no more
+  messages are pulled (and so none are acknowledged), and its watermark goes to the
+  end of time, so the pipeline writes its open windows and finishes.
   """
 
-  def __init__(self, poll_seconds: float = 1.0, max_messages: int = 100, idle_sleep: float = 0.2):
+  def __init__(self, poll_seconds: float = 0.5, max_messages: int = 100):
     self.poll_seconds = poll_seconds
     self.max_messages = max_messages
-    self.idle_sleep = idle_sleep
     self._stop = threading.Event()
-    self._stopped = threading.Event()
+    #: Messages pulled (and acknowledged) so far.
+    self.pulled = 0
     self._saved: dict[str, object] = {}
 
   @staticmethod
   def _evaluator_class():
     from apache_beam.runners.direct import transform_evaluator
     cls = getattr(transform_evaluator, "_PubSubReadEvaluator", None)
-    if cls is None or not all(hasattr(cls, name) for name in ("_read_from_pubsub", "_get_subscriber_client")):
+    names = ("_read_from_pubsub", "_get_subscriber_client", "finish_bundle")
+    if cls is None or not all(hasattr(cls, name) for name in names):
       return None
     return cls
 
@@ -137,32 +226,39 @@ class DirectReadControl:
     return cls._evaluator_class() is not None
 
   def stop(self) -> None:
-    """Asks the reads to stop; ``wait_stopped`` tells when no pull is in flight any more."""
+    """Ends the read: no more pulls; the pipeline then drains and finishes."""
     self._stop.set()
-
-  def wait_stopped(self, timeout: float) -> bool:
-    return self._stopped.wait(timeout)
 
   def __enter__(self) -> DirectReadControl:
     cls = self._evaluator_class()
     if cls is None:
       raise RuntimeError("this Beam version has no DirectRunner Pub/Sub evaluator to control")
+    from apache_beam.runners.direct.util import TransformResult
+
     control = self
+    original_finish = cls.finish_bundle
     original_read = cls._read_from_pubsub
     original_client = cls.__dict__["_get_subscriber_client"]
     client_getter = original_client.__func__
 
-    def read(evaluator, timestamp_attribute):
+    def finish_bundle(evaluator):
       if control._stop.is_set():
-        control._stopped.set()
-        time.sleep(control.idle_sleep)
-        return []
-      return original_read(evaluator, timestamp_attribute)
+        # The read is over: no output, no further bundles, no watermark hold. Its watermark
+        # goes to the end of time, every open window fires, and the pipeline finishes.
+        return TransformResult(evaluator, [], [], None, {None: None})
+      return original_finish(evaluator)
+
+    def read(evaluator, timestamp_attribute):
+      messages = original_read(evaluator, timestamp_attribute)
+      control.pulled += len(messages)
+      return messages
 
     def get_client(klass, transform):
-      return _BoundedPullClient(client_getter(klass, transform), control.poll_seconds, control.max_messages)
+      return _PromptPullClient(client_getter(klass, transform), control.poll_seconds, control.max_messages)
 
-    self._saved = {"_read_from_pubsub": original_read, "_get_subscriber_client": original_client}
+    self._saved = {"finish_bundle": original_finish, "_read_from_pubsub": original_read,
+                   "_get_subscriber_client": original_client}
+    cls.finish_bundle = finish_bundle
     cls._read_from_pubsub = read
     cls._get_subscriber_client = classmethod(get_client)
     return self
@@ -178,11 +274,11 @@ class DirectReadControl:
 
 
 def _counters(result) -> dict[str, int] | None:
-  """The pipeline's counters by ``namespace.name``; None when they cannot be read right now."""
+  """The pipeline's Beam counters by ``namespace.name``; None when they cannot be read right now."""
   counters: dict[str, int] = {}
   try:
     query = result.metrics().query()
-  except Exception:  # noqa: BLE001 - the DirectRunner's metrics may change while they are read
+  except Exception:  # noqa: BLE001 - metrics are best effort while the pipeline runs
     return None
   for counter in query.get("counters", []):
     name = f"{counter.key.metric.namespace}.{counter.key.metric.name}"
@@ -191,24 +287,31 @@ def _counters(result) -> dict[str, int] | None:
   return counters
 
 
-def _progress(elapsed: float, c: dict[str, int] | None) -> str:
-  c = c or {}
-  return (f"stream: {elapsed:6.1f}s messages={c.get('pubsub.messages', 0)} "
-          f"stories={c.get('stream.parsed_stories', 0)} duplicates={c.get('dedup.duplicates', 0)} "
-          f"events_written={c.get('write.events_rows', 0)} errors_written={c.get('write.errors_rows', 0)} "
-          f"files={c.get('write.files_written', 0)}")
+def _counts(result, tally: Tally | None) -> dict[str, float]:
+  """The stream's counts by short name, from the tally when there is one, else from Beam metrics."""
+  if tally is not None:
+    return tally.snapshot()
+  prefix = f"{METRICS_NAMESPACE}."
+  return {name[len(prefix):]: value for name, value in (_counters(result) or {}).items()
+          if name.startswith(prefix)}
 
 
-def drained(c: dict[str, int] | None) -> bool:
-  """True when everything read so far has been written (from the pipeline's counters)."""
-  if c is None:
-    return False
-  g = c.get
-  return (g("wirestream.parse.records_read", 0) >= g("pubsub.messages", 0)
-          and g("dedup.unique", 0) + g("dedup.duplicates", 0) >= g("stream.parsed_stories", 0)
-          and g("stream.stories_out", 0) >= g("dedup.unique", 0)
-          and g("write.events_rows", 0) >= g("stream.stories_out", 0)
-          and g("write.errors_rows", 0) >= g("stream.errors_out", 0))
+def _progress(elapsed: float, c: dict[str, float]) -> str:
+  g = lambda name: int(c.get(name, 0))  # noqa: E731
+  return (f"stream: {elapsed:6.1f}s messages={g('messages')} stories={g('stories_parsed')} "
+          f"duplicates={g('stories_parsed') - g('stories_unique')} "
+          f"events_written={g('events_rows_written')} errors_written={g('errors_rows_written')} "
+          f"files={g('files_written')}")
+
+
+def _summary(c: dict[str, float], stream=sys.stdout) -> None:
+  names = ("messages", "stories_parsed", "stories_unique", "stories_out", "errors_out", "events_rows_written",
+           "entities_rows_written", "errors_rows_written", "files_written")
+  print("summary:", file=stream)
+  for name in names:
+    print(f"  {METRICS_NAMESPACE + '.' + name:40s} {int(c.get(name, 0)):>10d}", file=stream)
+  print(f"  {METRICS_NAMESPACE + '.duplicates':40s} "
+        f"{int(c.get('stories_parsed', 0) - c.get('stories_unique', 0)):>10d}", file=stream)
 
 
 class _Waiter(threading.Thread):
@@ -218,12 +321,16 @@ class _Waiter(threading.Thread):
     super().__init__(name="wirestream-stream-wait", daemon=True)
     self.result = result
     self.error: BaseException | None = None
+    # Not is_alive(): on Python 3.11 a join() interrupted by Ctrl-C can leave it wrongly False.
+    self.done = threading.Event()
 
   def run(self) -> None:
     try:
       self.result.wait_until_finish()
     except BaseException as error:  # noqa: BLE001 - reported by the main thread
       self.error = error
+    finally:
+      self.done.set()
 
 
 def _stream_options(beam_args: Sequence[str]):
@@ -276,12 +383,20 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
     else:
       _LOG.warning("cannot control the DirectRunner's Pub/Sub reads; stopping will lose open windows")
   pipeline = beam.Pipeline(options=options)
-  build(pipeline, args)
-  with _maybe(control):
-    return _run_pipeline(pipeline, args, control)
+  tally_id = None
+  if control is not None:
+    tally_id = uuid.uuid4().hex
+    _TALLIES[tally_id] = Tally()
+  build(pipeline, args, tally_id)
+  try:
+    with _maybe(control):
+      return _run_pipeline(pipeline, args, control, _tally(tally_id))
+  finally:
+    _TALLIES.pop(tally_id, None)
 
 
-def _run_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, control: DirectReadControl | None) -> int:
+def _run_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, control: DirectReadControl | None,
+                  tally: Tally | None) -> int:
   prog = "wirestream stream"
   print(f"{prog}: {args.subscription} -> {args.output} (windows of {args.window_seconds:g}s, "
         f"stages: {','.join(args.stages) or 'none'}, "
@@ -294,70 +409,64 @@ def _run_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, control: Di
   interrupted = False
   try:
     next_progress = start + args.progress_seconds
-    while waiter.is_alive():
+    while not waiter.done.is_set():
       now = time.monotonic()
       if args.duration is not None and now - start >= args.duration:
         break
       if now >= next_progress:
-        print(_progress(now - start, _counters(result)), file=sys.stderr, flush=True)
+        print(_progress(now - start, _counts(result, tally)), file=sys.stderr, flush=True)
         next_progress = now + args.progress_seconds
-      waiter.join(min(0.5, max(0.05, next_progress - now)))
+      waiter.done.wait(min(0.5, max(0.05, next_progress - now)))
   except KeyboardInterrupt:
     interrupted = True
     print(f"{prog}: interrupted, stopping", file=sys.stderr, flush=True)
-  if not waiter.is_alive():
-    return _finish(result, waiter, start)
-  status = _stop(result, waiter, args, control, start)
+  if waiter.done.is_set():
+    return _finish(result, waiter, start, tally)
+  status = _stop(result, waiter, args, control, tally, start)
   if interrupted and status == 0:
     status = 130
   return status
 
 
 def _stop(result, waiter: _Waiter, args: argparse.Namespace, control: DirectReadControl | None,
-          start: float) -> int:
+          tally: Tally | None, start: float) -> int:
   prog = "wirestream stream"
-  complete = True
   if control is not None:
     control.stop()
-    control.wait_stopped(args.poll_seconds + 30)
-    print(f"{prog}: stopped reading after {time.monotonic() - start:.1f}s; flushing open windows",
+    print(f"{prog}: stopped reading after {time.monotonic() - start:.1f}s; writing the open windows",
           file=sys.stderr, flush=True)
-    # Records pulled before the stop are stamped with their arrival time: none belongs to a window
-    # that ends before the one open now has closed.
-    window_end = math.ceil(time.time() / args.window_seconds) * args.window_seconds
-    deadline = time.monotonic() + args.drain_timeout
-    previous = None
-    complete = False
-    while time.monotonic() < deadline and waiter.is_alive():
-      counters = _counters(result)
-      idle = counters is not None and not counters.get("pubsub.messages")
-      if (idle or time.time() >= window_end) and drained(counters) and counters == previous:
-        complete = True
-        break
-      previous = counters
-      time.sleep(1.0)
-    if not complete and waiter.is_alive():
-      print(f"{prog}: warning: not everything read was written within --drain-timeout "
-            f"{args.drain_timeout:g}s", file=sys.stderr, flush=True)
-  if not waiter.is_alive():
-    return _finish(result, waiter, start)
+    try:
+      waiter.done.wait(args.drain_timeout)
+    except KeyboardInterrupt:
+      print(f"{prog}: interrupted again: cancelling without writing the open windows",
+            file=sys.stderr, flush=True)
+    if waiter.done.is_set():
+      return _finish(result, waiter, start, tally)
+    print(f"{prog}: warning: the open windows were not written within --drain-timeout "
+          f"{args.drain_timeout:g}s; cancelling", file=sys.stderr, flush=True)
   result.cancel()
-  print(f"{prog}: stopped after {time.monotonic() - start:.1f}s", file=sys.stderr, flush=True)
-  print(_progress(time.monotonic() - start, _counters(result)), file=sys.stderr, flush=True)
-  print_metrics(result)
-  return 0 if complete else 1
+  print(f"{prog}: cancelled after {time.monotonic() - start:.1f}s", file=sys.stderr, flush=True)
+  _report(result, tally)
+  return 1 if control is not None else 0
 
 
-def _finish(result, waiter: _Waiter, start: float) -> int:
+def _report(result, tally: Tally | None) -> None:
+  if tally is not None:
+    _summary(tally.snapshot())
+  else:
+    print_metrics(result)
+
+
+def _finish(result, waiter: _Waiter, start: float, tally: Tally | None) -> int:
   prog = "wirestream stream"
   if waiter.error is not None:
     print(f"{prog}: error: the pipeline failed after {time.monotonic() - start:.1f}s: "
           f"{type(waiter.error).__name__}: {waiter.error}", file=sys.stderr, flush=True)
-    print_metrics(result)
+    _report(result, tally)
     return 1
-  print(f"{prog}: the pipeline ended after {time.monotonic() - start:.1f}s, state {result.state}",
+  print(f"{prog}: finished after {time.monotonic() - start:.1f}s, state {result.state}",
         file=sys.stderr, flush=True)
-  print_metrics(result)
+  _report(result, tally)
   return 0
 
 
@@ -376,8 +485,8 @@ def register(subparsers) -> None:
                            "(default: the window length plus 120 s).")
   parser.add_argument("--dedup-ttl-seconds", type=float, default=DEFAULT_TTL_SECONDS,
                       help="How long a (story_id, version) is remembered to drop repeats (default: one day).")
-  parser.add_argument("--poll-seconds", type=float, default=1.0,
-                      help="DirectRunner: longest wait of one pull on an idle subscription (default: 1).")
+  parser.add_argument("--poll-seconds", type=float, default=0.5,
+                      help="DirectRunner: pause after a pull that found no messages (default: 0.5).")
   parser.add_argument("--progress-seconds", type=float, default=5.0,
                       help="Seconds between progress lines (default: 5).")
   add_pipeline_arguments(parser)
@@ -403,4 +512,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  # Run the imported module, not ``__main__``: the DoFns must find the module's tallies.
+  from pipelines import stream as _module
+  sys.exit(_module.main())

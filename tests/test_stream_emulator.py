@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -103,7 +104,7 @@ def test_stream_ledger_dedup_errors_and_latency(pubsub_channel, tmp_path):  # no
   stream = _StreamProcess(
       ["--subscription", channel.subscription, "--output", str(lake), "--window-seconds", str(WINDOW_SECONDS),
        "--duration", "16", "--stages", "none", "--max-story-bytes", str(MAX_STORY_BYTES),
-       "--progress-seconds", "2"],
+       "--progress-seconds", "1"],
       channel.emulator.env())
   started = time.monotonic()
   assert stream.running.wait(90), "the stream did not start:\n" + stream.output()
@@ -222,3 +223,23 @@ def test_stream_rejects_bad_arguments(tmp_path, capsys):
   assert "projects/PROJECT/subscriptions/NAME" in capsys.readouterr().err
   assert stream.main(["--subscription", "projects/p/subscriptions/s", "--output", str(tmp_path / "lake"),
                       "--window-seconds", "0"]) == 2
+
+
+def test_interrupt_flushes_the_open_window(pubsub_channel, tmp_path):  # noqa: F811
+  """Ctrl-C without --duration: reading stops, the open window is written, exit status 130."""
+  from google.cloud import pubsub_v1
+
+  lake = tmp_path / "lake"
+  stream = _StreamProcess(
+      ["--subscription", pubsub_channel.subscription, "--output", str(lake), "--window-seconds", "3600",
+       "--stages", "none"], pubsub_channel.emulator.env())
+  assert stream.running.wait(90), stream.output()
+  message_id = pubsub_v1.PublisherClient().publish(pubsub_channel.topic, _plain(99)).result()
+  deadline = time.monotonic() + 30
+  while not any("messages=1" in line for line in stream.lines) and time.monotonic() < deadline:
+    time.sleep(0.2)
+  stream.proc.send_signal(signal.SIGINT)
+  assert stream.wait(60) == 130, stream.output()
+  assert "interrupted, stopping" in stream.output()
+  con = query.connect(str(lake))
+  assert con.execute("SELECT message_id FROM events").fetchall() == [(message_id,)]

@@ -3,7 +3,7 @@
 Pub/Sub delivers at least once, and a feed may publish the same story twice. A story
 version is identified by ``(story_id, version)``; ``DedupStories`` lets the first
 occurrence through and drops the repeats seen within ``ttl_seconds`` (of event time)
-after it, counting them in ``dedup.duplicates``.
+after it, counting them in ``wirestream.dedup.duplicates``.
 
 The seen-keys live in keyed state with an expiry timer, in the global window, so a
 repeat is caught even when it arrives in a later window than the first occurrence.
@@ -25,6 +25,8 @@ from apache_beam.utils.timestamp import Duration
 
 from schemas import Story
 
+METRICS_NAMESPACE = "wirestream.dedup"
+
 #: Default time a story version is remembered: one day of event time.
 DEFAULT_TTL_SECONDS = 24 * 3600
 
@@ -45,8 +47,8 @@ class _FirstOccurrence(beam.DoFn):
 
   def __init__(self, ttl_seconds: float):
     self._ttl = Duration.of(ttl_seconds)
-    self._unique = Metrics.counter("dedup", "unique")
-    self._duplicates = Metrics.counter("dedup", "duplicates")
+    self._unique = Metrics.counter(METRICS_NAMESPACE, "unique")
+    self._duplicates = Metrics.counter(METRICS_NAMESPACE, "duplicates")
 
   def process(self, element: tuple[str, Story], timestamp=beam.DoFn.TimestampParam,
               seen=_SEEN_PARAM, expiry=_EXPIRY_PARAM) -> Iterable:

@@ -6,7 +6,7 @@ subscription, ``locator`` is ``msg:<message id>``.
 
 Message ids: the DirectRunner fills ``PubsubMessage.message_id`` from the pull
 response; a runner that leaves it empty gets a stable stand-in, ``sha256:<hash>`` of
-the data and attributes (counted in ``pubsub.message_id_missing``), so redeliveries
+the data and attributes (counted in ``wirestream.pubsub.message_id_missing``), so redeliveries
 of the same message keep the same id.
 
 Timestamps: every record is stamped with the time the pipeline received it. Windows
@@ -28,6 +28,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 
 from schemas import RawRecord
+
+METRICS_NAMESPACE = "wirestream.pubsub"
 
 #: Attribute that names the story format of a message (see ``RawRecord.format_hint``).
 FORMAT_ATTRIBUTE = "format"
@@ -62,9 +64,9 @@ class MessagesToRawRecords(beam.DoFn):
 
   def __init__(self, subscription: str):
     self._subscription = subscription
-    self._messages = Metrics.counter("pubsub", "messages")
-    self._bytes = Metrics.counter("pubsub", "bytes")
-    self._missing_ids = Metrics.counter("pubsub", "message_id_missing")
+    self._messages = Metrics.counter(METRICS_NAMESPACE, "messages")
+    self._bytes = Metrics.counter(METRICS_NAMESPACE, "bytes")
+    self._missing_ids = Metrics.counter(METRICS_NAMESPACE, "message_id_missing")
 
   def process(self, message: Any) -> Iterable[TimestampedValue]:
     record = message_to_raw(message, self._subscription)
