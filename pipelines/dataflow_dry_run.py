@@ -184,25 +184,28 @@ def example_arguments(bucket: str = DRY_RUN_BUCKET) -> dict[str, list[str]]:
   }
 
 
-def build_specs(sdk_container_image: str = DEFAULT_SDK_CONTAINER_IMAGE,
-                beam_args: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
-  """Dry-run Dataflow specs of the example batch and streaming jobs, by name."""
+def build_specs(sdk_container_image: str = DEFAULT_SDK_CONTAINER_IMAGE, beam_args: Sequence[str] = (),
+                pipeline_args: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+  """Dry-run Dataflow specs of the example batch and streaming jobs, by name.
+
+  ``pipeline_args`` are added to both command lines (e.g. ``["--inference-backend", "torch"]``).
+  """
   parser, builders = _pipeline_parser()
   specs = {}
   for name, argv in example_arguments().items():
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args([*argv, *pipeline_args])
     options = dry_run_options(f"wirestream-{name}-dry-run", sdk_container_image, [*extra, *beam_args])
     specs[name] = build_job(builders[args.command], args, options)
   return specs
 
 
 def write_specs(out_dir: str | Path, sdk_container_image: str = DEFAULT_SDK_CONTAINER_IMAGE,
-                beam_args: Sequence[str] = ()) -> dict[str, Path]:
+                beam_args: Sequence[str] = (), pipeline_args: Sequence[str] = ()) -> dict[str, Path]:
   """Writes ``<out_dir>/batch-job.json`` and ``<out_dir>/streaming-job.json``; returns their paths."""
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   paths = {}
-  for name, spec in build_specs(sdk_container_image, beam_args).items():
+  for name, spec in build_specs(sdk_container_image, beam_args, pipeline_args).items():
     path = out / f"{name}-job.json"
     path.write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     paths[name] = path

@@ -10,16 +10,28 @@ import pytest
 from pipelines import dataflow_dry_run as dry
 
 IMAGE = "europe-west1-docker.pkg.dev/test-project/wirestream/wirestream:test"
-STEPS = ("Read", "Parse", "NER", "Topics", "Write")
+#: NER and topics run as separate steps, or fused into one ``Enrich`` step (ONNX backend, our models).
+SEPARATE, FUSED = ("NER", "Topics"), ("Enrich",)
+
+
+def _write(tmp_path_factory, pipeline_args=()):
+  out = tmp_path_factory.mktemp("dataflow")
+  paths = dry.write_specs(out, sdk_container_image=IMAGE, pipeline_args=pipeline_args)
+  assert set(paths) == {"batch", "streaming"}
+  assert {path.name for path in paths.values()} == {"batch-job.json", "streaming-job.json"}
+  return {name: json.loads(path.read_text(encoding="utf-8")) for name, path in paths.items()}
 
 
 @pytest.fixture(scope="module")
 def specs(tmp_path_factory):
-  out = tmp_path_factory.mktemp("dataflow")
-  paths = dry.write_specs(out, sdk_container_image=IMAGE)
-  assert set(paths) == {"batch", "streaming"}
-  assert {path.name for path in paths.values()} == {"batch-job.json", "streaming-job.json"}
-  return {name: json.loads(path.read_text(encoding="utf-8")) for name, path in paths.items()}
+  """The jobs ``make dataflow-dry-run`` writes (default settings)."""
+  return _write(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def torch_specs(tmp_path_factory):
+  """The jobs with the torch backend: NER and topics as separate steps."""
+  return _write(tmp_path_factory, ["--inference-backend", "torch"])
 
 
 def _transforms(spec) -> dict:
@@ -40,12 +52,23 @@ def _urns(spec) -> set[str]:
   return {t.get("spec", {}).get("urn", "") for t in _transforms(spec).values()}
 
 
+def _enrichment_steps(steps: list[str]) -> tuple[str, ...]:
+  if all(step in steps for step in SEPARATE):
+    return SEPARATE
+  if all(step in steps for step in FUSED):
+    return FUSED
+  raise AssertionError(f"neither NER and Topics steps nor a fused Enrich step in {steps}")
+
+
 @pytest.mark.parametrize("name", ["batch", "streaming"])
-def test_job_carries_the_steps(specs, name):
-  steps = _top_level_steps(specs[name])
-  for step in STEPS:
-    assert step in steps, f"{name}: no {step} step in {steps}"
-  assert steps.index("Parse") < steps.index("NER") < steps.index("Topics") < steps.index("Write")
+def test_job_carries_the_steps(specs, torch_specs, name):
+  for spec in (specs[name], torch_specs[name]):
+    steps = _top_level_steps(spec)
+    for step in ("Read", "Parse", "Write"):
+      assert step in steps, f"{name}: no {step} step in {steps}"
+    order = [steps.index(step) for step in ("Parse", *_enrichment_steps(steps), "Write")]
+    assert order == sorted(order), steps
+  assert _enrichment_steps(_top_level_steps(torch_specs[name])) == SEPARATE
 
 
 @pytest.mark.parametrize("name", ["batch", "streaming"])
@@ -110,10 +133,12 @@ def test_dry_run_options_keep_user_overrides():
 
 @pytest.mark.parametrize(("name", "batching"), [("batch", "_GlobalWindowsBatchingDoFn"),
                                                 ("streaming", "_WindowAwareBatchingDoFn")])
-def test_models_run_through_run_inference_in_the_right_windows(specs, name, batching):
-  names = {t["uniqueName"] for t in _transforms(specs[name]).values()}
-  for stage in ("NER", "Topics"):
-    inference = [n for n in names if n.startswith(f"{stage}/") and n.split("/")[-1].startswith("BeamML_RunInference")]
-    assert inference, f"{name}: {stage} does not run through RunInference"
-    # Streaming: windowed before inference, so Beam batches per window (the stage does not re-window).
-    assert any(n.startswith(f"{stage}/") and batching in n for n in names), (name, stage)
+def test_models_run_through_run_inference_in_the_right_windows(specs, torch_specs, name, batching):
+  for spec in (specs[name], torch_specs[name]):
+    names = {t["uniqueName"] for t in _transforms(spec).values()}
+    for stage in _enrichment_steps(_top_level_steps(spec)):
+      inference = [n for n in names
+                   if n.startswith(f"{stage}/") and n.split("/")[-1].startswith("BeamML_RunInference")]
+      assert inference, f"{name}: {stage} does not run through RunInference"
+      # Streaming: windowed before inference, so Beam batches per window (the stage does not re-window).
+      assert any(n.startswith(f"{stage}/") and batching in n for n in names), (name, stage)
