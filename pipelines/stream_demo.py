@@ -1,6 +1,6 @@
 """The streaming demo: emulator -> publish the seed stories -> stream for a while -> DuckDB summary.
 
-    python -m pipelines.stream_demo [--seeds seeds] [--output lake-stream] [--duration 60]
+    python -m pipelines.stream_demo [--seeds seeds] [--output lake-stream] [--duration 30]
         [--window-seconds 10] [any ``wirestream stream`` option, e.g. --stages none]
 
 Starts the Pub/Sub emulator on a free loopback port, creates a topic and a
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--seeds", default=str(REPO / "seeds"), help="Directory of story files to publish.")
   parser.add_argument("--output", default="lake-stream", help="Lake directory (replaced).")
-  parser.add_argument("--duration", type=float, default=60.0, help="Seconds the stream reads (default: 60).")
+  parser.add_argument("--duration", type=float, default=30.0, help="Seconds the stream reads (default: 30).")
   parser.add_argument("--window-seconds", type=float, default=10.0, help="Window length (default: 10).")
   return parser
 

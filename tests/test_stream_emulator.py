@@ -121,7 +121,7 @@ def test_stream_ledger_dedup_errors_and_latency(pubsub_channel, tmp_path):  # no
   assert stream.wait(120) == 0, stream.output()
   elapsed = time.monotonic() - started
   out = stream.output()
-  assert "stopped reading after" in out and "summary:" in out
+  assert "stopped reading after" in out and "state DONE" in out and "summary:" in out
   assert re.search(r"^stream: .*messages=\d+", out, re.M), out
 
   # File names: plain UTC window bounds + shard + hash, easy to glob.
@@ -243,3 +243,59 @@ def test_interrupt_flushes_the_open_window(pubsub_channel, tmp_path):  # noqa: F
   assert "interrupted, stopping" in stream.output()
   con = query.connect(str(lake))
   assert con.execute("SELECT message_id FROM events").fetchall() == [(message_id,)]
+
+
+def _event_rows(con, lake: Path) -> int:
+  if not list(lake.glob("events/*/*.parquet")):
+    return 0
+  return con.execute(f"SELECT count(*) FROM read_parquet('{lake}/events/*/*.parquet')").fetchone()[0]
+
+
+def _stages_with_models() -> list[str]:
+  """The enrichment stages whose default model is built."""
+  from transforms import ner_model, topics_model
+  dirs = {"ner": ner_model.DEFAULT_MODEL_DIR, "topics": topics_model.DEFAULT_MODEL_DIR}
+  return [stage for stage, path in dirs.items() if path.is_dir() and any(path.iterdir())]
+
+
+@pytest.mark.slow
+def test_stream_with_the_enrichment_stages(pubsub_channel, tmp_path):  # noqa: F811
+  """NER and topics (those with a built model) inside the windows; latency once the models are loaded."""
+  stages = _stages_with_models()
+  if not stages:
+    pytest.skip("no enrichment model is built (models/ner, models/topics)")
+  from google.cloud import pubsub_v1
+
+  publisher = pubsub_v1.PublisherClient()
+  warm_id = publisher.publish(pubsub_channel.topic, SEED.read_bytes(), format="plain").result()
+  lake = tmp_path / "lake"
+  stream = _StreamProcess(
+      ["--subscription", pubsub_channel.subscription, "--output", str(lake), "--window-seconds",
+       str(WINDOW_SECONDS), "--duration", "40", "--progress-seconds", "1", "--stages", ",".join(stages)],
+      pubsub_channel.emulator.env())
+  assert stream.running.wait(90), stream.output()
+  deadline = time.monotonic() + 35
+  while not list((lake / "events").rglob("*.parquet")) and time.monotonic() < deadline:
+    time.sleep(0.2)
+  assert list((lake / "events").rglob("*.parquet")), "the first window was not written:\n" + stream.output()
+  published_at = {}
+  for i in range(3):
+    published_at[publisher.publish(pubsub_channel.topic, _plain(i), format="plain").result()] = time.time()
+    time.sleep(0.5)
+  con = duckdb.connect()
+  deadline = time.monotonic() + 30
+  while _event_rows(con, lake) < 4 and time.monotonic() < deadline:
+    time.sleep(0.2)
+  stream.proc.send_signal(signal.SIGINT)  # done: no need to wait for --duration
+  assert stream.wait(60) == 130, stream.output()
+  rows = con.execute(
+      f"SELECT message_id, ner_status, topics_status, filename FROM read_parquet('{lake}/events/*/*.parquet', "
+      "filename=true)").fetchall()
+  assert {r[0] for r in rows} == {warm_id, *published_at}
+  assert all(bool(r[1]) == ("ner" in stages) and bool(r[2]) == ("topics" in stages) for r in rows), rows
+  if "ner" in stages:
+    assert con.execute(f"SELECT count(*) FROM read_parquet('{lake}/entities/*/*.parquet')").fetchone()[0] > 0
+  latencies = [os.stat(r[3]).st_mtime - published_at[r[0]] for r in rows if r[0] in published_at]
+  print(f"\nstream test with stages {','.join(stages)}: publish->file latency with {WINDOW_SECONDS}s windows: "
+        f"min {min(latencies):.2f}s, max {max(latencies):.2f}s")
+  assert max(latencies) < WINDOW_SECONDS + 15, latencies
