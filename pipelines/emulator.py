@@ -71,7 +71,8 @@ def _standalone_command(port: int) -> list[str] | None:
   launcher = _standalone_launcher()
   if launcher is None or not shutil.which("java"):
     return None
-  return ["bash", str(launcher), "--host=127.0.0.1", f"--port={port}"]
+  command = [str(launcher)] if os.access(launcher, os.X_OK) else ["sh", str(launcher)]
+  return [*command, "--host=127.0.0.1", f"--port={port}"]
 
 
 class PubSubEmulator:

@@ -244,6 +244,21 @@ def test_interrupt_flushes_the_open_window(pubsub_channel, tmp_path):  # noqa: F
   con = query.connect(str(lake))
   assert con.execute("SELECT message_id FROM events").fetchall() == [(message_id,)]
 
+  # A restarted stream has no memory of what it wrote: a repeat in another window lands in the
+  # files again (in the same window it would rewrite the same file), and the events view still
+  # counts the story once.
+  again = _StreamProcess(
+      ["--subscription", pubsub_channel.subscription, "--output", str(lake), "--window-seconds", "1800",
+       "--duration", "6", "--stages", "none"], pubsub_channel.emulator.env())
+  assert again.running.wait(90), again.output()
+  repeat_id = pubsub_v1.PublisherClient().publish(pubsub_channel.topic, _plain(99)).result()
+  assert again.wait(60) == 0, again.output()
+  files = duckdb.connect().execute(
+      f"SELECT message_id FROM read_parquet('{lake}/events/*/*.parquet') ORDER BY message_id").fetchall()
+  assert sorted(files) == sorted([(message_id,), (repeat_id,)])
+  con = query.connect(str(lake))
+  assert con.execute("SELECT count(*), count(DISTINCT event_id) FROM events").fetchone() == (1, 1)
+
 
 def _event_rows(con, lake: Path) -> int:
   if not list(lake.glob("events/*/*.parquet")):
@@ -299,3 +314,22 @@ def test_stream_with_the_enrichment_stages(pubsub_channel, tmp_path):  # noqa: F
   print(f"\nstream test with stages {','.join(stages)}: publish->file latency with {WINDOW_SECONDS}s windows: "
         f"min {min(latencies):.2f}s, max {max(latencies):.2f}s")
   assert max(latencies) < WINDOW_SECONDS + 15, latencies
+
+
+def test_standalone_emulator_launcher_works_without_gcloud(monkeypatch):
+  """The fallback used where gcloud has no pubsub-emulator component (Java 17 + the emulator's launcher)."""
+  import shutil
+
+  from pipelines import emulator
+
+  if emulator._standalone_launcher() is None or not shutil.which("java"):
+    pytest.skip("no standalone emulator launcher or no Java here (gcloud provides the emulator)")
+  real_which = shutil.which
+  monkeypatch.setattr(emulator.shutil, "which", lambda name: None if name == "gcloud" else real_which(name))
+  with emulator.PubSubEmulator() as standalone:
+    assert standalone.launcher == "cloud-pubsub-emulator"
+    topic = standalone.create_topic("fallback")
+    assert standalone.create_subscription(topic, "fallback-sub").endswith("/subscriptions/fallback-sub")
+    pid = standalone.pid
+  with pytest.raises(ProcessLookupError):
+    os.killpg(pid, 0)  # the whole process group is gone
