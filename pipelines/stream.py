@@ -73,7 +73,7 @@ METRICS_NAMESPACE = "wirestream.stream"
 
 
 class Tally:
-  """Counts of one stream kept in this process, for progress lines and the stop.
+  """Counts of one stream kept in this process, for its progress lines and summary.
 
   The DirectRunner runs the pipeline in this process, and in streaming mode it does
   not commit a step's Beam metrics after that step's first bundle, so the stream
@@ -181,11 +181,9 @@ class _PromptPullClient:
 
   def pull(self, *, subscription, max_messages=None, timeout=None, **kwargs):
     kwargs.pop("return_immediately", None)
-    with warnings.catch_warnings():
-      warnings.simplefilter("ignore", DeprecationWarning)  # return_immediately is deprecated, still served
-      response = self._client.pull(
-          subscription=subscription, max_messages=max(max_messages or 0, self._max_messages),
-          return_immediately=True, timeout=timeout or 30, **kwargs)
+    response = self._client.pull(
+        subscription=subscription, max_messages=max(max_messages or 0, self._max_messages),
+        return_immediately=True, timeout=timeout or 30, **kwargs)
     if not response.received_messages:
       time.sleep(self._poll_seconds)
     return response
@@ -234,6 +232,10 @@ class DirectReadControl:
     if cls is None:
       raise RuntimeError("this Beam version has no DirectRunner Pub/Sub evaluator to control")
     from apache_beam.runners.direct.util import TransformResult
+
+    # Deprecated in the Pub/Sub API, still served by it and by the emulator.
+    warnings.filterwarnings("ignore", message="The return_immediately flag is deprecated",
+                            category=DeprecationWarning)
 
     control = self
     original_finish = cls.finish_bundle
