@@ -124,6 +124,11 @@ def test_stream_ledger_dedup_errors_and_latency(pubsub_channel, tmp_path):  # no
   assert "stopped reading after" in out and "state DONE" in out and "summary:" in out
   assert re.search(r"^stream: .*messages=\d+", out, re.M), out
 
+  summary = dict(re.findall(r"^\s+wirestream\.stream\.(\w+)\s+(\d+)$", out, re.M))
+  assert int(summary["messages"]) == 8 + len(published_at)
+  assert int(summary["duplicates"]) == 2 and int(summary["errors_rows_written"]) == 3
+  assert int(summary["events_rows_written"]) == int(summary["stories_out"]) == int(summary["stories_unique"])
+
   # File names: plain UTC window bounds + shard + hash, easy to glob.
   files = sorted(lake.rglob("*.parquet"))
   assert files, out
