@@ -75,9 +75,15 @@ def run(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     relay_thread = threading.Thread(target=relay, daemon=True)
     relay_thread.start()
-    if not running.wait(120):
-      stream.kill()
-      print("stream-demo: error: the stream did not start", file=sys.stderr)
+    deadline = time.monotonic() + 120
+    while not running.wait(0.5) and stream.poll() is None and time.monotonic() < deadline:
+      pass
+    if not running.is_set():
+      if stream.poll() is None:
+        stream.kill()
+      stream.wait()
+      relay_thread.join(5)
+      print(f"stream-demo: error: the stream did not start (exit status {stream.returncode})", file=sys.stderr)
       return 1
     with emulator.environment():
       started = time.time()
