@@ -119,8 +119,9 @@ def _check_plan(windows, n, max_pieces, word_start):
     assert w.core_start == position, "cores must tile the pieces"
     assert w.start <= w.core_start < w.core_end <= w.end
     assert w.end - w.start <= max_pieces
-    assert w.start == 0 or word_start[w.start]
-    assert w.end == n or word_start[w.end]
+    # Windows start and end at word starts, unless a core cuts a word longer than a core.
+    assert w.start == 0 or word_start[w.start] or w.start == w.core_start
+    assert w.end == n or word_start[w.end] or w.end == w.core_end
     position = w.core_end
   assert position == n
 
@@ -395,6 +396,33 @@ def test_default_model_finds_the_seed_people():
   assert {("Rex Tillerson", "PER"), ("Jim Mattis", "PER"), ("Yang Jiechi", "PER")} <= found
   assert ("Washington", "LOC") in found or ("WASHINGTON", "LOC") in found
   assert ("United Nations", "ORG") in found
+
+
+@pytest.fixture(scope="module")
+def default_model():
+  if not DEFAULT_MODEL_READY:
+    pytest.skip("bundled NER model not built")
+  return ner.load_ner_model(threads=1)
+
+
+def test_default_model_on_the_seed_story(default_model):
+  seed = REPO / "seeds" / "000_2caeb3c1602a667c.txt"
+  if not seed.is_file():
+    pytest.skip("seed story absent")
+  text = seed.read_text(encoding="utf-8")
+  entities = ner.annotate(default_model, [text])[0]
+  check_offsets(text, entities)
+  people = {e.text for e in entities if e.label == "PER"}
+  assert {"Rex Tillerson", "Jim Mattis", "Yang Jiechi", "Fang Fenghui"} <= people
+  places = {e.text for e in entities if e.label == "LOC"}
+  assert {"WASHINGTON", "China", "North Korea"} <= places
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(st.lists(TEXT_ALPHABET, max_size=80).map("".join))
+def test_default_model_offset_invariant(default_model, text):
+  check_offsets(text, ner.annotate(default_model, [text])[0])
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL_READY, reason="bundled NER model not built")

@@ -54,7 +54,7 @@ LOG = logging.getLogger(__name__)
 STAGE = "ner"
 METRICS_NAMESPACE = "wirestream.ner"
 #: Context pieces on each side of a window's core.
-DEFAULT_OVERLAP = 24
+DEFAULT_OVERLAP = 32
 #: Word pieces (padding included) per forward pass.
 DEFAULT_BATCH_TOKENS = 4096
 
@@ -172,7 +172,7 @@ def plan_windows(word_start: Sequence[bool], sentence: Sequence[int], max_pieces
   n = len(word_start)
   if n == 0:
     return []
-  overlap = max(0, min(overlap, (max_pieces - 1) // 4))
+  overlap = max(0, min(overlap, max_pieces // 4))
   core_max = max(1, max_pieces - 2 * overlap)
   # Units: sentences, with over-long sentences cut at word starts.
   units: list[tuple[int, int]] = []
