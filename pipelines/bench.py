@@ -95,23 +95,24 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 # --- Paths -------------------------------------------------------------------------------------------------
 
 
-def window_options(name: str) -> dict[str, Any]:
-  """``cores``: the fast path's windows; ``stage``: the NER stage's (overlap 24, context filled)."""
+def window_options(name: str, context: int | None = None) -> dict[str, Any]:
+  """``fast``: the fast path's windows (``context`` pieces beside each core; default: the fast path's);
+  ``stage``: the NER stage's (context filled up to the window)."""
   from transforms import enrich
-  from transforms import ner as ner_stage
 
   if name == "stage":
-    return {"overlap": ner_stage.DEFAULT_OVERLAP, "fill_context": True}
-  return {"overlap": enrich.DEFAULT_OVERLAP, "fill_context": enrich.DEFAULT_FILL_CONTEXT}
+    return {"context": None}
+  return {"context": context if context is not None else enrich.DEFAULT_CONTEXT}
 
 
-def run_fast(enricher, stories: Sequence[Story], *, sort_windows: bool = True, windows: str = "cores") -> list:
+def run_fast(enricher, stories: Sequence[Story], *, sort_windows: bool = True,
+             windows: dict[str, Any] | None = None) -> list:
   from transforms import enrich
 
   out = []
   for batch in story_batches(stories):
     out.extend(enrich.enrich_texts(enricher, [s.body for s in batch], [s.headline for s in batch],
-                                   sort_windows=sort_windows, **window_options(windows)))
+                                   sort_windows=sort_windows, **(windows or window_options("fast"))))
   return out
 
 
@@ -219,12 +220,12 @@ def agreement(fast: Sequence, reference_entities: Sequence, reference_topics: Se
 
 
 def fast_entities(enricher, texts: Sequence[str], sentences: Sequence[Sequence[tuple[int, int]]],
-                  windows: str = "cores") -> list:
+                  windows: dict[str, Any] | None = None) -> list:
   """Mentions of many texts by the fast path (NER only), sentence ranges given."""
   from transforms import enrich
 
   results = enrich.enrich_texts(enricher, texts, sentences=sentences, topic_flags=[False] * len(texts),
-                                **window_options(windows))
+                                **(windows or window_options("fast")))
   return [r.entities for r in results]
 
 
@@ -240,6 +241,7 @@ def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any
   ner_dir = Path(args.ner_model) if args.ner_model else nm.DEFAULT_MODEL_DIR
   topic_dir = Path(args.topics_model) if args.topics_model else enrich.TOPICS_DEFAULT_DIR
   threads = args.threads or ob.default_threads()
+  windows = window_options(args.windows, args.context)
   # Export (first run only) in a child process, so that this process's peak memory is inference only.
   export_s, _ = _timed(lambda: subprocess.run(
       [sys.executable, "-m", "transforms.onnx_backend", "--ner-model", str(ner_dir), "--topics-model", str(topic_dir)],
@@ -262,8 +264,8 @@ def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any
   log(f"{len(stories)} stories ({len(left_out)} left out: empty or another language; {failed} unparsable), "
       f"{tokens} word pieces; threads {threads}; encoder shared by NER and topics: {enricher.shared_encoder}")
 
-  run_fast(enricher, stories[:2], windows=args.windows)  # warm-up
-  fast_s, fast = _timed(lambda: run_fast(enricher, stories, windows=args.windows))
+  run_fast(enricher, stories[:2], windows=windows)  # warm-up
+  fast_s, fast = _timed(lambda: run_fast(enricher, stories, windows=windows))
   fast_rss = peak_rss_mb()
   log(f"fast path: {fast_s:.2f}s, {tokens / fast_s:.0f} tokens/s, {len(stories) / fast_s:.2f} stories/s")
   window = enricher.ner.max_window
@@ -290,7 +292,8 @@ def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any
                       for row in topic_model.scores([story_text(s) for s in batch])]
   result: dict[str, Any] = {
       "stories": len(stories), "stories_left_out": len(left_out), "tokens": tokens, "threads": threads, "precision": args.precision,
-      "window": window, "windows": args.windows, "shared_encoder": enricher.shared_encoder,
+      "window": window, "windows": args.windows, "context": windows["context"],
+      "shared_encoder": enricher.shared_encoder,
       "seconds": round(fast_s, 3), "tokens_per_s": round(tokens / fast_s, 1),
       "stories_per_s": round(len(stories) / fast_s, 2),
       "baseline_seconds": round(base_s, 3), "baseline_tokens_per_s": round(tokens / base_s, 1),
@@ -310,7 +313,7 @@ def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any
   if args.conll:
     result["f1_reference"] = round(conll_f1(lambda texts, spans: ner_stage.annotate(reference_ner, texts, spans),
                                             args.conll), 4)
-    result["f1_fast"] = round(conll_f1(lambda texts, spans: fast_entities(enricher, texts, spans, args.windows),
+    result["f1_fast"] = round(conll_f1(lambda texts, spans: fast_entities(enricher, texts, spans, windows),
                                        args.conll), 4)
     result["f1_delta"] = round(result["f1_fast"] - result["f1_reference"], 4)
     log(f"CoNLL F1: fast {result['f1_fast']}, reference {result['f1_reference']}")
@@ -322,28 +325,29 @@ def levers(args, stories, tokens, threads, reference_ner, topic_model, fast_s, b
   """Tokens/s of each lever on its own, same stories."""
   from transforms import enrich
 
+  windows = window_options(args.windows, args.context)
   rows: dict[str, float] = {"baseline_per_story_torch_fp32": tokens / base_s}
   seconds, _ = _timed(lambda: run_torch_batched(reference_ner, topic_model, stories))
   rows["torch_fp32_batched_separate_stages"] = tokens / seconds
-  seconds, _ = _timed(lambda: run_fast(fp32, stories, windows=args.windows))
+  seconds, _ = _timed(lambda: run_fast(fp32, stories, windows=windows))
   rows["onnx_fp32_fused_bucketed"] = tokens / seconds
   rows["onnx_int8_fused_bucketed (fast path)"] = tokens / fast_s
   fast = enrich.load_enricher(args.ner_model, args.topics_model, threads=threads, max_window=args.window)
-  seconds, _ = _timed(lambda: run_fast(fast, stories, sort_windows=False, windows=args.windows))
+  seconds, _ = _timed(lambda: run_fast(fast, stories, sort_windows=False, windows=windows))
   rows["onnx_int8_fused_unbucketed"] = tokens / seconds
-  other = "stage" if args.windows == "cores" else "cores"
-  seconds, _ = _timed(lambda: run_fast(fast, stories, windows=other))
+  other = "stage" if args.windows == "fast" else "fast"
+  seconds, _ = _timed(lambda: run_fast(fast, stories, windows=window_options(other, args.context)))
   rows[f"onnx_int8_fused_bucketed_{other}_windows"] = tokens / seconds
   if fast.shared_encoder:
     two = enrich.load_enricher(args.ner_model, args.topics_model, threads=threads, max_window=args.window,
                                share=False)
     run_fast(two, stories[:2])
-    seconds, _ = _timed(lambda: run_fast(two, stories, windows=args.windows))
+    seconds, _ = _timed(lambda: run_fast(two, stories, windows=windows))
     rows["onnx_int8_two_encoder_passes_bucketed"] = tokens / seconds
   if threads > 1:
     one = enrich.load_enricher(args.ner_model, args.topics_model, threads=1, max_window=args.window)
     run_fast(one, stories[:2])
-    seconds, _ = _timed(lambda: run_fast(one, stories, windows=args.windows))
+    seconds, _ = _timed(lambda: run_fast(one, stories, windows=windows))
     rows["onnx_int8_fused_bucketed_1_thread"] = tokens / seconds
   for name, value in rows.items():
     log(f"  {name:45s} {value:9.0f} tokens/s")
@@ -372,8 +376,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--topics-model", default=None, help="Our topic head directory (default: the bundled one).")
   parser.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="Fast path precision.")
   parser.add_argument("--window", type=int, default=None, help="Fast path window in pieces (default: 128).")
-  parser.add_argument("--windows", choices=("cores", "stage"), default="cores",
-                      help="Fast path windows: sentence cores only (default) or the NER stage's (overlap + context).")
+  parser.add_argument("--windows", choices=("fast", "stage"), default="fast",
+                      help="Fast path windows: sentence cores with --context pieces around (default) or the NER "
+                           "stage's (context filled up to the window).")
+  parser.add_argument("--context", type=int, default=None,
+                      help="Context pieces beside each core in fast windows (default: transforms.enrich's).")
   parser.add_argument("--levers", action="store_true", help="Also time each lever on its own.")
 
 

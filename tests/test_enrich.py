@@ -36,8 +36,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO / "seeds"
 DEFAULT_MODELS_READY = enrich.is_fusable(None, None)
-#: The NER stage's windows (the fast path's default windows are sentence cores only).
-STAGE_WINDOWS = {"overlap": ner_stage.DEFAULT_OVERLAP, "fill_context": True}
+#: The NER stage's windows (the fast path's default windows have less context).
+STAGE_WINDOWS = {"context": None}
 
 TEXTS = [
     "WASHINGTON (Reuters) - Rex Tillerson met Jim Mattis at the Pentagon on Tuesday.\n\n"
@@ -162,20 +162,25 @@ def test_bucketing_does_not_change_results(tiny_models):
     assert [t.score for t in x.topics] == pytest.approx([t.score for t in y.topics], abs=1e-5)
 
 
-def test_fast_windows_are_sentence_cores_run_once(tiny_models):
+@pytest.mark.parametrize("context", [0, 8])
+def test_fast_windows_hold_sentence_cores_with_little_context(tiny_models, context):
   ner_dir, topic_dir = tiny_models
   fused = enrich.load_enricher(str(ner_dir), str(topic_dir), precision="fp32", threads=1)
   text = " ".join(f"Sentence number {i} names Ann Lee of Acme Corp in Paris." for i in range(60))
-  prepared = ner_stage.prepare(fused.ner, text, overlap=enrich.DEFAULT_OVERLAP)
-  windows = enrich.fast_windows(prepared, fill_context=False)
+  prepared = ner_stage.prepare(fused.ner, text, overlap=context)
+  windows = enrich.fast_windows(prepared, context)
+  enc = prepared.encoded
   assert len(windows) > 5
-  covered = [k for w in windows for k in range(w.start, w.end)]
-  assert covered == list(range(len(prepared.encoded.ids)))  # every piece once, in order
-  assert all(w.end - w.start <= fused.ner.max_pieces for w in windows)
-  sentence_starts = {prepared.encoded.sentence[w.start] for w in windows}
-  assert all(w.start == 0 or prepared.encoded.sentence[w.start] != prepared.encoded.sentence[w.start - 1]
-             for w in windows), sentence_starts
-  result = enrich.enrich_texts(fused, [text])[0]
+  cores = [k for w in windows for k in range(w.core_start, w.core_end)]
+  assert cores == list(range(len(enc.ids)))  # every piece in one core, in order
+  for w in windows:
+    assert w.end - w.start <= fused.ner.max_pieces
+    assert 0 <= w.core_start - w.start <= context and 0 <= w.end - w.core_end <= context
+    assert w.core_start == 0 or enc.sentence[w.core_start] != enc.sentence[w.core_start - 1]  # whole sentences
+    assert enc.word_start[w.start]
+  run = sum(w.end - w.start for w in windows)
+  assert run <= len(enc.ids) * (1 + 2 * context / 40)
+  result = enrich.enrich_texts(fused, [text], context=context)[0]
   for e in result.entities:
     assert text[e.start_char:e.end_char] == e.text
 

@@ -53,12 +53,11 @@ TOPICS_NAMESPACE = "wirestream.topics"
 #: contexts; it is run on 128 here too (wider windows waste less on overlap but are a different input
 #: distribution: see the bench notes in the README).
 DEFAULT_WINDOW = 128
-#: Windows of the fast path: sentence cores packed up to the window, without the NER stage's extra
-#: context (``fill_context=False``, ``overlap=0``), as the NER model was trained (chunks of whole
-#: sentences). Every piece is then run once instead of about twice on wire stories; the CoNLL F1 change
+#: Context of the fast path's windows: sentence cores packed up to the window less this many pieces of
+#: context on each side (the NER stage fills every window with context up to its size, so a wire story's
+#: pieces run about twice; here about 1.2 times). ``None``: the NER stage's windows. The CoNLL F1 change
 #: is measured by ``wirestream bench --conll``.
-DEFAULT_OVERLAP = 0
-DEFAULT_FILL_CONTEXT = False
+DEFAULT_CONTEXT = 8
 TOPICS_DEFAULT_DIR = Path(__file__).resolve().parents[1] / "models" / "topics"
 
 
@@ -197,23 +196,33 @@ class _Job:
   window: ner_stage.Window | None
 
 
-def fast_windows(prepared: ner_stage.Prepared, fill_context: bool) -> list[ner_stage.Window]:
-  """The NER stage's windows, or (``fill_context=False``) just their cores."""
-  if fill_context:
+def fast_windows(prepared: ner_stage.Prepared, context: int | None) -> list[ner_stage.Window]:
+  """The windows of ``prepared`` with at most ``context`` pieces (whole words) beside each core
+  (``None``: as planned)."""
+  if context is None:
     return prepared.windows
-  return [ner_stage.Window(w.core_start, w.core_end, w.core_start, w.core_end) for w in prepared.windows]
+  word_start = prepared.encoded.word_start
+  n = len(word_start)
+  out = []
+  for w in prepared.windows:
+    start, end = max(w.start, w.core_start - context), min(w.end, w.core_end + context)
+    while start < w.core_start and not word_start[start]:
+      start += 1
+    while w.core_end < end < n and not word_start[end]:
+      end -= 1
+    out.append(ner_stage.Window(start, end, w.core_start, w.core_end))
+  return out
 
 
 def enrich_texts(enricher: Enricher, bodies: Sequence[str], headlines: Sequence[str | None] | None = None,
                  *, ner_flags: Sequence[bool] | None = None, topic_flags: Sequence[bool] | None = None,
                  sentences: Sequence[Sequence[tuple[int, int]] | None] | None = None,
-                 overlap: int = DEFAULT_OVERLAP, fill_context: bool = DEFAULT_FILL_CONTEXT,
-                 batch_tokens: int = ner_stage.DEFAULT_BATCH_TOKENS, sort_windows: bool = True) -> list[Enriched]:
+                 context: int | None = DEFAULT_CONTEXT, batch_tokens: int = ner_stage.DEFAULT_BATCH_TOKENS, sort_windows: bool = True) -> list[Enriched]:
   """Entities and topics of many stories, windows batched by length across stories, one pass each.
 
   ``sentences`` gives the sentence ranges of each body (default: :func:`transforms.ner.split_sentences`).
-  ``overlap``/``fill_context`` shape the windows (see :data:`DEFAULT_FILL_CONTEXT`; ``overlap=24,
-  fill_context=True`` are the NER stage's windows). ``sort_windows=False`` keeps the windows in story
+  ``context`` shapes the windows (see :data:`DEFAULT_CONTEXT`; ``None`` gives the NER stage's windows).
+  ``sort_windows=False`` keeps the windows in story
   order (more padding; for measurements only).
   """
   n = len(bodies)
@@ -223,12 +232,13 @@ def enrich_texts(enricher: Enricher, bodies: Sequence[str], headlines: Sequence[
   model = enricher.ner
   prefix, suffix = model.prefix, model.suffix
   sentences = sentences if sentences is not None else [None] * n
+  overlap = ner_stage.DEFAULT_OVERLAP if context is None else context
   prepared = [ner_stage.prepare(model, body, sents, overlap=overlap)
               for body, sents in zip(bodies, sentences, strict=True)]
   jobs: list[_Job] = []
   for t, (prep, headline) in enumerate(zip(prepared, headlines, strict=True)):
     enc = prep.encoded
-    for w in fast_windows(prep, fill_context):
+    for w in fast_windows(prep, context):
       jobs.append(_Job(t, prefix + enc.ids[w.start:w.end] + suffix,
                        [0] * len(prefix) + enc.types[w.start:w.end] + [0] * len(suffix), w))
     if topic_flags[t] and headline and story_text_prefix(headline, bodies[t]):
@@ -305,8 +315,7 @@ class EnrichModelHandler(ModelHandler[Story, PredictionResult, Enricher]):
 
   def __init__(self, ner_ref: str | None = None, topics_ref: str | None = None, *, precision: str = "int8",
                threads: int | None = None, max_window: int | None = None, max_batch_chars: int = 64_000,
-               batch_tokens: int = ner_stage.DEFAULT_BATCH_TOKENS, overlap: int = DEFAULT_OVERLAP,
-               fill_context: bool = DEFAULT_FILL_CONTEXT):
+               batch_tokens: int = ner_stage.DEFAULT_BATCH_TOKENS, context: int | None = DEFAULT_CONTEXT):
     super().__init__()
     self._ner_ref = ner_ref
     self._topics_ref = topics_ref
@@ -315,8 +324,7 @@ class EnrichModelHandler(ModelHandler[Story, PredictionResult, Enricher]):
     self._max_window = max_window
     self._max_batch_chars = max_batch_chars
     self._batch_tokens = batch_tokens
-    self._overlap = overlap
-    self._fill_context = fill_context
+    self._context = context
 
   def load_model(self) -> Enricher:
     return load_enricher(self._ner_ref, self._topics_ref, precision=self._precision, threads=self._threads,
@@ -328,7 +336,7 @@ class EnrichModelHandler(ModelHandler[Story, PredictionResult, Enricher]):
         model, [s.body for s in batch], [s.headline for s in batch],
         ner_flags=[model.ner.accepts_language(s.language) for s in batch],
         topic_flags=[model.topics.accepts_language(s.language) for s in batch],
-        overlap=self._overlap, fill_context=self._fill_context, batch_tokens=self._batch_tokens)
+        context=self._context, batch_tokens=self._batch_tokens)
     return [PredictionResult(story, result, model.name) for story, result in zip(batch, results, strict=True)]
 
   def get_num_bytes(self, batch: Sequence[Story]) -> int:
