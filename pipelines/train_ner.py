@@ -170,7 +170,13 @@ def train(args: argparse.Namespace) -> dict:
 
   dev_chunks = _chunks(dev_enc, dev_docs, budget, None) if args.context else _sentence_chunks(dev_enc, budget)
 
-  model = nm.build_casing_model(labels, max_window=max(args.context, 128))
+  if args.init_from:
+    model = nm.load_casing_model(args.init_from)
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    if list(model.config.id2label.values()) != labels:
+      raise ValueError(f"{args.init_from} has labels {model.config.id2label}, expected {labels}")
+  else:
+    model = nm.build_casing_model(labels, max_window=max(args.context, 128))
   no_decay = ("bias", "LayerNorm.weight")
   params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
   optimizer = torch.optim.AdamW([
@@ -244,8 +250,10 @@ def train(args: argparse.Namespace) -> dict:
 def command_line(args: argparse.Namespace) -> str:
   """The ``wirestream train ner`` command that reproduces this run."""
   parts = ["wirestream", "train", "ner"]
-  for key in ("train", "dev", "out", "epochs", "lr", "batch_size", "warmup", "seed", "context", "threads"):
-    parts += ["--" + key.replace("_", "-"), str(getattr(args, key))]
+  for key in ("train", "dev", "out", "epochs", "lr", "batch_size", "warmup", "seed", "context", "threads",
+              "init_from"):
+    if getattr(args, key, None) is not None:
+      parts += ["--" + key.replace("_", "-"), str(getattr(args, key))]
   return " ".join(parts)
 
 
@@ -265,6 +273,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--log-every", type=int, default=50)
   parser.add_argument("--max-steps", type=int, default=0, help="Stop after this many steps (smoke runs).")
   parser.add_argument("--limit-sentences", type=int, default=0, help="Use only the first N sentences.")
+  parser.add_argument("--init-from", default=None,
+                      help="Continue from one of our saved models (a directory) instead of the base encoder.")
   parser.add_argument("--save-dtype", choices=("float16", "float32"), default="float16")
 
 

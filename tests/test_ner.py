@@ -203,6 +203,35 @@ def test_windows_of_many_texts_are_batched_by_length():
   assert all(rows * width <= 128 or rows == 1 for rows, width in model.calls)
 
 
+class LabelByPiece(CapitalisedIsPerson):
+  """Labels pieces by their text (lower case), O otherwise."""
+
+  def __init__(self, table):
+    super().__init__(max_window=64)
+    self.table = {self.tokenizer.token_to_id(k): nm.LABELS.index(v) for k, v in table.items()}
+
+  def predict(self, input_ids, token_types, attention_mask):
+    probs = np.zeros(input_ids.shape + (len(nm.LABELS),), dtype=np.float32)
+    probs[..., 0] = 1.0
+    for (row, col), piece in np.ndenumerate(input_ids):
+      if int(piece) in self.table:
+        probs[row, col, 0] = 0.0
+        probs[row, col, self.table[int(piece)]] = 1.0
+    return probs
+
+
+def test_glued_words_follow_their_first_word_and_separators_are_trimmed():
+  model = LabelByPiece({"u": "B-LOC", ".": "B-MISC", "s": "B-ORG", "-": "I-LOC", "china": "B-LOC",
+                        "washington": "B-LOC", "reuters": "B-ORG", "(": "B-ORG", "smith": "B-PER"})
+  text = "U.S.-China talks (Reuters) in Washington. Smith said"
+  entities = ner.annotate(model, [text])[0]
+  check_offsets(text, entities)
+  # "U.S." is one unit labelled by "u"; the hyphen is trimmed; "Washington." keeps the stop out only
+  # because the model labels it (B-MISC here, so it is its own mention, and "." alone is dropped).
+  assert [(e.text, e.label) for e in entities] == [
+      ("U.S.", "LOC"), ("China", "LOC"), ("Reuters", "ORG"), ("Washington", "LOC"), ("Smith", "PER")]
+
+
 def test_entities_never_cross_sentences():
   model = CapitalisedIsPerson(max_window=64)
   text = "He met Ann.\n\nBob Stone left."

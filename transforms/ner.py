@@ -412,12 +412,26 @@ def predict_windows(model: NerModel, prepared: Sequence[Prepared],
   return out
 
 
+#: Characters that may separate two entities inside one whitespace-delimited token ("U.S.-China",
+#: "(Reuters)", "Smith's"); they are also trimmed from the edges of a mention.
+SEPARATORS = frozenset("-‐‑‒–—/\\()[]{}\"'‘’“”«»,;:!?|")
+
+
+def _is_separator(word: str) -> bool:
+  return bool(word) and all(c in SEPARATORS for c in word)
+
+
 def decode_entities(prepared: Prepared, probs: np.ndarray, id2label: dict[int, str]) -> list[Entity]:
-  """Spans from per-piece probabilities: words take their first piece's label; BIO or IOB1 runs join."""
+  """Spans from per-piece probabilities.
+
+  Each tokenizer word takes the label of its first piece. Words glued together without a separator
+  (``u`` ``.`` ``s`` in "U.S.") form one unit labelled by its first word, as CoNLL tokens are; a final
+  full stop keeps its own label ("Washington." vs "U.S."). BIO or IOB1 runs of words then join into
+  spans, never across a sentence boundary; separators at the edges of a span are trimmed.
+  """
   enc = prepared.encoded
   text = prepared.text
   n = len(enc.ids)
-  # Word boundaries.
   words: list[tuple[int, int]] = []
   for k in range(n):
     if enc.word_start[k] or not words:
@@ -425,6 +439,29 @@ def decode_entities(prepared: Prepared, probs: np.ndarray, id2label: dict[int, s
     else:
       words[-1] = (words[-1][0], k + 1)
   best = probs.argmax(-1) if n else np.zeros(0, dtype=np.int64)
+  tags: list[tuple[str, str | None, float]] = []
+  unit_start = 0  # character where the current glued unit starts
+  for w, (a, b) in enumerate(words):
+    prefix, kind = nm.split_tag(id2label[int(best[a])])
+    score = float(probs[a, best[a]])
+    if w:
+      pa, pb = words[w - 1]
+      word = text[enc.offsets[a][0]:enc.offsets[b - 1][1]]
+      previous = text[enc.offsets[pa][0]:enc.offsets[pb - 1][1]]
+      glued = enc.offsets[pb - 1][1] == enc.offsets[a][0] and enc.sentence[pa] == enc.sentence[a]
+      unit = text[unit_start:enc.offsets[pb - 1][1]] if glued else ""
+      abbreviation = "." in unit or (len(unit) == 1 and unit.isalpha()) or unit.lower() in _ABBREVIATIONS
+      final_stop = word == "." and not abbreviation and (
+          w + 1 == len(words) or enc.offsets[words[w + 1][0]][0] != enc.offsets[b - 1][1]
+          or _is_separator(text[enc.offsets[words[w + 1][0]][0]:enc.offsets[words[w + 1][1] - 1][1]]))
+      glued = glued and not _is_separator(word) and not _is_separator(previous)
+      if not glued:
+        unit_start = enc.offsets[a][0]
+      if glued and not final_stop:
+        _, prev_kind, prev_score = tags[-1]
+        prefix, kind, score = ("I", prev_kind, prev_score) if prev_kind else ("O", None, prev_score)
+    tags.append((prefix, kind, score))
+
   entities: list[Entity] = []
   current: list | None = None  # [type, first_piece, last_piece, scores]
 
@@ -434,18 +471,16 @@ def decode_entities(prepared: Prepared, probs: np.ndarray, id2label: dict[int, s
       return
     kind, first, last, scores = current
     start, end = enc.offsets[first][0], enc.offsets[last][1]
-    while start < end and text[start].isspace():
+    while start < end and (text[start].isspace() or text[start] in SEPARATORS):
       start += 1
-    while end > start and text[end - 1].isspace():
+    while end > start and (text[end - 1].isspace() or text[end - 1] in SEPARATORS):
       end -= 1
-    if start < end:
+    if start < end and any(c.isalnum() for c in text[start:end]):
       entities.append(Entity(text=text[start:end], label=kind, start_char=start, end_char=end,
                              score=float(np.mean(scores)), sentence_index=int(enc.sentence[first])))
     current = None
 
-  for a, b in words:
-    prefix, kind = nm.split_tag(id2label[int(best[a])])
-    score = float(probs[a, best[a]])
+  for (a, b), (prefix, kind, score) in zip(words, tags, strict=True):
     if kind is None:
       close()
       continue
