@@ -9,8 +9,9 @@ Data (see ``pipelines/topics_data.py`` for the label mapping):
 * Every active IPTC Media Topics concept: "label. definition" is a positive example of its top-level topic
   (the only data for arts, culture, entertainment and media; extra data for politics and the rest).
 * Optionally Reuters-21578 stories with TOPICS tags (all economic -> 04; ``jobs`` also -> labour 09).
-* ``pipelines/data/topics_seed_en.jsonl``: 40 short news-style arts/entertainment texts written for this
-  project (AG News has no such class, and definitions alone do not carry over to news text).
+* ``pipelines/data/topics_seed_en.jsonl``: 50 short news-style texts written for this project, 40 about
+  arts/entertainment (AG News has no such class, and definitions alone do not carry over to news text)
+  and 10 about the weather (5 IPTC concepts only).
 * World pseudo-labels: a zero-shot teacher (the base package's sentence vectors; for each topic the mean
   cosine similarity to its 3 nearest IPTC concepts) picks the likeliest allowed topic of every World row,
   which becomes an extra positive target. Without it the noisy-OR lets one topic soak up all of World.
@@ -399,6 +400,7 @@ def train(args: argparse.Namespace) -> dict:
       "encoder": args.encoder_ref or (args.encoder if args.encoder else tm.BASE_ENCODER),
       "feature_layer": layer,
       "casing_token_types": encoder.casing,
+      "encoder_sha1": tm.encoder_fingerprint(encoder),
       "head": head_args,
       "labels": [list(pair) for pair in tm.IPTC_ROOTS],
       "languages": ["en"],

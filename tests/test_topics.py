@@ -308,3 +308,18 @@ def test_train_smoke_run(tmp_path, capsys):
   scores = model.scores(["A short story about a football match."])
   assert scores.shape == (1, 17)
   assert (out / tm.HEAD_WEIGHTS).stat().st_size < 25 * 1024 * 1024
+
+
+def test_bundled_head_fits_its_encoder():
+  """The head reads the hidden states of one exact encoder: a new NER model needs a retrained head."""
+  config = json.loads((tm.DEFAULT_MODEL_DIR / tm.HEAD_CONFIG).read_text())
+  if config["encoder"] == tm.BASE_ENCODER:
+    assert config.get("encoder_sha1") is None
+    return
+  encoder_dir = (tm.DEFAULT_MODEL_DIR / config["encoder"]).resolve()
+  import hashlib
+
+  digest = hashlib.sha1((encoder_dir / "model.safetensors").read_bytes()).hexdigest()
+  assert digest == config["encoder_sha1"], (
+      f"models/topics was trained on another {encoder_dir.name} model: run wirestream train topics "
+      f"--encoder {encoder_dir} --encoder-ref {config['encoder']}")

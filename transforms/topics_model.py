@@ -344,6 +344,15 @@ class TopicClassifier:
     return [(self.labels[i][0], self.labels[i][1], float(row[i])) for i in chosen]
 
 
+def encoder_fingerprint(encoder: Encoder) -> str | None:
+  """sha1 of the weights file of a non-base encoder (the head only fits the encoder it was trained on)."""
+  if encoder.spec == BASE_ENCODER:
+    return None
+  import hashlib
+
+  return hashlib.sha1((encoder.directory / "model.safetensors").read_bytes()).hexdigest()
+
+
 class HeadTopicClassifier(TopicClassifier):
   """Our model: an encoder (base package or the casing NER model) + the topic head over its hidden states.
 
@@ -355,6 +364,13 @@ class HeadTopicClassifier(TopicClassifier):
     self.directory = Path(directory)
     self.head, self.config = load_head(self.directory)
     self.encoder = encoder or Encoder(self.config["encoder"], relative_to=self.directory)
+    expected = self.config.get("encoder_sha1")
+    if expected and encoder_fingerprint(self.encoder) != expected:
+      import logging
+
+      logging.getLogger(__name__).warning(
+          "topic head %s was trained on another version of encoder %s: its scores are not reliable; "
+          "retrain it (wirestream train topics --encoder ...)", self.directory, self.encoder.directory)
     self.layer = int(self.config["feature_layer"])
     self.labels = [(code, label) for code, label in self.config["labels"]]
     self.languages = tuple(self.config.get("languages") or ("en",))
