@@ -99,14 +99,16 @@ def apply_stages(stories, args: argparse.Namespace):
     if handler is not None:
       from transforms.ner import describe_model
       info = describe_model(ner_model)
-      stage = ExtractEntities(ner_model, handler=handler, languages=info["languages"], model_name=info["name"])
+      stage = ExtractEntities(ner_model, handler=handler, languages=info["languages"],
+                              model_name=info["name"])
     else:
       stage = ExtractEntities(ner_model)
     stories, stage_errors = stories | "NER" >> stage
     errors.append(stage_errors)
   if "topics" in stages:
     from transforms.topics import ClassifyTopics
-    stories, stage_errors = stories | "Topics" >> ClassifyTopics(topics_model, getattr(args, "topics_taxonomy", None))
+    stories, stage_errors = stories | "Topics" >> ClassifyTopics(
+        topics_model, getattr(args, "topics_taxonomy", None))
     errors.append(stage_errors)
   return stories, errors
 

@@ -61,7 +61,7 @@ DEFAULT_CONTEXT = 8
 TOPICS_DEFAULT_DIR = Path(__file__).resolve().parents[1] / "models" / "topics"
 
 
-# --- The loaded model ------------------------------------------------------------------------------------
+# --- The loaded model ---------------------------------------------------------------------------------------
 
 
 class OnnxNerModel(ner_stage.NerModel):
@@ -217,7 +217,8 @@ def fast_windows(prepared: ner_stage.Prepared, context: int | None) -> list[ner_
 def enrich_texts(enricher: Enricher, bodies: Sequence[str], headlines: Sequence[str | None] | None = None,
                  *, ner_flags: Sequence[bool] | None = None, topic_flags: Sequence[bool] | None = None,
                  sentences: Sequence[Sequence[tuple[int, int]] | None] | None = None,
-                 context: int | None = DEFAULT_CONTEXT, batch_tokens: int = ner_stage.DEFAULT_BATCH_TOKENS, sort_windows: bool = True) -> list[Enriched]:
+                 context: int | None = DEFAULT_CONTEXT, batch_tokens: int = ner_stage.DEFAULT_BATCH_TOKENS,
+                 sort_windows: bool = True) -> list[Enriched]:
   """Entities and topics of many stories, windows batched by length across stories, one pass each.
 
   ``sentences`` gives the sentence ranges of each body (default: :func:`transforms.ner.split_sentences`).
@@ -307,7 +308,7 @@ def prepare_headline(model: OnnxNerModel, headline: str) -> tuple[list[int], lis
           [0] * len(model.prefix) + types + [0] * len(model.suffix))
 
 
-# --- Beam -----------------------------------------------------------------------------------------------------
+# --- Beam ---------------------------------------------------------------------------------------------------
 
 
 class EnrichModelHandler(ModelHandler[Story, PredictionResult, Enricher]):
@@ -368,7 +369,8 @@ class _Route(beam.DoFn):
     self._topics_name = topics_name
     self._counters = {
         (ns, name): beam.metrics.Metrics.counter(ns, name)
-        for ns, name in ((NER_NAMESPACE, "stories_skipped_language"), (NER_NAMESPACE, "stories_skipped_empty"),
+        for ns, name in ((NER_NAMESPACE, "stories_skipped_language"),
+                         (NER_NAMESPACE, "stories_skipped_empty"),
                          (TOPICS_NAMESPACE, "skipped_language"), (TOPICS_NAMESPACE, "skipped_empty"))}
 
   def process(self, story: Story):

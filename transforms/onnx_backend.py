@@ -109,7 +109,7 @@ def cache_key(ner_dir: Path, topic_dir: Path | None, share: bool = True) -> str:
   return digest.hexdigest()[:24]
 
 
-# --- Export (needs torch) -------------------------------------------------------------------------------
+# --- Export (needs torch) -----------------------------------------------------------------------------------
 
 
 def _build_module(ner_dir: Path, topic_dir: Path | None, share: bool = True):
@@ -249,7 +249,7 @@ def _export_into(ner_dir: Path, topic_dir: Path | None, share: bool, key: str, t
       shutil.rmtree(work, ignore_errors=True)
 
 
-# --- Sessions (onnxruntime only) --------------------------------------------------------------------------
+# --- Sessions (onnxruntime only) ----------------------------------------------------------------------------
 
 
 def default_threads() -> int:
@@ -312,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
 
   parser = argparse.ArgumentParser(prog="python -m transforms.onnx_backend", description=main.__doc__)
   parser.add_argument("--ner-model", default=str(nm.DEFAULT_MODEL_DIR))
-  parser.add_argument("--topics-model", default=str(Path(__file__).resolve().parents[1] / "models" / "topics"))
+  parser.add_argument("--topics-model",
+                      default=str(Path(__file__).resolve().parents[1] / "models" / "topics"))
   args = parser.parse_args(argv)
   print(ensure_exported(args.ner_model, args.topics_model))
   return 0
