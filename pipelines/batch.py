@@ -11,7 +11,6 @@ import time
 from collections.abc import Sequence
 
 import apache_beam as beam
-from transforms.parse import ParseStories
 
 from pipelines.common import (
   LogProgress,
@@ -21,6 +20,7 @@ from pipelines.common import (
   print_metrics,
 )
 from transforms.io import ReadRawRecords, match_inputs
+from transforms.parse import ParseStories
 from transforms.write import WriteTables, output_is_writable
 
 
