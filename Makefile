@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LAKE ?= lake
 
-.PHONY: setup demo test lint stream-demo dataflow-dry-run clean schema-doc
+.PHONY: setup demo test lint stream-demo dataflow-dry-run bench clean schema-doc
 
 setup: $(STAMP)
 
@@ -21,7 +21,8 @@ demo: $(STAMP)
 	rm -rf $(LAKE)
 	$(VENV)/bin/wirestream run --input 'seeds/*' --output $(LAKE)
 	$(VENV)/bin/wirestream query --lake $(LAKE) "SELECT source_format, agency, dateline, language, headline, entity_count, top_topic_label FROM events ORDER BY published_at NULLS LAST"
-	$(VENV)/bin/wirestream query --lake $(LAKE) "SELECT label, text, count(*) AS mentions FROM entities GROUP BY ALL ORDER BY mentions DESC, label, text LIMIT 25"
+	$(VENV)/bin/wirestream query --lake $(LAKE) "SELECT label, count(*) AS mentions, count(DISTINCT text) AS distinct_names FROM entities GROUP BY ALL ORDER BY label"
+	$(VENV)/bin/wirestream query --lake $(LAKE) "SELECT text AS person, count(*) AS mentions FROM entities WHERE label = 'PER' GROUP BY ALL ORDER BY mentions DESC, person LIMIT 15"
 	$(VENV)/bin/wirestream query --lake $(LAKE) "SELECT stage, error_type, count(*) AS n FROM errors GROUP BY ALL"
 
 test: $(STAMP)
@@ -32,6 +33,11 @@ stream-demo: $(STAMP)
 
 dataflow-dry-run: $(STAMP)
 	$(VENV)/bin/wirestream dataflow-dry-run --out-dir build/dataflow
+
+# Fast path vs a plain transformers baseline on 200 Reuters stories (needs ../shared/data).
+bench: $(STAMP)
+	$(VENV)/bin/wirestream bench --input '../shared/data/reuters21578/*.sgm' --limit 200 \
+	  --conll ../shared/data/conll2003/eng.testa --levers
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
