@@ -136,16 +136,20 @@ def load_enricher(ner_ref: str | None = None, topics_ref: str | None = None, *, 
   topic_dir = Path(topics_ref) if topics_ref else TOPICS_DEFAULT_DIR
   if not is_fusable(str(ner_dir), str(topic_dir)):
     raise ValueError(f"the fused ONNX path needs our NER model and topic head ({ner_dir}, {topic_dir})")
+  session = ob.open_session(ner_dir, topic_dir, precision=precision, threads=threads, share=share)
+  ner = _onnx_ner_model(session, ner_dir, ner_ref, max_window)
+  return Enricher(ner, TopicInfo.read(topic_dir), session, share and ob.shares_encoder(ner_dir, topic_dir))
+
+
+def _onnx_ner_model(session, ner_dir: Path, ner_ref: str | None, max_window: int | None) -> OnnxNerModel:
+  """Our NER model's labels, tokenizer and window settings around an open ONNX session."""
   info = ner_stage.describe_model(str(ner_dir) if ner_ref else None)
   config = json.loads((ner_dir / nm.CONFIG_FILE).read_text())
-  session = ob.open_session(ner_dir, topic_dir, precision=precision, threads=threads, share=share)
   tokenizer = nm.load_fast_tokenizer(nm.base_model_dir())
-  window = max_window or DEFAULT_WINDOW
-  ner = OnnxNerModel(session, tokenizer, config["id2label"], name=info["name"], casing=True,
-                     languages=info["languages"], max_window=window,
-                     prefix=[tokenizer.token_to_id("[CLS]")], suffix=[tokenizer.token_to_id("[SEP]")],
-                     pad_id=tokenizer.token_to_id("[PAD]"), threads=session.threads)
-  return Enricher(ner, TopicInfo.read(topic_dir), session, share and ob.shares_encoder(ner_dir, topic_dir))
+  return OnnxNerModel(session, tokenizer, config["id2label"], name=info["name"], casing=True,
+                      languages=info["languages"], max_window=max_window or DEFAULT_WINDOW,
+                      prefix=[tokenizer.token_to_id("[CLS]")], suffix=[tokenizer.token_to_id("[SEP]")],
+                      pad_id=tokenizer.token_to_id("[PAD]"), threads=session.threads)
 
 
 def load_onnx_ner(ner_ref: str | None = None, *, precision: str = "int8", threads: int | None = None,
@@ -154,14 +158,8 @@ def load_onnx_ner(ner_ref: str | None = None, *, precision: str = "int8", thread
   ner_dir = Path(ner_ref) if ner_ref else nm.DEFAULT_MODEL_DIR
   if not (nm.is_casing_model_dir(ner_dir) and (ner_dir / nm.WEIGHTS_FILE).is_file()):
     raise ValueError(f"the ONNX path needs our NER model (a casing model directory), not {ner_dir}")
-  info = ner_stage.describe_model(str(ner_dir) if ner_ref else None)
-  config = json.loads((ner_dir / nm.CONFIG_FILE).read_text())
   session = ob.open_session(ner_dir, None, precision=precision, threads=threads)
-  tokenizer = nm.load_fast_tokenizer(nm.base_model_dir())
-  return OnnxNerModel(session, tokenizer, config["id2label"], name=info["name"], casing=True,
-                      languages=info["languages"], max_window=max_window or DEFAULT_WINDOW,
-                      prefix=[tokenizer.token_to_id("[CLS]")], suffix=[tokenizer.token_to_id("[SEP]")],
-                      pad_id=tokenizer.token_to_id("[PAD]"), threads=session.threads)
+  return _onnx_ner_model(session, ner_dir, ner_ref, max_window)
 
 
 class OnnxNerModelHandler(ner_stage.NerModelHandler):
@@ -347,11 +345,7 @@ class EnrichModelHandler(ModelHandler[Story, PredictionResult, Enricher]):
     return NAMESPACE
 
   def batch_elements_kwargs(self) -> dict[str, Any]:
-    return {"max_batch_size": self._max_batch_chars, "element_size_fn": _story_size}
-
-
-def _story_size(story: Story) -> int:
-  return max(1, len(story.body))
+    return {"max_batch_size": self._max_batch_chars, "element_size_fn": ner_stage.story_size}
 
 
 def _language(story: Story) -> str:

@@ -540,10 +540,11 @@ class NerModelHandler(ModelHandler[Story, PredictionResult, NerModel]):
 
   def batch_elements_kwargs(self) -> dict[str, Any]:
     # Batches are capped by body length (in characters), not by story count alone.
-    return {"max_batch_size": self._max_batch_chars, "element_size_fn": _story_size}
+    return {"max_batch_size": self._max_batch_chars, "element_size_fn": story_size}
 
 
-def _story_size(story: Story) -> int:
+def story_size(story: Story) -> int:
+  """A story's weight for batching: its body length in characters (at least 1)."""
   return max(1, len(story.body))
 
 
