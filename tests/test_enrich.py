@@ -157,9 +157,32 @@ def test_bucketing_does_not_change_results(tiny_models):
   fused = enrich.load_enricher(str(ner_dir), str(topic_dir), precision="fp32", threads=1)
   a = enrich.enrich_texts(fused, TEXTS, batch_tokens=512)
   b = enrich.enrich_texts(fused, TEXTS, sort_windows=False)
-  for x, y in zip(a, b, strict=True):
-    assert _keys(x.entities) == _keys(y.entities)
+  c = enrich.enrich_texts(fused, TEXTS, max_padding=64)
+  for x, y, z in zip(a, b, c, strict=True):
+    assert _keys(x.entities) == _keys(y.entities) == _keys(z.entities)
     assert [t.score for t in x.topics] == pytest.approx([t.score for t in y.topics], abs=1e-5)
+    assert [t.score for t in x.topics] == pytest.approx([t.score for t in z.topics], abs=1e-5)
+
+
+@pytest.mark.parametrize("max_padding", [0, 3])
+def test_batches_hold_windows_of_nearly_one_length(tiny_models, max_padding):
+  ner_dir, topic_dir = tiny_models
+  fused = enrich.load_enricher(str(ner_dir), str(topic_dir), precision="fp32", threads=1)
+  widths = []
+  real = fused.session.run
+
+  def run(ids, types, mask):
+    lengths = mask.sum(1)
+    widths.append((int(lengths.min()), int(lengths.max()), ids.shape[1]))
+    return real(ids, types, mask)
+
+  fused.session.run = run
+  texts = TEXTS + [f"Story {i} from Paris. " * (i + 1) for i in range(12)]
+  results = enrich.enrich_texts(fused, texts, headlines=["A headline"] * len(texts), max_padding=max_padding)
+  assert len(results) == len(texts) and all(r.topics for r in results)
+  assert len(widths) > 1
+  for shortest, longest, width in widths:
+    assert longest == width and longest - shortest <= max_padding
 
 
 @pytest.mark.parametrize("context", [0, 8])
@@ -329,6 +352,32 @@ def test_onnx_ner_stage_handler_matches_torch(tiny_models):
   stories = [_story("a", TEXTS[0])]
   results = list(handler.run_inference(stories, handler.load_model()))
   assert _keys(results[0].inference) == _keys(ner_stage.annotate(reference, [TEXTS[0]])[0])
+
+
+def test_handlers_keep_their_models_across_dofn_instances(tiny_models, monkeypatch):
+  """A torn-down DoFn frees RunInference's weakly held model; the next instance must not load it again."""
+  from transforms import model_cache
+
+  ner_dir, topic_dir = tiny_models
+  model_cache.clear()
+  loads = []
+  real = enrich.load_enricher
+  monkeypatch.setattr(enrich, "load_enricher", lambda *a, **k: loads.append(1) or real(*a, **k))
+  stories = [_story("a", TEXTS[0]), _story("b", TEXTS[1])]
+  for _ in range(2):  # two pipelines in one process: two sets of DoFn instances
+    with test_pipeline.TestPipeline(runner="DirectRunner") as p:
+      out, _ = p | beam.Create(stories) | enrich.Enrich(str(ner_dir), str(topic_dir), threads=1)
+      out = out | beam.Map(lambda s: (s.story_id, s.ner_status, s.topics_status))
+      assert_that(out, equal_to([("a", STATUS_APPLIED, STATUS_APPLIED), ("b", STATUS_APPLIED, STATUS_APPLIED)]))
+  assert len(loads) == 1
+  handler = enrich.EnrichModelHandler(str(ner_dir), str(topic_dir), threads=1)
+  assert handler.load_model() is handler.load_model()
+  other = enrich.EnrichModelHandler(str(ner_dir), str(topic_dir), threads=1, precision="fp32")
+  assert other.load_model() is not handler.load_model()
+  ner = enrich.OnnxNerModelHandler(str(ner_dir), precision="fp32", threads=1)
+  assert ner.load_model() is ner.load_model()
+  assert ner_stage.NerModelHandler(str(ner_dir), threads=1).load_model() is not ner.load_model()
+  model_cache.clear()
 
 
 @pytest.mark.parametrize("backend, stages, expected", [

@@ -8,7 +8,8 @@
    overlap, see :mod:`transforms.ner`); a headline that the body does not start with adds one short
    window read by the topic head only (the topic stage reads headline + body);
 2. the windows of every story in a batch are sorted by token length and run together in batches of
-   at most ``batch_tokens`` padded pieces (little padding);
+   at most ``batch_tokens`` pieces, each batch of windows of one length (no padding, see
+   :data:`DEFAULT_MAX_PADDING`);
 3. one ``session.run`` per batch returns the NER logits of every piece and the topic logits of every
    window (see :mod:`transforms.onnx_backend`);
 4. each piece takes its NER label from the window whose core holds it (the NER stage's decoding), and a
@@ -42,6 +43,7 @@ from schemas.records import (
   Story,
   Topic,
 )
+from transforms import model_cache
 from transforms import ner as ner_stage
 from transforms import ner_model as nm
 from transforms import onnx_backend as ob
@@ -58,6 +60,11 @@ DEFAULT_WINDOW = 128
 #: pieces run about twice; here about 1.2 times). ``None``: the NER stage's windows. The CoNLL F1 change
 #: is measured by ``wirestream bench --conll``.
 DEFAULT_CONTEXT = 8
+#: Pieces a window may be padded by in a batch. 0: a batch holds windows of one length only. Padding
+#: costs more than its share on ONNX Runtime's CPU kernels (softmax over masked scores, activation ranges
+#: of dynamic quantisation): measured here, a batch of windows of 64..126 pieces padded to 128 took 1.7x
+#: the time of the same windows run at their own lengths, while small batches lose little.
+DEFAULT_MAX_PADDING = 0
 TOPICS_DEFAULT_DIR = Path(__file__).resolve().parents[1] / "models" / "topics"
 
 
@@ -169,7 +176,10 @@ class OnnxNerModelHandler(ner_stage.NerModelHandler):
     super().__init__(model_ref, **kwargs)
     self._precision = precision
 
-  def load_model(self) -> OnnxNerModel:
+  def _cache_key(self) -> tuple:
+    return (*super()._cache_key(), self._precision, str(ob.cache_root()))
+
+  def _load(self) -> OnnxNerModel:
     return load_onnx_ner(self._model_ref, precision=self._precision, threads=self._threads,
                          max_window=self._max_window)
 
@@ -216,13 +226,14 @@ def enrich_texts(enricher: Enricher, bodies: Sequence[str], headlines: Sequence[
                  *, ner_flags: Sequence[bool] | None = None, topic_flags: Sequence[bool] | None = None,
                  sentences: Sequence[Sequence[tuple[int, int]] | None] | None = None,
                  context: int | None = DEFAULT_CONTEXT, batch_tokens: int = ner_stage.DEFAULT_BATCH_TOKENS,
-                 sort_windows: bool = True) -> list[Enriched]:
+                 max_padding: int = DEFAULT_MAX_PADDING, sort_windows: bool = True) -> list[Enriched]:
   """Entities and topics of many stories, windows batched by length across stories, one pass each.
 
   ``sentences`` gives the sentence ranges of each body (default: :func:`transforms.ner.split_sentences`).
   ``context`` shapes the windows (see :data:`DEFAULT_CONTEXT`; ``None`` gives the NER stage's windows).
-  ``sort_windows=False`` keeps the windows in story
-  order (more padding; for measurements only).
+  Windows are sorted by length and batched up to ``batch_tokens`` pieces, a batch spanning at most
+  ``max_padding`` pieces of length. ``sort_windows=False`` keeps the windows in story order and batches
+  them by ``batch_tokens`` alone (padding; for measurements only).
   """
   n = len(bodies)
   headlines = headlines if headlines is not None else [None] * n
@@ -255,7 +266,9 @@ def enrich_texts(enricher: Enricher, bodies: Sequence[str], headlines: Sequence[
   i = 0
   while i < len(jobs):
     j = i + 1
-    while j < len(jobs) and (j + 1 - i) * len(jobs[j].ids) <= batch_tokens:
+    widest = len(jobs[i].ids) + max_padding if sort_windows else None
+    while j < len(jobs) and (j + 1 - i) * len(jobs[j].ids) <= batch_tokens \
+        and (widest is None or len(jobs[j].ids) <= widest):
       j += 1
     batch = jobs[i:j]
     width = max(len(job.ids) for job in batch)
@@ -326,8 +339,13 @@ class EnrichModelHandler(ModelHandler[Story, PredictionResult, Enricher]):
     self._context = context
 
   def load_model(self) -> Enricher:
-    return load_enricher(self._ner_ref, self._topics_ref, precision=self._precision, threads=self._threads,
-                         max_window=self._max_window)
+    files = model_cache.fingerprint([self._ner_ref or nm.DEFAULT_MODEL_DIR,
+                                     self._topics_ref or TOPICS_DEFAULT_DIR])
+    key = (type(self).__qualname__, self._ner_ref, self._topics_ref, files, self._precision, self._threads,
+           self._max_window, str(ob.cache_root()))
+    return model_cache.load_once(key, lambda: load_enricher(
+        self._ner_ref, self._topics_ref, precision=self._precision, threads=self._threads,
+        max_window=self._max_window))
 
   def run_inference(self, batch: Sequence[Story], model: Enricher,
                     inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:

@@ -47,6 +47,7 @@ from schemas.records import (
   Entity,
   Story,
 )
+from transforms import model_cache
 from transforms import ner_model as nm
 
 LOG = logging.getLogger(__name__)
@@ -524,6 +525,14 @@ class NerModelHandler(ModelHandler[Story, PredictionResult, NerModel]):
     self._max_window = max_window
 
   def load_model(self) -> NerModel:
+    return model_cache.load_once(self._cache_key(), self._load)
+
+  def _cache_key(self) -> tuple:
+    """What the loaded model depends on (see :mod:`transforms.model_cache`)."""
+    files = model_cache.fingerprint([self._model_ref or nm.DEFAULT_MODEL_DIR])
+    return (type(self).__qualname__, self._model_ref, files, self._threads, self._max_window)
+
+  def _load(self) -> NerModel:
     return load_ner_model(self._model_ref, threads=self._threads, max_window=self._max_window)
 
   def run_inference(self, batch: Sequence[Story], model: NerModel,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -33,11 +34,14 @@ from schemas.records import (
     Story,
     Topic,
 )
+from transforms import model_cache
 
 STAGE = "topics"
 NAMESPACE = "wirestream.topics"
 #: Rough characters per encoder window, to size batches before tokenising.
 CHARS_PER_WINDOW = 450
+#: The bundled topic model (``transforms.topics_model.DEFAULT_MODEL_DIR``, without importing torch here).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "topics"
 
 
 def story_text(story: Story) -> str:
@@ -70,6 +74,11 @@ class TopicModelHandler(ModelHandler[Story, PredictionResult, Any]):
     self._max_batch_duration_secs = max_batch_duration_secs
 
   def load_model(self):
+    files = model_cache.fingerprint([self._model_path or DEFAULT_MODEL_DIR, self._taxonomy])
+    key = (type(self).__qualname__, self._model_path, self._taxonomy, files, self._threads)
+    return model_cache.load_once(key, self._load)
+
+  def _load(self):
     from transforms import topics_model
 
     if self._threads:
