@@ -306,8 +306,10 @@ def test_stream_with_the_enrichment_stages(pubsub_channel, tmp_path):  # noqa: F
   deadline = time.monotonic() + 30
   while _event_rows(con, lake) < 4 and time.monotonic() < deadline:
     time.sleep(0.2)
+  stopping = time.monotonic()
   stream.proc.send_signal(signal.SIGINT)  # done: no need to wait for --duration
   assert stream.wait(60) == 130, stream.output()
+  stop_s = time.monotonic() - stopping
   rows = con.execute(
       f"SELECT message_id, ner_status, topics_status, filename FROM read_parquet('{lake}/events/*/*.parquet', "
       "filename=true)").fetchall()
@@ -317,7 +319,7 @@ def test_stream_with_the_enrichment_stages(pubsub_channel, tmp_path):  # noqa: F
     assert con.execute(f"SELECT count(*) FROM read_parquet('{lake}/entities/*/*.parquet')").fetchone()[0] > 0
   latencies = [os.stat(r[3]).st_mtime - published_at[r[0]] for r in rows if r[0] in published_at]
   print(f"\nstream test with stages {','.join(stages)}: publish->file latency with {WINDOW_SECONDS}s windows: "
-        f"min {min(latencies):.2f}s, max {max(latencies):.2f}s")
+        f"min {min(latencies):.2f}s, max {max(latencies):.2f}s; stop took {stop_s:.1f}s")
   assert max(latencies) < WINDOW_SECONDS + 15, latencies
 
 
