@@ -2,8 +2,8 @@
 
 The stage reads like Beam's own ``apache_beam.ml.inference``: a :class:`NerModelHandler` (a
 ``ModelHandler``) is run by ``RunInference`` inside the :class:`ExtractEntities` PTransform. The model is
-loaded once per worker process (``RunInference`` keeps it in a process-wide shared handle) and used by
-all threads.
+loaded once per worker process (``RunInference`` keeps it in a process-wide shared handle, and
+:mod:`transforms.model_cache` keeps it when the runner tears DoFns down) and used by all threads.
 
 How one article becomes mentions (the pure functions below, shared with ``wirestream eval ner``):
 
