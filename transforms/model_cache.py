@@ -2,9 +2,9 @@
 
 ``RunInference`` shares one model among the threads of a worker through ``apache_beam.utils.shared``,
 which holds it by a weak reference only: once every DoFn instance using it is torn down, the model is
-freed, and the next DoFn instance loads it again. Runners tear DoFns down more often than a model
-takes to load (the DirectRunner does when a stream ends and the last windows fire), so our handlers
-keep their models here as well: at most :data:`MAX_MODELS` of them a process, most recently used kept.
+freed, and the next DoFn instance loads it again. Runners may tear DoFns down while the process lives
+on (the DirectRunner does when a stream ends and its last windows fire), so our handlers keep their
+models here as well: at most :data:`MAX_MODELS` of them a process, the most recently used kept.
 
 A model is keyed by the handler's settings and a fingerprint of the files it is loaded from (their
 paths, sizes and modification times), so a model rewritten on disk is loaded anew.
