@@ -47,6 +47,7 @@ from transforms import model_cache
 from transforms import ner as ner_stage
 from transforms import ner_model as nm
 from transforms import onnx_backend as ob
+from transforms import topics as topics_stage
 
 NAMESPACE = "wirestream.enrich"
 NER_NAMESPACE = ner_stage.METRICS_NAMESPACE
@@ -65,7 +66,7 @@ DEFAULT_CONTEXT = 8
 #: of dynamic quantisation): measured here, a batch of windows of 64..126 pieces padded to 128 took 1.7x
 #: the time of the same windows run at their own lengths, while small batches lose little.
 DEFAULT_MAX_PADDING = 0
-TOPICS_DEFAULT_DIR = Path(__file__).resolve().parents[1] / "models" / "topics"
+TOPICS_DEFAULT_DIR = topics_stage.DEFAULT_MODEL_DIR
 
 
 # --- The loaded model ---------------------------------------------------------------------------------------
@@ -176,8 +177,8 @@ class OnnxNerModelHandler(ner_stage.NerModelHandler):
     super().__init__(model_ref, **kwargs)
     self._precision = precision
 
-  def _cache_key(self) -> tuple:
-    return (*super()._cache_key(), self._precision, str(ob.cache_root()))
+  def _settings(self) -> tuple:
+    return (*super()._settings(), self._precision, str(ob.cache_root()))
 
   def _load(self) -> OnnxNerModel:
     return load_onnx_ner(self._model_ref, precision=self._precision, threads=self._threads,
@@ -339,13 +340,12 @@ class EnrichModelHandler(ModelHandler[Story, PredictionResult, Enricher]):
     self._context = context
 
   def load_model(self) -> Enricher:
-    files = model_cache.fingerprint([self._ner_ref or nm.DEFAULT_MODEL_DIR,
-                                     self._topics_ref or TOPICS_DEFAULT_DIR])
-    key = (type(self).__qualname__, self._ner_ref, self._topics_ref, files, self._precision, self._threads,
-           self._max_window, str(ob.cache_root()))
-    return model_cache.load_once(key, lambda: load_enricher(
-        self._ner_ref, self._topics_ref, precision=self._precision, threads=self._threads,
-        max_window=self._max_window))
+    settings = (self._ner_ref, self._topics_ref, self._precision, self._threads, self._max_window,
+                str(ob.cache_root()))
+    return model_cache.load_for(
+        self, [self._ner_ref or nm.DEFAULT_MODEL_DIR, self._topics_ref or TOPICS_DEFAULT_DIR], settings,
+        lambda: load_enricher(self._ner_ref, self._topics_ref, precision=self._precision,
+                              threads=self._threads, max_window=self._max_window))
 
   def run_inference(self, batch: Sequence[Story], model: Enricher,
                     inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:

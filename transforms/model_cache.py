@@ -47,6 +47,12 @@ def fingerprint(paths: Iterable[str | Path | None]) -> tuple:
   return tuple(out)
 
 
+def load_for(owner: object, paths: Iterable[str | Path | None], settings: tuple, loader: Callable[[], T]) -> T:
+  """:func:`load_once` keyed by the owner's class, its ``settings`` and the :func:`fingerprint` of
+  ``paths`` (the model files the loader reads)."""
+  return load_once((type(owner).__qualname__, settings, fingerprint(paths)), loader)
+
+
 def load_once(key: Hashable, loader: Callable[[], T]) -> T:
   """The model cached under ``key``, loaded by ``loader()`` the first time (one load at a time)."""
   with _LOCK:

@@ -525,12 +525,11 @@ class NerModelHandler(ModelHandler[Story, PredictionResult, NerModel]):
     self._max_window = max_window
 
   def load_model(self) -> NerModel:
-    return model_cache.load_once(self._cache_key(), self._load)
+    return model_cache.load_for(self, [self._model_ref or nm.DEFAULT_MODEL_DIR], self._settings(), self._load)
 
-  def _cache_key(self) -> tuple:
-    """What the loaded model depends on (see :mod:`transforms.model_cache`)."""
-    files = model_cache.fingerprint([self._model_ref or nm.DEFAULT_MODEL_DIR])
-    return (type(self).__qualname__, self._model_ref, files, self._threads, self._max_window)
+  def _settings(self) -> tuple:
+    """Settings the loaded model depends on (with its files: see :mod:`transforms.model_cache`)."""
+    return (self._model_ref, self._threads, self._max_window)
 
   def _load(self) -> NerModel:
     return load_ner_model(self._model_ref, threads=self._threads, max_window=self._max_window)

@@ -74,9 +74,8 @@ class TopicModelHandler(ModelHandler[Story, PredictionResult, Any]):
     self._max_batch_duration_secs = max_batch_duration_secs
 
   def load_model(self):
-    files = model_cache.fingerprint([self._model_path or DEFAULT_MODEL_DIR, self._taxonomy])
-    key = (type(self).__qualname__, self._model_path, self._taxonomy, files, self._threads)
-    return model_cache.load_once(key, self._load)
+    return model_cache.load_for(self, [self._model_path or DEFAULT_MODEL_DIR, self._taxonomy],
+                                (self._model_path, self._taxonomy, self._threads), self._load)
 
   def _load(self):
     from transforms import topics_model
