@@ -232,6 +232,63 @@ def test_glued_words_follow_their_first_word_and_separators_are_trimmed():
       ("U.S.", "LOC"), ("China", "LOC"), ("Reuters", "ORG"), ("Washington", "LOC"), ("Smith", "PER")]
 
 
+def test_a_closing_bracket_stays_when_its_opening_one_is_in_the_mention():
+  model = LabelByPiece({"mla": "B-ORG", "(": "I-ORG", "b": "I-ORG", ")": "I-ORG", "ra": "B-ORG"})
+  text = "Mladost (BJ) beat Rad) 2-0"
+  entities = ner.annotate(model, [text])[0]
+  check_offsets(text, entities)
+  assert [(e.text, e.label) for e in entities] == [("Mladost (BJ)", "ORG"), ("Rad", "ORG")]
+
+
+def test_bio_viterbi_keeps_valid_sequences_and_mends_invalid_ones():
+  labels = nm.LABELS
+  allowed, may_start = nm.bio_transitions(labels)
+  o, b_per, i_per, i_loc = (labels.index(x) for x in ("O", "B-PER", "I-PER", "I-LOC"))
+  assert not may_start[i_per] and may_start[b_per] and may_start[o]
+  assert allowed[b_per, i_per] and allowed[i_per, i_per] and not allowed[o, i_per] and not allowed[b_per, i_loc]
+
+  def rows(*dists):
+    out = np.full((len(dists), len(labels)), 1e-6)
+    for r, dist in enumerate(dists):
+      for label, p in dist.items():
+        out[r, labels.index(label)] = p
+    return np.log(out)
+
+  valid = rows({"B-PER": 0.9, "O": 0.1}, {"I-PER": 0.8, "O": 0.2}, {"O": 1.0})
+  assert nm.bio_viterbi(valid, allowed, may_start) == [b_per, i_per, o]
+  # "Rex" is slightly more O than B-PER, "Tillerson" clearly I-PER: the valid reading is one name.
+  mended = rows({"O": 0.55, "B-PER": 0.45}, {"I-PER": 0.9, "B-PER": 0.05, "O": 0.05})
+  assert nm.bio_viterbi(mended, allowed, may_start) == [b_per, i_per]
+  # A lone I-LOC after PER becomes its own B-LOC when nothing favours joining.
+  switch = rows({"B-PER": 0.9}, {"I-LOC": 0.6, "B-LOC": 0.3, "I-PER": 0.1})
+  assert [labels[i] for i in nm.bio_viterbi(switch, allowed, may_start)] == ["B-PER", "B-LOC"]
+  assert nm.bio_viterbi(np.zeros((0, len(labels))), allowed, may_start) == []
+
+
+def test_bio_decoding_reads_each_sentence_as_a_whole():
+  model = CapitalisedIsPerson(max_window=64)
+  text = "Rex Tillerson met her.\n\nTillerson left."
+  prepared = ner.prepare(model, text)
+  probs = np.zeros((len(prepared.encoded.ids), len(nm.LABELS)), dtype=np.float32)
+  probs[:, 0] = 1.0
+  first_pieces = {"rex": {"O": 0.55, "B-PER": 0.45}, "till": {"I-PER": 0.8, "B-PER": 0.15, "O": 0.05}}
+  for k, (a, b) in enumerate(prepared.encoded.offsets):
+    dist = first_pieces.get(text[a:b].lower()) if prepared.encoded.word_start[k] else None
+    if dist:
+      probs[k] = 0.0
+      for label, p in dist.items():
+        probs[k, nm.LABELS.index(label)] = p
+  plain = ner.decode_entities(prepared, probs, model.id2label)
+  constrained = ner.decode_entities(prepared, probs, model.id2label, bio=True)
+  check_offsets(text, constrained)
+  # Argmax per word: "Rex" is O, so the name starts at "Tillerson"; as BIO the whole name is kept.
+  assert [e.text for e in plain] == ["Tillerson", "Tillerson"]
+  assert [(e.text, e.sentence_index) for e in constrained] == [("Rex Tillerson", 0), ("Tillerson", 1)]
+  assert constrained[0].score == pytest.approx((0.45 + 0.8) / 2, abs=1e-6)
+  # A sentence cannot open with I-PER: the second "Tillerson" is read as B-PER (0.15), not O (0.05).
+  assert constrained[1].score == pytest.approx(0.15, abs=1e-6)
+
+
 def test_entities_never_cross_sentences():
   model = CapitalisedIsPerson(max_window=64)
   text = "He met Ann.\n\nBob Stone left."

@@ -157,7 +157,8 @@ def _onnx_ner_model(session, ner_dir: Path, ner_ref: str | None, max_window: int
   return OnnxNerModel(session, tokenizer, config["id2label"], name=info["name"], casing=True,
                       languages=info["languages"], max_window=max_window or DEFAULT_WINDOW,
                       prefix=[tokenizer.token_to_id("[CLS]")], suffix=[tokenizer.token_to_id("[SEP]")],
-                      pad_id=tokenizer.token_to_id("[PAD]"), threads=session.threads)
+                      pad_id=tokenizer.token_to_id("[PAD]"), threads=session.threads,
+                      bio=config.get(nm.WIRESTREAM_KEY, {}).get("tag_scheme") == "BIO")
 
 
 def load_onnx_ner(ner_ref: str | None = None, *, precision: str = "int8", threads: int | None = None,
@@ -294,7 +295,7 @@ def enrich_texts(enricher: Enricher, bodies: Sequence[str], headlines: Sequence[
     i = j
   out = []
   for t in range(n):
-    entities = ner_stage.decode_entities(prepared[t], probs[t], model.id2label) if ner_flags[t] else None
+    entities = ner_stage.decode_entities(prepared[t], probs[t], model.id2label, bio=model.bio) if ner_flags[t] else None
     topics = None
     if topic_flags[t]:
       scores = 1.0 / (1.0 + np.exp(-(topic_sum[t] / topic_weight[t])))

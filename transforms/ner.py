@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import inspect
 import json
 import logging
@@ -221,7 +222,7 @@ class NerModel:
 
   def __init__(self, model: Any, tokenizer: Any, id2label: dict[int, str], *, name: str, casing: bool,
                languages: Sequence[str] | None, max_window: int, prefix: Sequence[int],
-               suffix: Sequence[int], pad_id: int, threads: int | None = None) -> None:
+               suffix: Sequence[int], pad_id: int, threads: int | None = None, bio: bool = False) -> None:
     self.model = model
     self.tokenizer = tokenizer
     self.id2label = {int(k): v for k, v in id2label.items()}
@@ -233,6 +234,8 @@ class NerModel:
     self.suffix = list(suffix)
     self.pad_id = pad_id
     self.threads = threads
+    #: Labels are BIO as trained: decode with BIO constraints (see :func:`decode_entities`).
+    self.bio = bio
     try:
       params = inspect.signature(model.forward).parameters
       self.uses_token_types = "token_type_ids" in params
@@ -331,7 +334,8 @@ def load_ner_model(model_ref: str | None = None, *, max_window: int | None = Non
     return NerModel(model, tokenizer, model.config.id2label, name=info["name"], casing=True,
                     languages=info["languages"], max_window=window,
                     prefix=[tokenizer.token_to_id("[CLS]")], suffix=[tokenizer.token_to_id("[SEP]")],
-                    pad_id=tokenizer.token_to_id("[PAD]"), threads=threads)
+                    pad_id=tokenizer.token_to_id("[PAD]"), threads=threads,
+                    bio=settings.get("tag_scheme") == "BIO")
   from transformers import AutoModelForTokenClassification, AutoTokenizer
 
   source = str(path) if path.is_dir() else str(model_ref)
@@ -418,17 +422,61 @@ def predict_windows(model: NerModel, prepared: Sequence[Prepared],
 SEPARATORS = frozenset("-‐‑‒–—/\\()[]{}\"'‘’“”«»,;:!?|")
 
 
+_BRACKETS = {")": "(", "]": "[", "}": "{"}
+
+
+def _closes_bracket(text: str, start: int, at: int) -> bool:
+  """True when ``text[at]`` closes a bracket opened inside ``text[start:at]`` ("Mladost (BJ)")."""
+  opener = _BRACKETS.get(text[at])
+  if opener is None:
+    return False
+  inside = text[start:at]
+  return inside.count(opener) > inside.count(text[at])
+
+
 def _is_separator(word: str) -> bool:
   return bool(word) and all(c in SEPARATORS for c in word)
 
 
-def decode_entities(prepared: Prepared, probs: np.ndarray, id2label: dict[int, str]) -> list[Entity]:
+@functools.lru_cache(maxsize=8)
+def _transitions(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+  return nm.bio_transitions(labels)
+
+
+def _mend_bio(best: np.ndarray, probs: np.ndarray, firsts: Sequence[int], sentence: Sequence[int],
+              id2label: dict[int, str]) -> None:
+  """Replace, in place, the first-piece labels of every sentence whose best labels are not valid BIO with
+  the sentence's most probable valid sequence (:func:`transforms.ner_model.bio_viterbi`)."""
+  if not len(firsts):
+    return
+  allowed, may_start = _transitions(tuple(id2label[i] for i in range(len(id2label))))
+  firsts = np.asarray(firsts)
+  labels = best[firsts]
+  sentences = np.asarray(sentence)[firsts]
+  opens = np.ones(len(firsts), dtype=bool)
+  opens[1:] = sentences[1:] != sentences[:-1]
+  invalid = np.where(opens, ~may_start[labels], ~allowed[np.roll(labels, 1), labels])
+  if not invalid.any():
+    return
+  starts = np.flatnonzero(opens)
+  ends = np.append(starts[1:], len(firsts))
+  for a, b in zip(starts, ends, strict=True):
+    if invalid[a:b].any():
+      rows = np.log(np.clip(probs[firsts[a:b]], 1e-12, None))
+      best[firsts[a:b]] = nm.bio_viterbi(rows, allowed, may_start)
+
+
+def decode_entities(prepared: Prepared, probs: np.ndarray, id2label: dict[int, str], *,
+                    bio: bool = False) -> list[Entity]:
   """Spans from per-piece probabilities.
 
-  Each tokenizer word takes the label of its first piece. Words glued together without a separator
+  Each tokenizer word takes the label of its first piece; with ``bio`` (a model trained on BIO tags), a
+  sentence whose labels are not valid BIO (``I-X`` not after ``B-X``/``I-X``) takes its most probable
+  valid sequence instead. Words glued together without a separator
   (``u`` ``.`` ``s`` in "U.S.") form one unit labelled by its first word, as CoNLL tokens are; a final
   full stop keeps its own label ("Washington." vs "U.S."). BIO or IOB1 runs of words then join into
-  spans, never across a sentence boundary; separators at the edges of a span are trimmed.
+  spans, never across a sentence boundary; separators at the edges of a span are trimmed,
+  except a closing bracket whose opening one is inside the span ("Mladost (BJ)").
   """
   enc = prepared.encoded
   text = prepared.text
@@ -440,6 +488,8 @@ def decode_entities(prepared: Prepared, probs: np.ndarray, id2label: dict[int, s
     else:
       words[-1] = (words[-1][0], k + 1)
   best = probs.argmax(-1) if n else np.zeros(0, dtype=np.int64)
+  if bio:
+    _mend_bio(best, probs, [a for a, _ in words], enc.sentence, id2label)
   tags: list[tuple[str, str | None, float]] = []
   unit_start = 0  # character where the current glued unit starts
   for w, (a, b) in enumerate(words):
@@ -475,6 +525,8 @@ def decode_entities(prepared: Prepared, probs: np.ndarray, id2label: dict[int, s
     while start < end and (text[start].isspace() or text[start] in SEPARATORS):
       start += 1
     while end > start and (text[end - 1].isspace() or text[end - 1] in SEPARATORS):
+      if _closes_bracket(text, start, end - 1):
+        break
       end -= 1
     if start < end and any(c.isalnum() for c in text[start:end]):
       entities.append(Entity(text=text[start:end], label=kind, start_char=start, end_char=end,
@@ -503,7 +555,7 @@ def annotate(model: NerModel, texts: Sequence[str],
   sentences = sentences if sentences is not None else [None] * len(texts)
   prepared = [prepare(model, text, sents, overlap) for text, sents in zip(texts, sentences, strict=True)]
   probs = predict_windows(model, prepared, batch_tokens)
-  return [decode_entities(p, pr, model.id2label) for p, pr in zip(prepared, probs, strict=True)]
+  return [decode_entities(p, pr, model.id2label, bio=model.bio) for p, pr in zip(prepared, probs, strict=True)]
 
 
 # --- Beam ----------------------------------------------------------------------------------------------

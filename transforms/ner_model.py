@@ -99,6 +99,48 @@ def split_tag(tag: str) -> tuple[str, str | None]:
   return "I", tag
 
 
+def bio_transitions(labels: Sequence[str]):
+  """Which label may follow which in BIO: ``(allowed[prev, cur], may_start[cur])`` boolean arrays.
+
+  ``I-X`` may only continue ``B-X`` or ``I-X``; every other label may follow anything.
+  """
+  import numpy as np
+
+  parsed = [split_tag(label) for label in labels]
+  allowed = np.ones((len(labels), len(labels)), dtype=bool)
+  may_start = np.ones(len(labels), dtype=bool)
+  for j, (prefix, kind) in enumerate(parsed):
+    if prefix == "I":
+      may_start[j] = False
+      allowed[:, j] = [k == kind for _, k in parsed]
+  return allowed, may_start
+
+
+def bio_viterbi(log_probs, allowed, may_start) -> list[int]:
+  """The most probable label sequence that is valid BIO, from per-word log probabilities (words, labels).
+
+  When the per-word best labels already form valid BIO this is their argmax; otherwise it mends the
+  sequence as a whole (``O I-PER I-PER`` becomes ``O B-PER I-PER`` or ``O O O``, whichever the model
+  prefers) instead of word by word.
+  """
+  import numpy as np
+
+  n = len(log_probs)
+  if n == 0:
+    return []
+  penalty = np.where(allowed, 0.0, -np.inf)
+  score = np.where(may_start, log_probs[0], -np.inf)
+  back = np.zeros((n, len(may_start)), dtype=np.int64)
+  for t in range(1, n):
+    candidates = score[:, None] + penalty
+    back[t] = candidates.argmax(0)
+    score = candidates.max(0) + log_probs[t]
+  path = [int(score.argmax())]
+  for t in range(n - 1, 0, -1):
+    path.append(int(back[t, path[-1]]))
+  return path[::-1]
+
+
 # --- CoNLL -----------------------------------------------------------------------------------------
 
 
