@@ -214,9 +214,11 @@ def load_reuters(directory: Path, per_tag: int = 150, limit: int = 1500, seed: i
   return examples
 
 
-def load_seed(path: Path) -> list[Example]:
+def load_seed(path: Path, secondary_target: float = 0.6) -> list[Example]:
   """Short news-style examples written for this project (JSONL ``{"text", "labels"}``): each names the
-  topic(s) it is about; economy, science/technology and sport are sure negatives unless named."""
+  topic(s) it is about, the main one first; economy, science/technology and sport are sure negatives
+  unless named. Topics after the first get ``secondary_target`` (below 1: the main topic should rank
+  first)."""
   import json
 
   examples = []
@@ -229,7 +231,7 @@ def load_seed(path: Path) -> list[Example]:
       target, weight, any_of = single_topic_target(
           codes[0], [c for c in (medtop(4), medtop(13), medtop(15)) if c not in codes])
       for code in codes[1:]:
-        target[INDEX[code]] = 1.0
+        target[INDEX[code]] = secondary_target
         weight[INDEX[code]] = 1.0
       examples.append(Example(row["text"], target, weight, any_of, "seed", ",".join(codes)))
   return examples

@@ -9,9 +9,11 @@ Data (see ``pipelines/topics_data.py`` for the label mapping):
 * Every active IPTC Media Topics concept: "label. definition" is a positive example of its top-level topic
   (the only data for arts, culture, entertainment and media; extra data for politics and the rest).
 * Optionally Reuters-21578 stories with TOPICS tags (all economic -> 04; ``jobs`` also -> labour 09).
-* ``pipelines/data/topics_seed_en.jsonl``: 50 short news-style texts written for this project, 40 about
-  arts/entertainment (AG News has no such class, and definitions alone do not carry over to news text)
-  and 10 about the weather (5 IPTC concepts only).
+* ``pipelines/data/topics_seed_en.jsonl``: short news-style texts written for this project, each with its
+  main topic first (further topics get ``--seed-secondary-target``): arts/entertainment (AG News has no
+  such class, and definitions alone do not carry over to news text), politics told through a policy
+  area, business, technology and the weather (5 IPTC concepts only); ``models/topics/README.md`` has
+  the counts.
 * World pseudo-labels: a zero-shot teacher (the base package's sentence vectors; for each topic the mean
   cosine similarity to its 3 nearest IPTC concepts) picks the likeliest allowed topic of every World row,
   which becomes an extra positive target. Without it the noisy-OR lets one topic soak up all of World.
@@ -337,7 +339,7 @@ def train(args: argparse.Namespace) -> dict:
     ag_train, ag_dev = ag_train[:args.limit], ag_dev[:max(20, args.limit // 9)]
   iptc = td.load_iptc(Path(args.iptc))
   reuters = td.load_reuters(Path(args.reuters), limit=args.reuters_limit) if args.reuters else []
-  seed_rows = td.load_seed(Path(args.seed_data)) if args.seed_data else []
+  seed_rows = td.load_seed(Path(args.seed_data), args.seed_secondary_target) if args.seed_data else []
   log(f"data: AG train {len(ag_train)}, AG dev {len(ag_dev)} (fixed 10% hash split), "
       f"IPTC definitions {len(iptc)}, Reuters {len(reuters)}, seed texts {len(seed_rows)}")
   cache = Path(args.cache_dir) if args.cache_dir else None
@@ -410,7 +412,8 @@ def train(args: argparse.Namespace) -> dict:
       "temperature": temperature,
       "training": {"seed": args.seed, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                    "iptc_weight": args.iptc_weight, "reuters_weight": args.reuters_weight,
-                   "seed_weight": args.seed_weight, "pseudo_weight": args.pseudo_weight,
+                   "seed_weight": args.seed_weight, "seed_secondary_target": args.seed_secondary_target,
+                   "pseudo_weight": args.pseudo_weight,
                    "rows": {"ag_train": len(ag_train), "ag_dev": len(ag_dev), "iptc": len(iptc),
                             "reuters": len(reuters), "seed": len(seed_rows)},
                    "seconds": round(time.time() - started, 1)},
@@ -440,6 +443,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--seed-data", default=str(SEED_DATA),
                       help="Our own short news-style examples (JSONL {text, labels}); '' for none.")
   parser.add_argument("--seed-weight", type=float, default=3.0)
+  parser.add_argument("--seed-secondary-target", type=float, default=0.6,
+                      help="Target of a seed text's topics after its first (below 1: the first should rank first).")
   parser.add_argument("--pseudo-weight", type=float, default=1.0,
                       help="Weight of the World pseudo-labels from the IPTC concept teacher (0: noisy-OR only).")
   parser.add_argument("--out", default=str(DEFAULT_OUT), help="Output directory of the topic head.")

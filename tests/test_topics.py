@@ -88,6 +88,18 @@ def test_iptc_definitions_become_root_examples():
   assert by_text["Election"].label == POLITICS
 
 
+@pytest.mark.parametrize("secondary", [1.0, 0.6])
+def test_seed_texts_rank_their_first_topic_first(tmp_path, secondary):
+  path = tmp_path / "seed.jsonl"
+  path.write_text(json.dumps({"text": "Ministers defend the tax rise.", "labels": [POLITICS, "medtop:04000000"]})
+                  + "\n\n" + json.dumps({"text": "Club debts rise.", "labels": ["medtop:04000000"]}) + "\n")
+  tax, club = td.load_seed(path, secondary_target=secondary)
+  economy, sport = td.INDEX["medtop:04000000"], td.INDEX["medtop:15000000"]
+  assert tax.target[td.INDEX[POLITICS]] == 1.0 and tax.target[economy] == secondary
+  assert tax.weight[economy] == 1.0 and tax.weight[sport] == 1.0  # sport: a sure negative
+  assert club.target[economy] == 1.0 and club.target.sum() == 1.0 and tax.source == "seed"
+
+
 def test_reuters_tags_map_to_economy(tmp_path):
   body = "The company said first quarter net profit rose to 12 mln dlrs from nine mln dlrs a year ago. " * 4
   sgm = (f'<REUTERS TOPICS="YES" NEWID="1"><TOPICS><D>earn</D></TOPICS><TEXT><TITLE>ACME PROFIT UP</TITLE>'
