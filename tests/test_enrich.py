@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import apache_beam as beam
@@ -162,6 +163,32 @@ def test_bucketing_does_not_change_results(tiny_models):
     assert _keys(x.entities) == _keys(y.entities) == _keys(z.entities)
     assert [t.score for t in x.topics] == pytest.approx([t.score for t in y.topics], abs=1e-5)
     assert [t.score for t in x.topics] == pytest.approx([t.score for t in z.topics], abs=1e-5)
+
+
+def test_concurrent_runs_give_the_same_results(tiny_models, monkeypatch):
+  ner_dir, topic_dir = tiny_models
+  one = enrich.load_enricher(str(ner_dir), str(topic_dir), precision="fp32", threads=2, runs=1)
+  two = enrich.load_enricher(str(ner_dir), str(topic_dir), precision="fp32", threads=2, runs=2)
+  assert (one.session.runs, two.session.runs) == (1, 2)
+  callers = []
+  real = two.session.run
+
+  def run(*arrays):
+    callers.append(threading.current_thread().name)
+    return real(*arrays)
+
+  two.session.run = run
+  texts = TEXTS + [f"Story {i} from Paris. " * (i + 1) for i in range(12)]
+  a = enrich.enrich_texts(one, texts)
+  b = enrich.enrich_texts(two, texts)
+  for x, y in zip(a, b, strict=True):
+    assert _keys(x.entities) == _keys(y.entities)
+    assert [t.score for t in x.topics] == pytest.approx([t.score for t in y.topics], abs=1e-5)
+  assert len(callers) > 1 and all(name.startswith("wirestream-onnx") for name in callers)
+  monkeypatch.setenv("WIRESTREAM_ONNX_RUNS", "3")
+  assert ob.default_runs(8) == 3
+  monkeypatch.delenv("WIRESTREAM_ONNX_RUNS")
+  assert ob.default_runs(4) == 4
 
 
 @pytest.mark.parametrize("max_padding", [0, 3])

@@ -134,8 +134,11 @@ def is_fusable(ner_ref: str | None, topics_ref: str | None) -> bool:
 
 
 def load_enricher(ner_ref: str | None = None, topics_ref: str | None = None, *, precision: str = "int8",
-                  threads: int | None = None, max_window: int | None = None, share: bool = True) -> Enricher:
+                  threads: int | None = None, max_window: int | None = None, share: bool = True,
+                  runs: int | None = None) -> Enricher:
   """Export (first time, cached) and open the fused graph for our NER model and topic head.
+
+  ``threads`` cores serve ``runs`` concurrent batches (default: :func:`transforms.onnx_backend.default_runs`).
 
   ``share=False`` gives the topic head its own copy of the encoder even when it could share the NER
   model's (two encoder passes; for measurements only).
@@ -144,7 +147,7 @@ def load_enricher(ner_ref: str | None = None, topics_ref: str | None = None, *, 
   topic_dir = Path(topics_ref) if topics_ref else TOPICS_DEFAULT_DIR
   if not is_fusable(str(ner_dir), str(topic_dir)):
     raise ValueError(f"the fused ONNX path needs our NER model and topic head ({ner_dir}, {topic_dir})")
-  session = ob.open_session(ner_dir, topic_dir, precision=precision, threads=threads, share=share)
+  session = ob.open_session(ner_dir, topic_dir, precision=precision, threads=threads, share=share, runs=runs)
   ner = _onnx_ner_model(session, ner_dir, ner_ref, max_window)
   return Enricher(ner, TopicInfo.read(topic_dir), session, share and ob.shares_encoder(ner_dir, topic_dir))
 
@@ -167,7 +170,8 @@ def load_onnx_ner(ner_ref: str | None = None, *, precision: str = "int8", thread
   ner_dir = Path(ner_ref) if ner_ref else nm.DEFAULT_MODEL_DIR
   if not (nm.is_casing_model_dir(ner_dir) and (ner_dir / nm.WEIGHTS_FILE).is_file()):
     raise ValueError(f"the ONNX path needs our NER model (a casing model directory), not {ner_dir}")
-  session = ob.open_session(ner_dir, None, precision=precision, threads=threads)
+  # one batch at a time (transforms.ner.predict_windows): all threads serve each run
+  session = ob.open_session(ner_dir, None, precision=precision, threads=threads, runs=1)
   return _onnx_ner_model(session, ner_dir, ner_ref, max_window)
 
 
@@ -224,6 +228,19 @@ def fast_windows(prepared: ner_stage.Prepared, context: int | None) -> list[ner_
   return out
 
 
+def _batch_arrays(batch: Sequence[_Job], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """``input_ids``, ``token_type_ids`` and ``attention_mask`` of a batch, padded to its widest window."""
+  width = max(len(job.ids) for job in batch)
+  ids = np.full((len(batch), width), pad_id, dtype=np.int64)
+  types = np.zeros((len(batch), width), dtype=np.int64)
+  mask = np.zeros((len(batch), width), dtype=np.int64)
+  for row, job in enumerate(batch):
+    ids[row, :len(job.ids)] = job.ids
+    types[row, :len(job.types)] = job.types
+    mask[row, :len(job.ids)] = 1
+  return ids, types, mask
+
+
 def enrich_texts(enricher: Enricher, bodies: Sequence[str], headlines: Sequence[str | None] | None = None,
                  *, ner_flags: Sequence[bool] | None = None, topic_flags: Sequence[bool] | None = None,
                  sentences: Sequence[Sequence[tuple[int, int]] | None] | None = None,
@@ -265,6 +282,7 @@ def enrich_texts(enricher: Enricher, bodies: Sequence[str], headlines: Sequence[
   probs = [np.zeros((len(p.encoded.ids), num_labels), dtype=np.float32) for p in prepared]
   topic_sum = [None] * n
   topic_weight = np.zeros(n, dtype=np.float64)
+  batches: list[list[_Job]] = []
   i = 0
   while i < len(jobs):
     j = i + 1
@@ -272,16 +290,10 @@ def enrich_texts(enricher: Enricher, bodies: Sequence[str], headlines: Sequence[
     while j < len(jobs) and (j + 1 - i) * len(jobs[j].ids) <= batch_tokens \
         and (widest is None or len(jobs[j].ids) <= widest):
       j += 1
-    batch = jobs[i:j]
-    width = max(len(job.ids) for job in batch)
-    ids = np.full((len(batch), width), model.pad_id, dtype=np.int64)
-    types = np.zeros((len(batch), width), dtype=np.int64)
-    mask = np.zeros((len(batch), width), dtype=np.int64)
-    for row, job in enumerate(batch):
-      ids[row, :len(job.ids)] = job.ids
-      types[row, :len(job.types)] = job.types
-      mask[row, :len(job.ids)] = 1
-    ner_logits, topic_logits = enricher.session.run(ids, types, mask)
+    batches.append(jobs[i:j])
+    i = j
+  arrays = (_batch_arrays(batch, model.pad_id) for batch in batches)
+  for batch, (ner_logits, topic_logits) in zip(batches, enricher.session.run_batches(arrays), strict=True):
     for row, job in enumerate(batch):
       t = job.story
       if job.window is not None and ner_flags[t]:
@@ -292,7 +304,6 @@ def enrich_texts(enricher: Enricher, bodies: Sequence[str], headlines: Sequence[
         weighted = topic_logits[row].astype(np.float64) * len(job.ids)
         topic_sum[t] = weighted if topic_sum[t] is None else topic_sum[t] + weighted
         topic_weight[t] += len(job.ids)
-    i = j
   out = []
   for t in range(n):
     entities = ner_stage.decode_entities(prepared[t], probs[t], model.id2label, bio=model.bio) if ner_flags[t] else None

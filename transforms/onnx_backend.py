@@ -21,13 +21,16 @@ cached, inference needs only ``onnxruntime``, ``tokenizers`` and ``numpy``: torc
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -264,20 +267,29 @@ def default_threads() -> int:
 
 
 class EnrichSession:
-  """An ONNX Runtime session over the fused graph (thread-safe; one per process is enough)."""
+  """An ONNX Runtime session over the fused graph (thread-safe; one per process is enough).
 
-  def __init__(self, graph: Path, threads: int | None = None):
+  ``threads`` cores are used as ``runs`` concurrent runs of ``threads // runs`` intra-op threads each
+  (:meth:`run_batches`). Batches of one window length are small, and one run rarely keeps several
+  intra-op threads busy; separate runs on one thread each do not wait for each other.
+  """
+
+  def __init__(self, graph: Path, threads: int | None = None, runs: int | None = None):
     import onnxruntime as ort
 
+    threads = threads or default_threads()
+    self.runs = max(1, min(threads, runs if runs is not None else default_runs(threads)))
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or default_threads()
+    options.intra_op_num_threads = max(1, threads // self.runs)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     self.graph = Path(graph)
-    self.threads = options.intra_op_num_threads
+    self.threads = threads
     self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     self.input_names = [i.name for i in self.session.get_inputs()]
+    self._pool = None
+    self._pool_lock = threading.Lock()
 
   def run(self, input_ids: np.ndarray, token_types: np.ndarray, attention_mask: np.ndarray
           ) -> tuple[np.ndarray, np.ndarray]:
@@ -286,14 +298,33 @@ class EnrichSession:
     ner_logits, topic_logits = self.session.run(list(OUTPUT_NAMES), {k: feeds[k] for k in self.input_names})
     return ner_logits, topic_logits
 
+  def run_batches(self, batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """:meth:`run` on each ``(input_ids, token_types, attention_mask)``, up to ``runs`` at a time; results
+    in order."""
+    if self.runs == 1:
+      return (self.run(*batch) for batch in batches)
+    with self._pool_lock:
+      if self._pool is None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.runs, thread_name_prefix="wirestream-onnx")
+    return self._pool.map(lambda batch: self.run(*batch), batches)
+
+
+def default_runs(threads: int) -> int:
+  """Concurrent runs for ``threads`` cores: ``$WIRESTREAM_ONNX_RUNS`` when set, else one per core."""
+  env = os.environ.get("WIRESTREAM_ONNX_RUNS", "")
+  if env.isdigit() and int(env) > 0:
+    return int(env)
+  return threads
+
 
 def open_session(ner_dir: str | Path, topic_dir: str | Path | None, *, precision: str = "int8",
-                 threads: int | None = None, share: bool = True) -> EnrichSession:
+                 threads: int | None = None, share: bool = True, runs: int | None = None) -> EnrichSession:
   """Export (once, cached) and open the fused graph at ``precision`` (``int8`` or ``fp32``)."""
   if precision not in PRECISIONS:
     raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
   directory = ensure_exported(ner_dir, topic_dir, share)
-  return EnrichSession(directory / GRAPH_FILES[precision], threads)
+  return EnrichSession(directory / GRAPH_FILES[precision], threads, runs)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
