@@ -283,14 +283,14 @@ def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any
   window = enricher.ner.max_window
   encoder = encoder_throughput(enricher.session, window)
   encoder_runs = enricher.session.runs
-  if threads > 1:  # the practical limit is the better of one run on all threads and one run per thread
-    other_runs = 1 if encoder_runs > 1 else threads
-    other = enrich.load_enricher(args.ner_model, args.topics_model, precision=args.precision, threads=threads,
-                                 max_window=args.window, runs=other_runs)
-    other_encoder = encoder_throughput(other.session, window)
+  other_runs_path = None  # the same graph run the other way: one run on all threads, or one run per thread
+  if threads > 1:  # the practical limit is the better of the two
+    other_runs_path = enrich.load_enricher(args.ner_model, args.topics_model, precision=args.precision,
+                                           threads=threads, max_window=args.window,
+                                           runs=1 if encoder_runs > 1 else threads)
+    other_encoder = encoder_throughput(other_runs_path.session, window)
     if other_encoder > encoder:
-      encoder, encoder_runs = other_encoder, other_runs
-    del other
+      encoder, encoder_runs = other_encoder, other_runs_path.session.runs
   fp32 = enrich.load_enricher(args.ner_model, args.topics_model, precision="fp32", threads=threads,
                               max_window=args.window)
   encoder_fp32 = encoder_throughput(fp32.session, window)
@@ -332,7 +332,7 @@ def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any
   }
   if args.levers:
     result["levers_tokens_per_s"] = levers(args, stories, tokens, threads, reference_ner, topic_model,
-                                           fast_s, base_s, fp32, log)
+                                           fast_s, base_s, fp32, other_runs_path, log)
   if args.conll:
     result["f1_reference"] = round(conll_f1(
         lambda texts, spans: ner_stage.annotate(reference_ner, texts, spans), args.conll), 4)
@@ -344,8 +344,10 @@ def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any
   return result
 
 
-def levers(args, stories, tokens, threads, reference_ner, topic_model, fast_s, base_s, fp32, log) -> dict:
-  """Tokens/s of each lever on its own, same stories."""
+def levers(args, stories, tokens, threads, reference_ner, topic_model, fast_s, base_s, fp32, other_runs_path,
+           log) -> dict:
+  """Tokens/s of each lever on its own, same stories (``other_runs_path``: the fast path's graph with the other
+  number of concurrent runs, or None on one thread)."""
   from transforms import enrich
 
   windows = window_options(args.windows, args.context)
@@ -370,13 +372,10 @@ def levers(args, stories, tokens, threads, reference_ner, topic_model, fast_s, b
     run_fast(two, stories[:2])
     seconds, _ = _timed(lambda: run_fast(two, stories, windows=windows), args.repeat)
     rows["onnx_int8_two_encoder_passes_bucketed"] = tokens / seconds
-  if threads > 1:
-    other_runs = 1 if fast.session.runs > 1 else threads
-    pooled = enrich.load_enricher(args.ner_model, args.topics_model, threads=threads, max_window=args.window,
-                                  runs=other_runs)
-    run_fast(pooled, stories[:2])
-    seconds, _ = _timed(lambda: run_fast(pooled, stories, windows=windows), args.repeat)
-    rows[f"onnx_int8_fused_bucketed_{other_runs}_concurrent_runs"] = tokens / seconds
+  if other_runs_path is not None:
+    run_fast(other_runs_path, stories[:2])
+    seconds, _ = _timed(lambda: run_fast(other_runs_path, stories, windows=windows), args.repeat)
+    rows[f"onnx_{args.precision}_fused_bucketed_{other_runs_path.session.runs}_concurrent_runs"] = tokens / seconds
   if threads > 1:
     one = enrich.load_enricher(args.ner_model, args.topics_model, threads=1, max_window=args.window)
     run_fast(one, stories[:2])
