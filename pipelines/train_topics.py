@@ -19,9 +19,9 @@ Data (see ``pipelines/topics_data.py`` for the label mapping):
   which becomes an extra positive target. Without it the noisy-OR lets one topic soak up all of World.
 
 The encoder is frozen. Its hidden states after ``--feature-layer`` layers are computed once (first window
-of every text, cached as fp16) and the head (one transformer layer initialised from the encoder's last
-layer, mean + attention pooling, 17 sigmoids) trains on them. After training a temperature is fitted on
-the dev split (calibration). The artifact is the head only (fp16) plus a config naming the encoder.
+of every text, cached as fp16) and the head (``--head-layers`` transformer layers initialised from the
+encoder layers after the feature layer, mean + attention pooling, 17 sigmoids) trains on them. After
+training a temperature is fitted on the dev split (calibration). The artifact is the head only (fp16) plus a config naming the encoder.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def train_head(head, feats: Features, examples: Sequence[td.Example], example_we
   rng = np.random.default_rng(seed)
   target, weight, any_of = _stack(examples)
   ex_weight = torch.tensor(example_weight, dtype=torch.float32)
-  layer_params = list(head.layer.parameters()) if head.layer is not None else []
+  layer_params = list(head.layers.parameters())
   layer_ids = {id(p) for p in layer_params}
   other = [p for p in head.parameters() if id(p) not in layer_ids]
   optimizer = torch.optim.AdamW([{"params": layer_params, "lr": lr}, {"params": other, "lr": lr * 10}],
@@ -314,6 +314,17 @@ def ag_dev_report(scores: np.ndarray, examples: Sequence[td.Example]) -> dict:
 # --- The command ------------------------------------------------------------------------------------
 
 
+def new_head(encoder, layer: int, head_args: dict):
+  """A head whose transformer layers start as the encoder layers they stand in for: those after
+  ``layer`` (repeating the encoder's last layer when the head has more layers than follow it)."""
+  from transforms import topics_model as tm
+
+  head = tm.TopicHead(**head_args)
+  for i, block in enumerate(head.layers):
+    block.load_bert_layer(encoder.layer_state(min(layer + i, encoder.num_layers - 1)), prefix="")
+  return head
+
+
 def seed_everything(seed: int) -> None:
   import random
 
@@ -375,10 +386,8 @@ def train(args: argparse.Namespace) -> dict:
       weights[i] *= mean_root / per_root[e.label]
   head_args = {"hidden": encoder.hidden_size, "heads": encoder.bert.config.num_attention_heads,
                "intermediate": encoder.bert.config.intermediate_size, "n_labels": td.N_TOPICS,
-               "use_layer": not args.no_layer}
-  head = tm.TopicHead(**head_args)
-  if head.layer is not None:
-    head.layer.load_bert_layer(encoder.last_layer_state(), prefix="")
+               "use_layer": not args.no_layer, "layers": args.head_layers}
+  head = new_head(encoder, layer, head_args)
 
   def dev_score() -> str:
     scores = torch.sigmoid(predict_logits(head, feats["agdev"])).numpy()
@@ -455,7 +464,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="How the artifact names the encoder (e.g. a path relative to --out: ../ner).")
   parser.add_argument("--feature-layer", type=int, default=None,
                       help="Hidden states after this many encoder layers feed the head (default: all but the last).")
-  parser.add_argument("--no-layer", action="store_true", help="Head without its own transformer layer.")
+  parser.add_argument("--no-layer", action="store_true", help="Head without its own transformer layers.")
+  parser.add_argument("--head-layers", type=int, default=1,
+                      help="Transformer layers of the head, initialised from the encoder layers after "
+                           "--feature-layer (default 1).")
   parser.add_argument("--max-length", type=int, default=128, help="Window size in word pieces.")
   parser.add_argument("--epochs", type=int, default=2)
   parser.add_argument("--lr", type=float, default=1e-4)

@@ -57,7 +57,7 @@ def _story(story_id: str, body: str, language: str | None = "en", headline: str 
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-  """A 2-layer casing NER model and a topic head reading its layer-1 output (shared encoder)."""
+  """A 2-layer casing NER model and a 2-layer topic head reading its layer-1 output (shared encoder)."""
   root = tmp_path_factory.mktemp("models")
   torch.manual_seed(7)
   model = nm.build_casing_model()
@@ -68,11 +68,12 @@ def tiny_models(tmp_path_factory):
     for row in range(nm.NUM_CASING_CLASSES):
       model.bert.embeddings.token_type_embeddings.weight[row].add_(0.5 * torch.randn(384))
   ner_dir = nm.save_casing_model(model, root / "ner", dtype="float32")
-  head = tm.TopicHead(hidden=384, heads=12, intermediate=256, n_labels=len(tm.IPTC_ROOTS))
+  head = tm.TopicHead(hidden=384, heads=12, intermediate=256, n_labels=len(tm.IPTC_ROOTS), layers=2)
   with torch.no_grad():
     head.classifier.weight.mul_(10.0)
   config = {"encoder": "../ner", "feature_layer": 1, "labels": [list(x) for x in tm.IPTC_ROOTS],
-            "head": {"hidden": 384, "heads": 12, "intermediate": 256, "n_labels": len(tm.IPTC_ROOTS)},
+            "head": {"hidden": 384, "heads": 12, "intermediate": 256, "n_labels": len(tm.IPTC_ROOTS),
+                     "layers": 2},
             "languages": ["en", "de"], "threshold": 0.5, "max_length": 128, "stride": 32,
             "casing_token_types": True, "name": "tiny-topics"}
   tm.save_head(head, root / "topics", config)

@@ -322,6 +322,48 @@ def test_train_smoke_run(tmp_path, capsys):
   assert (out / tm.HEAD_WEIGHTS).stat().st_size < 25 * 1024 * 1024
 
 
+def test_head_layers_start_as_the_encoder_layers_they_replace():
+  encoder = tm.Encoder(tm.BASE_ENCODER)
+  args = {"hidden": 384, "heads": 12, "intermediate": 1536, "n_labels": 17, "layers": 2}
+  head = tt.new_head(encoder, 3, args)
+  assert len(head.layers) == 2
+  for block, index in zip(head.layers, (3, 4), strict=True):
+    bert = encoder.bert.encoder.layer[index]
+    assert torch.equal(block.query.weight, bert.attention.self.query.weight)
+    assert torch.equal(block.ffn_out.bias, bert.output.dense.bias)
+  # More head layers than follow the feature layer: the last encoder layer again.
+  head = tt.new_head(encoder, 5, args)
+  last = encoder.bert.encoder.layer[5].output.LayerNorm.weight
+  assert all(torch.equal(b.out_norm.weight, last) for b in head.layers)
+
+
+def test_heads_of_one_and_two_layers_save_and_load(tmp_path):
+  from safetensors.torch import load_file, save_file
+
+  hidden = torch.randn(2, 9, 64)
+  mask = torch.ones(2, 9, dtype=torch.long)
+  mask[1, 6:] = 0
+  config = {"encoder": "base", "feature_layer": 5, "labels": [list(x) for x in tm.IPTC_ROOTS[:3]]}
+  outputs = {}
+  for layers in (1, 2):
+    torch.manual_seed(layers)
+    head = tm.TopicHead(hidden=64, heads=4, intermediate=128, n_labels=3, layers=layers).eval()
+    args = {"hidden": 64, "heads": 4, "intermediate": 128, "n_labels": 3, "layers": layers}
+    tm.save_head(head, tmp_path / str(layers), {**config, "head": args})
+    loaded, _ = tm.load_head(tmp_path / str(layers))
+    assert len(loaded.layers) == layers
+    with torch.inference_mode():
+      outputs[layers] = loaded(hidden, mask)
+      torch.testing.assert_close(outputs[layers], head.half().float()(hidden, mask), atol=1e-5, rtol=1e-4)
+  assert not torch.allclose(outputs[1], outputs[2])
+  # A head written before heads had several layers names its one layer "layer."
+  path = tmp_path / "1" / tm.HEAD_WEIGHTS
+  save_file({k.replace("layers.0.", "layer."): v for k, v in load_file(str(path)).items()}, str(path))
+  old, _ = tm.load_head(tmp_path / "1")
+  with torch.inference_mode():
+    torch.testing.assert_close(old(hidden, mask), outputs[1])
+
+
 def test_bundled_head_fits_its_encoder():
   """The head reads the hidden states of one exact encoder: a new NER model needs a retrained head."""
   config = json.loads((tm.DEFAULT_MODEL_DIR / tm.HEAD_CONFIG).read_text())

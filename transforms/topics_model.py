@@ -1,9 +1,10 @@
 """The IPTC topic model: a small head over the hidden states of a MiniLM/BERT encoder.
 
 The head reads one hidden-state layer of the encoder (``feature_layer``; by default the input of the
-encoder's last layer), runs its own trainable transformer layer (initialised from the encoder's last
-layer), pools the tokens (masked mean + learned attention pooling) and scores the 17 IPTC top-level
-Media Topics with independent sigmoids, divided by a fitted temperature (calibration).
+encoder's last layer), runs its own trainable transformer layers (``layers``, by default one;
+initialised from the encoder layers that follow ``feature_layer``), pools the tokens (masked mean +
+learned attention pooling) and scores the 17 IPTC top-level Media Topics with independent sigmoids,
+divided by a fitted temperature (calibration).
 
 Because the head only needs hidden states, a pipeline that already runs the same encoder (e.g. for
 NER) can feed the head from that pass: one encoder pass for both stages.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -99,9 +101,10 @@ class TopicHead(nn.Module):
   """Hidden states of one encoder layer -> 17 topic logits (see the module docstring)."""
 
   def __init__(self, hidden: int = 384, heads: int = 12, intermediate: int = 1536, n_labels: int = 17,
-               use_layer: bool = True, dropout: float = 0.1):
+               use_layer: bool = True, dropout: float = 0.1, layers: int = 1):
     super().__init__()
-    self.layer = EncoderLayer(hidden, heads, intermediate, dropout=dropout) if use_layer else None
+    count = layers if use_layer else 0
+    self.layers = nn.ModuleList(EncoderLayer(hidden, heads, intermediate, dropout=dropout) for _ in range(count))
     self.attn_pool = nn.Linear(hidden, 1)
     self.dropout = nn.Dropout(dropout)
     self.classifier = nn.Linear(2 * hidden, n_labels)
@@ -109,8 +112,8 @@ class TopicHead(nn.Module):
     self.register_buffer("temperature", torch.ones(()))
 
   def pooled(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    if self.layer is not None:
-      hidden = self.layer(hidden, mask)
+    for layer in self.layers:
+      hidden = layer(hidden, mask)
     maskf = mask.to(hidden.dtype).unsqueeze(-1)
     mean = (hidden * maskf).sum(1) / maskf.sum(1).clamp(min=1.0)
     weights = self.attn_pool(hidden).masked_fill(maskf == 0, torch.finfo(hidden.dtype).min)
@@ -139,7 +142,9 @@ def load_head(directory: Path) -> tuple[TopicHead, dict[str, Any]]:
 
   config = json.loads((directory / HEAD_CONFIG).read_text())
   head = TopicHead(**config["head"])
-  state = {k: v.float() for k, v in load_file(str(directory / HEAD_WEIGHTS)).items()}
+  # heads written before ``layers`` existed name their one layer ``layer.``
+  state = {re.sub(r"^layer\.", "layers.0.", k): v.float()
+           for k, v in load_file(str(directory / HEAD_WEIGHTS)).items()}
   head.load_state_dict(state)
   head.eval()
   return head, config
@@ -214,9 +219,9 @@ class Encoder:
     self.hidden_size = self.bert.config.hidden_size
     self.num_layers = self.bert.config.num_hidden_layers
 
-  def last_layer_state(self) -> dict[str, torch.Tensor]:
-    """The weights of the encoder's last layer (BertLayer names), to initialise the head's layer."""
-    layer = self.bert.encoder.layer[self.num_layers - 1]
+  def layer_state(self, index: int) -> dict[str, torch.Tensor]:
+    """The weights (BertLayer names) of encoder layer ``index`` (0-based), to initialise a head layer."""
+    layer = self.bert.encoder.layer[index]
     return {k: v.detach().clone() for k, v in layer.state_dict().items()}
 
   def windows(self, text: str, max_length: int = 128, stride: int = 32, max_windows: int | None = None
