@@ -301,7 +301,7 @@ def bench(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any
   ner_pipe = casing_pipeline(ner_dir, threads)
   topic_model = tm.load_topic_model(topic_dir)
   run_baseline(ner_pipe, topic_model, stories[:2])  # warm-up
-  base_s, _ = _timed(lambda: run_baseline(ner_pipe, topic_model, stories))
+  base_s, _ = _timed(lambda: run_baseline(ner_pipe, topic_model, stories), args.repeat)
   log(f"baseline: {base_s:.2f}s, {tokens / base_s:.0f} tokens/s")
 
   reference_ner = ner_stage.load_ner_model(args.ner_model, threads=threads)
@@ -418,7 +418,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Context pieces beside each core in fast windows (default: transforms.enrich's).")
   parser.add_argument("--levers", action="store_true", help="Also time each lever on its own.")
   parser.add_argument("--repeat", type=int, default=1,
-                      help="Time the fast path (and each ONNX lever) this many times and keep the best.")
+                      help="Time the fast path, the baseline and each ONNX lever this many times and keep "
+                           "the best of each.")
 
 
 def register(subparsers) -> None:
