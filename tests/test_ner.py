@@ -102,6 +102,25 @@ def test_casing_classes():
       nm.CASE_TITLE, nm.CASE_TITLE]
 
 
+def test_casing_classes_agree_with_their_definition():
+  """The ASCII shortcut (str methods) gives what the letter-by-letter definition gives."""
+  import random
+  import string
+
+  def by_definition(piece: str) -> int:
+    letters = [c for c in piece if c.isalpha()]
+    if not letters:
+      return nm.CASE_OTHER
+    if all(c.isupper() for c in letters) and len(letters) > 1:
+      return nm.CASE_UPPER
+    return nm.CASE_TITLE if any(c.isupper() for c in letters) else nm.CASE_LOWER
+
+  rnd = random.Random(5)
+  alphabet = string.ascii_letters + string.digits + "-'.,#" + "ÄäÉéßñǅª"
+  pieces = ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 5))) for _ in range(20000)]
+  assert [nm.casing_class(p) for p in pieces] == [by_definition(p) for p in pieces]
+
+
 def test_iob1_to_bio():
   assert nm.iob1_to_bio(["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG", "I-MISC"]) == [
       "B-PER", "I-PER", "O", "B-LOC", "B-LOC", "B-ORG", "B-MISC"]

@@ -23,7 +23,6 @@ How one article becomes mentions (the pure functions below, shared with ``wirest
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import functools
 import inspect
@@ -130,27 +129,23 @@ class Encoded:
 def encode_text(tokenizer, text: str, sentences: Sequence[tuple[int, int]], casing: bool) -> Encoded:
   """Tokenise ``text`` once; pieces keep character offsets into ``text`` and their sentence index."""
   enc = tokenizer.encode(text, add_special_tokens=False)
-  ids: list[int] = []
-  offsets: list[tuple[int, int]] = []
-  types: list[int] = []
-  word_start: list[bool] = []
-  sentence: list[int] = []
-  sent_starts = [s for s, _ in sentences]
-  prev_word = None
-  for piece_id, (start, end), word in zip(enc.ids, enc.offsets, enc.word_ids, strict=True):
-    if end <= start:
-      continue
-    ids.append(piece_id)
-    offsets.append((start, end))
-    types.append(nm.casing_class(text[start:end]) if casing else 0)
-    word_start.append(word is None or word != prev_word)
-    prev_word = word
-    sentence.append(max(0, bisect.bisect_right(sent_starts, start) - 1))
-  # A new sentence always starts a new word.
-  for i in range(1, len(ids)):
-    if sentence[i] != sentence[i - 1]:
-      word_start[i] = True
-  return Encoded(ids, offsets, types, word_start, sentence)
+  if not enc.ids:
+    return Encoded([], [], [], [], [])
+  spans = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+  keep = spans[:, 1] > spans[:, 0]  # pieces with characters (not e.g. a lone combining mark's remains)
+  spans = spans[keep]
+  ids = np.asarray(enc.ids, dtype=np.int64)[keep].tolist()
+  words = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int64)[keep]
+  starts = spans[:, 0]
+  sent_starts = np.asarray([s for s, _ in sentences], dtype=np.int64)
+  sentence = np.maximum(np.searchsorted(sent_starts, starts, side="right") - 1, 0)
+  # A piece starts a word when it has no word, its word differs from the previous piece's, or it starts
+  # a new sentence.
+  word_start = (words < 0) | np.concatenate([[True], words[1:] != words[:-1]]) \
+      | np.concatenate([[True], sentence[1:] != sentence[:-1]])
+  offsets = [(a, b) for a, b in spans.tolist()]
+  types = [nm.casing_class(text[a:b]) for a, b in offsets] if casing else [0] * len(offsets)
+  return Encoded(ids, offsets, types, word_start.tolist(), sentence.tolist())
 
 
 @dataclasses.dataclass(frozen=True)

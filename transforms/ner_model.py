@@ -44,6 +44,12 @@ def casing_class(piece_text: str) -> int:
 
   0: no letters; 1: lower case; 2: capitalised (or mixed case); 3: all capitals (two letters or more).
   """
+  if piece_text.isascii():  # the common case, by str methods (every ASCII letter has a case)
+    if piece_text.islower():
+      return CASE_LOWER
+    if piece_text.isupper():
+      return CASE_UPPER if sum(c.isalpha() for c in piece_text) > 1 else CASE_TITLE
+    return CASE_TITLE if piece_text != piece_text.lower() else CASE_OTHER
   letters = [c for c in piece_text if c.isalpha()]
   if not letters:
     return CASE_OTHER
