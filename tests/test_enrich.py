@@ -276,7 +276,7 @@ def test_default_models_on_onnx_agree_with_torch_on_the_seeds():
   seed = [s.input_uri.endswith("000_2caeb3c1602a667c.txt") for s in stories].index(True)
   people = {e.text for e in results[seed].entities if e.label == "PER"}
   assert {"Rex Tillerson", "Jim Mattis", "Yang Jiechi"} <= people
-  assert {t.code for t in results[seed].topics[:2]} & {"medtop:11000000", "medtop:16000000"}
+  assert results[seed].topics[0].code in ("medtop:11000000", "medtop:16000000")  # politics or conflict first
 
 
 # --- The Beam stage -----------------------------------------------------------------------------------------
