@@ -58,11 +58,9 @@ TOPICS_NAMESPACE = "wirestream.topics"
 DEFAULT_WINDOW = 128
 #: Context of the fast path's windows: sentence cores packed up to the window less this many pieces of
 #: context on each side (the NER stage fills every window with context up to its size, so a wire story's
-#: pieces run about twice; here about 1.07 times, 1.14 with 8). ``None``: the NER stage's windows. The CoNLL F1 change
-#: is measured by ``wirestream bench --conll``. Measured on 200 Reuters stories, mentions that agree with
-#: the NER stage's: 0.913 with 2 pieces, 0.920 with 4, 0.912 with 8 (CoNLL dev F1 0.9413 / 0.9404 /
-#: 0.9400; the NER stage 0.9416); 4 is also a little faster than 8.
-DEFAULT_CONTEXT = 4
+#: pieces run about twice; here about 1.2 times). ``None``: the NER stage's windows. The CoNLL F1 change
+#: is measured by ``wirestream bench --conll``.
+DEFAULT_CONTEXT = 8
 #: Pieces a window may be padded by in a batch. 0: a batch holds windows of one length only. Padding
 #: costs more than its share on ONNX Runtime's CPU kernels (softmax over masked scores, activation ranges
 #: of dynamic quantisation): measured here, a batch of windows of 64..126 pieces padded to 128 took 1.7x
