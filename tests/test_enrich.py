@@ -349,9 +349,11 @@ def test_bench_smoke_on_the_seeds(tiny_models, capsys):
 
   ner_dir, topic_dir = tiny_models
   code = bench.main(["--input", str(SEEDS), "--limit", "2", "--threads", "1", "--ner-model", str(ner_dir),
-                     "--topics-model", str(topic_dir)])
+                     "--topics-model", str(topic_dir), "--repeat", "2"])
   assert code == 0
-  result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  captured = capsys.readouterr()
+  result = json.loads(captured.out.strip().splitlines()[-1])
+  assert "turn 2: fast path" in captured.err and len(result["speedup_per_turn"]) == 2
   for key in ("tokens_per_s", "stories_per_s", "baseline_tokens_per_s", "speedup", "encoder_tokens_per_s",
               "peak_rss_mb"):
     assert result[key] > 0
