@@ -27,8 +27,8 @@ thread, the bare graph is timed both as one run on all threads and as one run pe
 batches), and ``encoder_tokens_per_s`` is the better of the two (``encoder_concurrent_runs`` says which).
 
 ``--levers`` also times each lever on its own (torch batched, ONNX fp32, int8, bucketing off, sorted
-windows in padded batches, two encoder passes, concurrent runs or one run on all threads, one thread). The
-last line printed is one JSON object.
+windows in padded batches, the NER stage's windows, 8 pieces of context, two encoder passes, concurrent
+runs or one run on all threads, one thread). The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -377,6 +377,9 @@ def levers(args, stories, tokens, threads, reference_ner, topic_model, fast_s, b
   other_windows = window_options(other, args.context)
   seconds, _ = _timed(lambda: run_fast(fast, stories, windows=other_windows), args.repeat)
   rows[f"onnx_int8_fused_bucketed_{other}_windows"] = tokens / seconds
+  if args.windows == "fast" and windows["context"] != 8:
+    seconds, _ = _timed(lambda: run_fast(fast, stories, windows=window_options("fast", 8)), args.repeat)
+    rows["onnx_int8_fused_bucketed_fast_windows_context_8"] = tokens / seconds
   if fast.shared_encoder:
     two = enrich.load_enricher(args.ner_model, args.topics_model, threads=threads, max_window=args.window,
                                share=False)
