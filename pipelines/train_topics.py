@@ -21,7 +21,9 @@ Data (see ``pipelines/topics_data.py`` for the label mapping):
 The encoder is frozen. Its hidden states after ``--feature-layer`` layers are computed once (first window
 of every text, cached as fp16) and the head (``--head-layers`` transformer layers initialised from the
 encoder layers after the feature layer, mean + attention pooling, 17 sigmoids) trains on them. After
-training a temperature is fitted on the dev split (calibration). The artifact is the head only (fp16) plus a config naming the encoder.
+training a temperature is fitted on the dev split (calibration). The artifact is the head only (fp16)
+plus a config naming the encoder: by default the bundled NER model, read after its third layer, so that
+the pipeline runs one encoder pass for both stages.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +45,9 @@ from pipelines import topics_data as td
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 DEFAULT_OUT = REPO / "models" / "topics"
+#: The NER model whose encoder pass the head shares, and the layer it reads (see models/topics/README.md).
+DEFAULT_ENCODER = REPO / "models" / "ner"
+DEFAULT_NER_FEATURE_LAYER = 3
 SEED_DATA = Path(__file__).resolve().parent / "data" / "topics_seed_en.jsonl"
 
 
@@ -354,8 +360,9 @@ def train(args: argparse.Namespace) -> dict:
   log(f"data: AG train {len(ag_train)}, AG dev {len(ag_dev)} (fixed 10% hash split), "
       f"IPTC definitions {len(iptc)}, Reuters {len(reuters)}, seed texts {len(seed_rows)}")
   cache = Path(args.cache_dir) if args.cache_dir else None
-  encoder = tm.Encoder(args.encoder or tm.BASE_ENCODER)
-  encoder.cache_key = "base" if not args.encoder else "enc-" + hashlib.sha1(
+  base = args.encoder == tm.BASE_ENCODER
+  encoder = tm.Encoder(args.encoder)
+  encoder.cache_key = "base" if base else "enc-" + hashlib.sha1(
       (encoder.directory / "model.safetensors").read_bytes()).hexdigest()[:10]
   if args.pseudo_weight > 0:
     teacher = encoder if not encoder.casing else tm.Encoder(tm.BASE_ENCODER)
@@ -366,7 +373,8 @@ def train(args: argparse.Namespace) -> dict:
     roots = np.array([td.INDEX[e.label] for e in iptc])
     counts = td.add_world_pseudo_labels(world, td.concept_teacher(concepts, roots, vectors), args.pseudo_weight)
     log(f"World pseudo-labels (IPTC concept teacher): {counts}")
-  layer = args.feature_layer if args.feature_layer is not None else encoder.num_layers - 1
+  layer = args.feature_layer if args.feature_layer is not None else (
+      encoder.num_layers - 1 if base else DEFAULT_NER_FEATURE_LAYER)
   sources = [("agtrain", ag_train), ("iptc", iptc), ("reuters", reuters), ("seed", seed_rows)]
   feats = {}
   for name, rows in [("agdev", ag_dev)] + sources:
@@ -408,7 +416,8 @@ def train(args: argparse.Namespace) -> dict:
   }
   config = {
       "format": "wirestream-topic-head/1",
-      "encoder": args.encoder_ref or (args.encoder if args.encoder else tm.BASE_ENCODER),
+      "encoder": tm.BASE_ENCODER if base else (
+          args.encoder_ref or os.path.relpath(encoder.directory.resolve(), Path(args.out).resolve())),
       "feature_layer": layer,
       "casing_token_types": encoder.casing,
       "encoder_sha1": tm.encoder_fingerprint(encoder),
@@ -457,13 +466,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--pseudo-weight", type=float, default=1.0,
                       help="Weight of the World pseudo-labels from the IPTC concept teacher (0: noisy-OR only).")
   parser.add_argument("--out", default=str(DEFAULT_OUT), help="Output directory of the topic head.")
-  parser.add_argument("--encoder", default=None,
-                      help="Encoder: a casing NER model directory (models/ner) whose pass the head shares; "
-                           "default: the base MiniLM package.")
+  parser.add_argument("--encoder", default=str(DEFAULT_ENCODER),
+                      help="Encoder: a casing NER model directory whose pass the head shares (default: the "
+                           "bundled models/ner), or 'base' for the base MiniLM package's own encoder.")
   parser.add_argument("--encoder-ref", default=None,
-                      help="How the artifact names the encoder (e.g. a path relative to --out: ../ner).")
+                      help="How the artifact names the encoder (default: its path relative to --out, e.g. ../ner).")
   parser.add_argument("--feature-layer", type=int, default=None,
-                      help="Hidden states after this many encoder layers feed the head (default: all but the last).")
+                      help=f"Hidden states after this many encoder layers feed the head (default: "
+                           f"{DEFAULT_NER_FEATURE_LAYER} for a NER model, all but the last for 'base').")
   parser.add_argument("--no-layer", action="store_true", help="Head without its own transformer layers.")
   parser.add_argument("--head-layers", type=int, default=1,
                       help="Transformer layers of the head, initialised from the encoder layers after "

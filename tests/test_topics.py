@@ -304,16 +304,24 @@ def test_hf_model_loader_with_taxonomy(tmp_path):
   assert {t.code for t in out[0].topics} <= {SPORT, POLITICS, "other"}
 
 
-def test_train_smoke_run(tmp_path, capsys):
+@pytest.mark.parametrize("encoder", ["default", "base"])
+def test_train_smoke_run(tmp_path, capsys, encoder):
   out = tmp_path / "model"
+  extra = ["--encoder", "base"] if encoder == "base" else []
   assert tt.main(["--ag", str(FIXTURES / "topics_ag_tiny.csv"), "--iptc", str(FIXTURES / "topics_iptc_tiny.csv"),
                   "--out", str(out), "--epochs", "1", "--batch-size", "8", "--threads", "1", "--seed", "3",
-                  "--cache-dir", str(tmp_path / "cache")]) == 0
+                  "--cache-dir", str(tmp_path / "cache"), *extra]) == 0
   printed = capsys.readouterr().out
   assert "AG dev top-1" in printed and "epoch 1/1" in printed and "World pseudo-labels" in printed
-  assert list((tmp_path / "cache").glob("base-L5-M128-agtrain-*.npz"))
   config = json.loads((out / tm.HEAD_CONFIG).read_text())
-  assert config["encoder"] == "base" and len(config["labels"]) == 17 and config["temperature"] > 0
+  if encoder == "base":
+    assert list((tmp_path / "cache").glob("base-L5-M128-agtrain-*.npz"))
+    assert config["encoder"] == "base" and config["encoder_sha1"] is None and config["feature_layer"] == 5
+  else:  # the bundled NER model's pass, named relative to the head's directory
+    assert list((tmp_path / "cache").glob("enc-*-L3-M128-agtrain-*.npz"))
+    assert (out / config["encoder"]).resolve() == (REPO / "models" / "ner").resolve()
+    assert config["encoder_sha1"] and config["feature_layer"] == 3 and config["casing_token_types"]
+  assert len(config["labels"]) == 17 and config["temperature"] > 0
   metrics = json.loads((out / "metrics.json").read_text())
   assert metrics["ag_dev"]["n"] >= 1
   model = tm.load_topic_model(out)
