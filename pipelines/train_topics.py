@@ -362,8 +362,8 @@ def train(args: argparse.Namespace) -> dict:
   cache = Path(args.cache_dir) if args.cache_dir else None
   base = args.encoder == tm.BASE_ENCODER
   encoder = tm.Encoder(args.encoder)
-  encoder.cache_key = "base" if base else "enc-" + hashlib.sha1(
-      (encoder.directory / "model.safetensors").read_bytes()).hexdigest()[:10]
+  fingerprint = tm.encoder_fingerprint(encoder)  # sha1 of the encoder's weights (None for the base)
+  encoder.cache_key = "base" if base else "enc-" + fingerprint[:10]
   if args.pseudo_weight > 0:
     teacher = encoder if not encoder.casing else tm.Encoder(tm.BASE_ENCODER)
     teacher.cache_key = "base"
@@ -420,7 +420,7 @@ def train(args: argparse.Namespace) -> dict:
           args.encoder_ref or os.path.relpath(encoder.directory.resolve(), Path(args.out).resolve())),
       "feature_layer": layer,
       "casing_token_types": encoder.casing,
-      "encoder_sha1": tm.encoder_fingerprint(encoder),
+      "encoder_sha1": fingerprint,
       "head": head_args,
       "labels": [list(pair) for pair in tm.IPTC_ROOTS],
       "languages": ["en"],

@@ -165,7 +165,7 @@ def _onnx_ner_model(session, ner_dir: Path, ner_ref: str | None, max_window: int
                       languages=info["languages"], max_window=max_window or DEFAULT_WINDOW,
                       prefix=[tokenizer.token_to_id("[CLS]")], suffix=[tokenizer.token_to_id("[SEP]")],
                       pad_id=tokenizer.token_to_id("[PAD]"), threads=session.threads,
-                      bio=config.get(nm.WIRESTREAM_KEY, {}).get("tag_scheme") == "BIO")
+                      bio=nm.tags_are_bio(config.get(nm.WIRESTREAM_KEY)))
 
 
 def load_onnx_ner(ner_ref: str | None = None, *, precision: str = "int8", threads: int | None = None,

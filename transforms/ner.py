@@ -330,7 +330,7 @@ def load_ner_model(model_ref: str | None = None, *, max_window: int | None = Non
                     languages=info["languages"], max_window=window,
                     prefix=[tokenizer.token_to_id("[CLS]")], suffix=[tokenizer.token_to_id("[SEP]")],
                     pad_id=tokenizer.token_to_id("[PAD]"), threads=threads,
-                    bio=settings.get("tag_scheme") == "BIO")
+                    bio=nm.tags_are_bio(settings))
   from transformers import AutoModelForTokenClassification, AutoTokenizer
 
   source = str(path) if path.is_dir() else str(model_ref)

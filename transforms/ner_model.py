@@ -105,6 +105,12 @@ def split_tag(tag: str) -> tuple[str, str | None]:
   return "I", tag
 
 
+def tags_are_bio(settings: dict | None) -> bool:
+  """True when our model's settings (``config.json``'s ``wirestream`` entry) say it was trained on BIO
+  tags, so its predictions decode under BIO constraints."""
+  return (settings or {}).get("tag_scheme") == "BIO"
+
+
 def bio_transitions(labels: Sequence[str]):
   """Which label may follow which in BIO: ``(allowed[prev, cur], may_start[cur])`` boolean arrays.
 
