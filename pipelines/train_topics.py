@@ -12,15 +12,19 @@ Data (see ``pipelines/topics_data.py`` for the label mapping):
 * ``pipelines/data/topics_seed_en.jsonl``: short news-style texts written for this project, each with its
   main topic first (further topics get ``--seed-secondary-target``): arts/entertainment (AG News has no
   such class, and definitions alone do not carry over to news text), politics told through a policy
-  area, business, technology and the weather (5 IPTC concepts only); ``models/topics/README.md`` has
-  the counts.
+  area, business, technology and the weather (5 IPTC concepts only); and
+  ``pipelines/data/topics_articles_en.jsonl``: whole articles in the BBC News desks' style (business,
+  entertainment, politics, sport, technology), also written for this project, read in up to
+  ``--seed-windows`` windows each. Topics in ``--seed-negatives`` are sure negatives of a seed text unless
+  it names them; ``models/topics/README.md`` has the counts.
 * World pseudo-labels: a zero-shot teacher (the base package's sentence vectors; for each topic the mean
   cosine similarity to its 3 nearest IPTC concepts) picks the likeliest allowed topic of every World row,
   which becomes an extra positive target. Without it the noisy-OR lets one topic soak up all of World.
 
-The encoder is frozen. Its hidden states after ``--feature-layer`` layers are computed once (first window
-of every text, cached as fp16) and the head (``--head-layers`` transformer layers initialised from the
-encoder layers after the feature layer, mean + attention pooling, 17 sigmoids) trains on them. After
+The encoder is frozen. Its hidden states after ``--feature-layer`` layers are computed once (the first
+window of every text, or the first ``--seed-windows`` of a seed text; cached as fp16) and the head
+(``--head-layers`` transformer layers initialised from the encoder layers after the feature layer, mean
++ attention pooling, 17 sigmoids) trains on them. After
 training a temperature is fitted on the dev split (calibration). The artifact is the head only (fp16)
 plus a config naming the encoder: by default the bundled NER model, read after its third layer, so that
 the pipeline runs one encoder pass for both stages.
@@ -48,19 +52,23 @@ DEFAULT_OUT = REPO / "models" / "topics"
 #: The NER model whose encoder pass the head shares, and the layer it reads (see models/topics/README.md).
 DEFAULT_ENCODER = REPO / "models" / "ner"
 DEFAULT_NER_FEATURE_LAYER = 3
-SEED_DATA = Path(__file__).resolve().parent / "data" / "topics_seed_en.jsonl"
+#: Texts written for this project: short news-style texts, and whole BBC-style articles.
+SEED_DATA = (Path(__file__).resolve().parent / "data" / "topics_seed_en.jsonl",
+             Path(__file__).resolve().parent / "data" / "topics_articles_en.jsonl")
 
 
 # --- Features ---------------------------------------------------------------------------------------
 
 
 class Features:
-  """Cached hidden states of many texts: ``toks[offsets[i]:offsets[i+1]]`` are text i's token states."""
+  """Cached hidden states of many windows: ``toks[offsets[i]:offsets[i+1]]`` are window i's token states,
+  and ``owner[i]`` is the index of the text it comes from (one window a text unless ``max_windows`` > 1)."""
 
-  def __init__(self, lens: np.ndarray, toks: np.ndarray):
+  def __init__(self, lens: np.ndarray, toks: np.ndarray, owner: np.ndarray | None = None):
     self.lens = lens.astype(np.int64)
     self.toks = toks
     self.offsets = np.concatenate([[0], np.cumsum(self.lens)])
+    self.owner = np.arange(len(self.lens)) if owner is None else owner.astype(np.int64)
 
   def __len__(self) -> int:
     return len(self.lens)
@@ -79,9 +87,11 @@ class Features:
 
 
 def extract_features(encoder, texts: Sequence[str], layer: int, max_length: int, batch_size: int = 64,
-                     log: Callable[[str], None] = print, name: str = "") -> Features:
-  """Hidden states after ``layer`` layers of the first window of every text (fp16)."""
-  windows = [encoder.windows(text, max_length=max_length, max_windows=1)[0] for text in texts]
+                     log: Callable[[str], None] = print, name: str = "", max_windows: int = 1) -> Features:
+  """Hidden states after ``layer`` layers of the first ``max_windows`` windows of every text (fp16)."""
+  per_text = [encoder.windows(text, max_length=max_length, max_windows=max_windows) for text in texts]
+  windows = [w for ws in per_text for w in ws]
+  owner = np.repeat(np.arange(len(texts)), [len(ws) for ws in per_text])
   lens = np.array([w.length for w in windows], np.int64)
   offsets = np.concatenate([[0], np.cumsum(lens)])
   toks = np.zeros((int(offsets[-1]), encoder.hidden_size), np.float16)
@@ -95,7 +105,7 @@ def extract_features(encoder, texts: Sequence[str], layer: int, max_length: int,
       toks[offsets[i]:offsets[i + 1]] = hidden[row, :lens[i]]
     if b // batch_size % 100 == 0 or b + batch_size >= len(order):
       log(f"  features {name}: {min(b + batch_size, len(order))}/{len(order)} ({time.time() - start:.0f}s)")
-  return Features(lens, toks)
+  return Features(lens, toks, owner)
 
 
 def cached_sentences(encoder, texts: Sequence[str], cache_dir: Path | None, name: str,
@@ -117,19 +127,20 @@ def cached_sentences(encoder, texts: Sequence[str], cache_dir: Path | None, name
 
 
 def cached_features(encoder, texts: Sequence[str], layer: int, max_length: int, cache_dir: Path | None,
-                    name: str, log: Callable[[str], None] = print) -> Features:
-  """:func:`extract_features`, stored in ``cache_dir`` under a key of encoder, layer, window and texts."""
+                    name: str, log: Callable[[str], None] = print, max_windows: int = 1) -> Features:
+  """:func:`extract_features`, stored in ``cache_dir`` under a key of encoder, layer, windows and texts."""
   if cache_dir is None:
-    return extract_features(encoder, texts, layer, max_length, log=log, name=name)
+    return extract_features(encoder, texts, layer, max_length, log=log, name=name, max_windows=max_windows)
   digest = hashlib.sha1("\x1e".join(texts).encode("utf-8")).hexdigest()[:12]
-  path = cache_dir / f"{encoder.cache_key}-L{layer}-M{max_length}-{name}-{digest}.npz"
+  windows = f"W{max_windows}-" if max_windows != 1 else ""
+  path = cache_dir / f"{encoder.cache_key}-L{layer}-M{max_length}-{windows}{name}-{digest}.npz"
   if path.is_file():
     data = np.load(path)
     log(f"  features {name}: cached {path.name}")
-    return Features(data["lens"], data["toks"])
-  feats = extract_features(encoder, texts, layer, max_length, log=log, name=name)
+    return Features(data["lens"], data["toks"], data["owner"] if "owner" in data else None)
+  feats = extract_features(encoder, texts, layer, max_length, log=log, name=name, max_windows=max_windows)
   cache_dir.mkdir(parents=True, exist_ok=True)
-  np.savez(path, lens=feats.lens, toks=feats.toks)
+  np.savez(path, lens=feats.lens, toks=feats.toks, owner=feats.owner)
   return feats
 
 
@@ -356,7 +367,9 @@ def train(args: argparse.Namespace) -> dict:
     ag_train, ag_dev = ag_train[:args.limit], ag_dev[:max(20, args.limit // 9)]
   iptc = td.load_iptc(Path(args.iptc))
   reuters = td.load_reuters(Path(args.reuters), limit=args.reuters_limit) if args.reuters else []
-  seed_rows = td.load_seed(Path(args.seed_data), args.seed_secondary_target) if args.seed_data else []
+  seed_negatives = [td.medtop(int(n)) if n.isdigit() else n for n in args.seed_negatives.split(",") if n]
+  seed_rows = [row for path in args.seed_data if path
+               for row in td.load_seed(Path(path), args.seed_secondary_target, seed_negatives)]
   log(f"data: AG train {len(ag_train)}, AG dev {len(ag_dev)} (fixed 10% hash split), "
       f"IPTC definitions {len(iptc)}, Reuters {len(reuters)}, seed texts {len(seed_rows)}")
   cache = Path(args.cache_dir) if args.cache_dir else None
@@ -379,9 +392,11 @@ def train(args: argparse.Namespace) -> dict:
   feats = {}
   for name, rows in [("agdev", ag_dev)] + sources:
     if rows:
-      feats[name] = cached_features(encoder, [e.text for e in rows], layer, args.max_length, cache, name, log)
+      feats[name] = cached_features(encoder, [e.text for e in rows], layer, args.max_length, cache, name, log,
+                                    max_windows=args.seed_windows if name == "seed" else 1)
   used = [(name, rows) for name, rows in sources if rows]
-  train_rows = [e for _, rows in used for e in rows]
+  # one example a window: a seed text read in several windows trains on each of them
+  train_rows = [rows[i] for name, rows in used for i in feats[name].owner]
   train_feats = Features(np.concatenate([feats[name].lens for name, _ in used]),
                          np.concatenate([feats[name].toks for name, _ in used]))
   per_source = {"ag": 1.0, "iptc": args.iptc_weight, "reuters": args.reuters_weight, "seed": args.seed_weight}
@@ -431,9 +446,11 @@ def train(args: argparse.Namespace) -> dict:
       "training": {"seed": args.seed, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                    "iptc_weight": args.iptc_weight, "reuters_weight": args.reuters_weight,
                    "seed_weight": args.seed_weight, "seed_secondary_target": args.seed_secondary_target,
+                   "seed_windows": args.seed_windows, "seed_negatives": seed_negatives,
                    "pseudo_weight": args.pseudo_weight,
                    "rows": {"ag_train": len(ag_train), "ag_dev": len(ag_dev), "iptc": len(iptc),
-                            "reuters": len(reuters), "seed": len(seed_rows)},
+                            "reuters": len(reuters), "seed": len(seed_rows),
+                            "seed_windows": len(feats["seed"]) if seed_rows else 0},
                    "seconds": round(time.time() - started, 1)},
   }
   out = Path(args.out)
@@ -458,9 +475,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="IPTC Media Topics flat CSV (qcode, broader, label_en_GB, definition_en_GB, retired).")
   parser.add_argument("--reuters", default=None, help="Directory of Reuters-21578 reut2-*.sgm files (optional).")
   parser.add_argument("--reuters-limit", type=int, default=1500)
-  parser.add_argument("--seed-data", default=str(SEED_DATA),
-                      help="Our own short news-style examples (JSONL {text, labels}); '' for none.")
-  parser.add_argument("--seed-weight", type=float, default=3.0)
+  parser.add_argument("--seed-data", nargs="*", default=[str(path) for path in SEED_DATA],
+                      help="Our own news-style examples (JSONL files of {text, labels}); none with no file.")
+  parser.add_argument("--seed-weight", type=float, default=2.0)
+  parser.add_argument("--seed-negatives", default="4,13,15",
+                      help="Top-level topics (numbers or codes) a seed text is surely not about unless it "
+                           "names them.")
+  parser.add_argument("--seed-windows", type=int, default=3,
+                      help="Train on up to this many windows of every seed text (each window an example).")
   parser.add_argument("--seed-secondary-target", type=float, default=0.6,
                       help="Target of a seed text's topics after its first (below 1: the first should rank first).")
   parser.add_argument("--pseudo-weight", type=float, default=1.0,

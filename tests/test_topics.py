@@ -100,6 +100,17 @@ def test_seed_texts_rank_their_first_topic_first(tmp_path, secondary):
   assert club.target[economy] == 1.0 and club.target.sum() == 1.0 and tax.source == "seed"
 
 
+def test_seed_negatives_are_configurable(tmp_path):
+  path = tmp_path / "seed.jsonl"
+  path.write_text(json.dumps({"text": "Ministers defend the tax rise.", "labels": [POLITICS, "medtop:04000000"]})
+                  + "\n")
+  arts = td.INDEX["medtop:01000000"]
+  (default,) = td.load_seed(path)
+  (wider,) = td.load_seed(path, negatives=td.SEED_NEGATIVES + ("medtop:01000000", POLITICS))
+  assert default.weight[arts] == td.SOFT_NEGATIVE and wider.weight[arts] == 1.0 and wider.target[arts] == 0.0
+  assert wider.target[td.INDEX[POLITICS]] == 1.0  # a named topic is never a negative
+
+
 def test_reuters_tags_map_to_economy(tmp_path):
   body = "The company said first quarter net profit rose to 12 mln dlrs from nine mln dlrs a year ago. " * 4
   sgm = (f'<REUTERS TOPICS="YES" NEWID="1"><TOPICS><D>earn</D></TOPICS><TEXT><TITLE>ACME PROFIT UP</TITLE>'
@@ -165,6 +176,23 @@ def test_story_score_pools_all_windows(model):
   np.testing.assert_allclose(got, expected, atol=1e-4)
   first_only = torch.sigmoid(logits[0]).numpy()
   assert got[td.INDEX[SPORT]] > first_only[td.INDEX[SPORT]] + 0.1
+
+
+def test_features_of_several_windows_keep_their_text(model, tmp_path):
+  """--seed-windows: a long text gives one feature row a window, each pointing back at its text."""
+  long_text = " ".join(f"Sentence {i} about the match." for i in range(100))
+  texts = ["A short story about a football match.", long_text]
+  model.encoder.cache_key = "enc-test"
+  cached = [tt.cached_features(model.encoder, texts, 3, 128, tmp_path, "seed", log=lambda _: None, max_windows=3)
+            for _ in range(2)]  # extracted, then read back from the cache
+  assert len(list(tmp_path.glob("*-L3-M128-W3-seed-*.npz"))) == 1
+  for feats in cached:
+    assert feats.owner.tolist() == [0, 1, 1, 1]
+    windows = model.encoder.windows(long_text, 128, 32, max_windows=3)
+    assert feats.lens.tolist() == [model.encoder.windows(texts[0])[0].length] + [w.length for w in windows]
+  first = tt.extract_features(model.encoder, texts, 3, 128, log=lambda _: None)
+  assert first.owner.tolist() == [0, 1] and first.lens[1] == cached[0].lens[1]
+  np.testing.assert_array_equal(first.toks[first.offsets[1]:], cached[0].toks[cached[0].offsets[1]:cached[0].offsets[2]])
 
 
 def test_topics_threshold_and_order(model):
