@@ -24,10 +24,10 @@ Data (see ``pipelines/topics_data.py`` for the label mapping):
 The encoder is frozen. Its hidden states after ``--feature-layer`` layers are computed once (the first
 window of every text, or the first ``--seed-windows`` of a seed text; cached as fp16) and the head
 (``--head-layers`` transformer layers initialised from the encoder layers after the feature layer, mean
-+ attention pooling, 17 sigmoids) trains on them. After
-training a temperature is fitted on the dev split (calibration). The artifact is the head only (fp16)
-plus a config naming the encoder: by default the bundled NER model, read after its third layer, so that
-the pipeline runs one encoder pass for both stages.
++ attention pooling, 17 sigmoids) trains on them. After training a temperature is fitted on the dev
+split (calibration). The artifact is the head only (fp16) plus a config naming the encoder: by default
+the bundled NER model, read after its third layer, so that the pipeline runs one encoder pass for both
+stages.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ DEFAULT_OUT = REPO / "models" / "topics"
 DEFAULT_ENCODER = REPO / "models" / "ner"
 DEFAULT_NER_FEATURE_LAYER = 3
 #: Texts written for this project: short news-style texts, and whole BBC-style articles.
-SEED_DATA = (Path(__file__).resolve().parent / "data" / "topics_seed_en.jsonl",
-             Path(__file__).resolve().parent / "data" / "topics_articles_en.jsonl")
+SEED_DATA = tuple(Path(__file__).resolve().parent / "data" / name
+                  for name in ("topics_seed_en.jsonl", "topics_articles_en.jsonl"))
 
 
 # --- Features ---------------------------------------------------------------------------------------
