@@ -16,7 +16,7 @@ Data (see ``pipelines/topics_data.py`` for the label mapping):
   ``pipelines/data/topics_articles_en.jsonl``: whole articles in the BBC News desks' style (business,
   entertainment, politics, sport, technology), also written for this project, read in up to
   ``--seed-windows`` windows each. Topics in ``--seed-negatives`` are sure negatives of a seed text unless
-  it names them; ``models/topics/README.md`` has the counts.
+  it names them; ``transforms/assets/topics/README.md`` has the counts.
 * World pseudo-labels: a zero-shot teacher (the base package's sentence vectors; for each topic the mean
   cosine similarity to its 3 nearest IPTC concepts) picks the likeliest allowed topic of every World row,
   which becomes an extra positive target. Without it the noisy-OR lets one topic soak up all of World.
@@ -45,12 +45,13 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import topics_data as td
+from transforms import assets
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-DEFAULT_OUT = REPO / "models" / "topics"
-#: The NER model whose encoder pass the head shares, and the layer it reads (see models/topics/README.md).
-DEFAULT_ENCODER = REPO / "models" / "ner"
+DEFAULT_OUT = assets.TOPICS_DIR
+#: The NER model whose encoder pass the head shares, and the layer it reads (see transforms/assets/topics/README.md).
+DEFAULT_ENCODER = assets.NER_DIR
 DEFAULT_NER_FEATURE_LAYER = 3
 #: Texts written for this project: short news-style texts, and whole BBC-style articles.
 SEED_DATA = tuple(Path(__file__).resolve().parent / "data" / name
@@ -490,7 +491,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--out", default=str(DEFAULT_OUT), help="Output directory of the topic head.")
   parser.add_argument("--encoder", default=str(DEFAULT_ENCODER),
                       help="Encoder: a casing NER model directory whose pass the head shares (default: the "
-                           "bundled models/ner), or 'base' for the base MiniLM package's own encoder.")
+                           "bundled transforms/assets/ner), or 'base' for the base MiniLM package's own encoder.")
   parser.add_argument("--encoder-ref", default=None,
                       help="How the artifact names the encoder (default: its path relative to --out, e.g. ../ner).")
   parser.add_argument("--feature-layer", type=int, default=None,

@@ -283,7 +283,7 @@ def test_stream_with_the_enrichment_stages(pubsub_channel, tmp_path):  # noqa: F
   """NER and topics (those with a built model) inside the windows; latency once the models are loaded."""
   stages = _stages_with_models()
   if not stages:
-    pytest.skip("no enrichment model is built (models/ner, models/topics)")
+    pytest.skip("no enrichment model is built (transforms/assets/ner, transforms/assets/topics)")
   from google.cloud import pubsub_v1
 
   publisher = pubsub_v1.PublisherClient()

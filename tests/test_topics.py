@@ -20,6 +20,7 @@ torch = pytest.importorskip("torch")
 from pipelines import topics_data as td  # noqa: E402
 from pipelines import train_topics as tt  # noqa: E402
 from schemas.records import Story  # noqa: E402
+from transforms import assets  # noqa: E402
 from transforms import topics_model as tm  # noqa: E402
 
 SPORT = "medtop:15000000"
@@ -148,7 +149,7 @@ def test_calibration_error():
 def model():
   torch.set_num_threads(1)
   if not tm.is_head_dir(tm.DEFAULT_MODEL_DIR):
-    pytest.fail("the bundled topic model (models/topics) is missing")
+    pytest.fail("the bundled topic model (transforms/assets/topics) is missing")
   return tm.load_topic_model()
 
 
@@ -347,7 +348,7 @@ def test_train_smoke_run(tmp_path, capsys, encoder):
     assert config["encoder"] == "base" and config["encoder_sha1"] is None and config["feature_layer"] == 5
   else:  # the bundled NER model's pass, named relative to the head's directory
     assert list((tmp_path / "cache").glob("enc-*-L3-M128-agtrain-*.npz"))
-    assert (out / config["encoder"]).resolve() == (REPO / "models" / "ner").resolve()
+    assert (out / config["encoder"]).resolve() == assets.NER_DIR.resolve()
     assert config["encoder_sha1"] and config["feature_layer"] == 3 and config["casing_token_types"]
   assert len(config["labels"]) == 17 and config["temperature"] > 0
   metrics = json.loads((out / "metrics.json").read_text())
@@ -411,5 +412,5 @@ def test_bundled_head_fits_its_encoder():
 
   digest = hashlib.sha1((encoder_dir / "model.safetensors").read_bytes()).hexdigest()
   assert digest == config["encoder_sha1"], (
-      f"models/topics was trained on another {encoder_dir.name} model: run wirestream train topics "
+      f"transforms/assets/topics was trained on another {encoder_dir.name} model: run wirestream train topics "
       f"--encoder {encoder_dir} --encoder-ref {config['encoder']}")

@@ -20,6 +20,8 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+from transforms import assets
+
 #: Casing classes fed as ``token_type_ids``.
 CASE_OTHER, CASE_LOWER, CASE_TITLE, CASE_UPPER = 0, 1, 2, 3
 NUM_CASING_CLASSES = 4
@@ -36,7 +38,7 @@ FROZEN_FROM_BASE = ("bert.embeddings.word_embeddings.weight",)
 WIRESTREAM_KEY = "wirestream"
 
 #: The default model, committed with the code.
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "ner"
+DEFAULT_MODEL_DIR = assets.NER_DIR
 
 
 def casing_class(piece_text: str) -> int:

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from transforms import assets
+
 LOG = logging.getLogger(__name__)
 
 #: Bumped whenever the exported graph changes (part of the cache key).
@@ -344,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m transforms.onnx_backend", description=main.__doc__)
   parser.add_argument("--ner-model", default=str(nm.DEFAULT_MODEL_DIR))
   parser.add_argument("--topics-model",
-                      default=str(Path(__file__).resolve().parents[1] / "models" / "topics"))
+                      default=str(assets.TOPICS_DIR))
   args = parser.parse_args(argv)
   print(ensure_exported(args.ner_model, args.topics_model))
   return 0

@@ -34,14 +34,14 @@ from schemas.records import (
     Story,
     Topic,
 )
-from transforms import model_cache
+from transforms import assets, model_cache
 
 STAGE = "topics"
 NAMESPACE = "wirestream.topics"
 #: Rough characters per encoder window, to size batches before tokenising.
 CHARS_PER_WINDOW = 450
 #: The bundled topic model (``transforms.topics_model.DEFAULT_MODEL_DIR``, without importing torch here).
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "topics"
+DEFAULT_MODEL_DIR = assets.TOPICS_DIR
 
 
 def story_text(story: Story) -> str:
@@ -60,7 +60,7 @@ def estimated_windows(story: Story) -> int:
 class TopicModelHandler(ModelHandler[Story, PredictionResult, Any]):
   """Loads a topic classifier (ours or a Hugging Face one) and scores batches of stories.
 
-  ``model_path`` None means the bundled model (``models/topics``). Batches are sized in estimated encoder
+  ``model_path`` None means the bundled model (``transforms/assets/topics``). Batches are sized in estimated encoder
   windows (``max_batch_windows``), not in stories, so a batch of long stories stays bounded.
   """
 
@@ -174,7 +174,6 @@ class _Failed(beam.DoFn):
 
 
 def model_display_name(model_path: str | None) -> str:
-  from pathlib import Path
 
   from transforms import topics_model
 

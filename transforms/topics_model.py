@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from transforms import assets
+
 #: The 17 IPTC Media Topics top-level concepts (qcode, en-GB label). IPTC NewsCodes, CC BY 4.0.
 IPTC_ROOTS: tuple[tuple[str, str], ...] = (
     ("medtop:01000000", "arts, culture, entertainment and media"),
@@ -477,7 +479,7 @@ class HFTopicClassifier(TopicClassifier):
 
 
 #: The bundled topic model.
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "topics"
+DEFAULT_MODEL_DIR = assets.TOPICS_DIR
 
 
 def is_head_dir(path: str | Path) -> bool:
