@@ -5,17 +5,26 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LAKE ?= lake
 
-.PHONY: setup demo test lint stream-demo dataflow-dry-run bench clean schema-doc
+.PHONY: setup lock demo test test-wheel lint stream-demo dataflow-dry-run bench clean schema-doc
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Installs exactly the versions in requirements.lock (torch is the CPU build), with --no-deps so that
+# nothing is resolved afresh, then the package itself (editable) and pip's consistency check.
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m pipelines.devtools.lock --check
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned: the CPU wheel (an unpinned torch pulls a multi-GB CUDA build)
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $(STAMP)
+
+# Re-resolves every dependency to the newest versions pyproject.toml allows and rewrites the lock; review
+# its diff, run `make setup test`, commit both. To move only what a pyproject change needs instead:
+# $(PY) -m pipelines.devtools.lock --constraint requirements.lock
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pipelines.devtools.lock
 
 demo: $(STAMP)
 	rm -rf $(LAKE)
@@ -26,7 +35,11 @@ demo: $(STAMP)
 	$(VENV)/bin/wirestream query --lake $(LAKE) "SELECT stage, error_type, count(*) AS n FROM errors GROUP BY ALL"
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not wheel" tests
+
+# The wheel built, installed into a new venv with the locked dependencies and run from elsewhere (minutes).
+test-wheel: $(STAMP)
+	$(PY) -m pytest -q -m wheel tests
 
 stream-demo: $(STAMP)
 	$(PY) -m pipelines.stream_demo --seeds seeds --output $(LAKE)-stream

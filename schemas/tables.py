@@ -3,8 +3,9 @@
 Each table is hive-partitioned by ``date=YYYY-MM-DD`` (the story's publication
 date in UTC, else its ingest date; for errors, the error date). The partition
 column is not stored inside the files. Every field carries its documentation in
-the field metadata (``doc``), and every file carries the table name and
-``SCHEMA_VERSION`` in its schema metadata. ``wirestream schema`` prints them.
+the field metadata (``doc``), and every file carries the table name,
+``SCHEMA_VERSION`` and the version of wirestream that wrote it (``writer``) in its
+schema metadata. ``wirestream schema`` prints them.
 
 Versioning: add nullable columns freely (minor bump); renaming, retyping or
 removing a column is a major bump.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from importlib import metadata
 from typing import Any
 
 import pyarrow as pa
@@ -21,6 +23,21 @@ import pyarrow as pa
 from schemas.records import DeadLetter, Story
 
 SCHEMA_VERSION = "1.0"
+
+
+def _package_version() -> str:
+  try:
+    return metadata.version("wirestream")
+  except metadata.PackageNotFoundError:  # the source tree on sys.path without an install
+    return "0+unknown"
+
+
+#: The installed wirestream's version (pyproject.toml's), recorded in every file it writes.
+PACKAGE_VERSION = _package_version()
+
+
+def _table_metadata(table: str) -> dict[str, str]:
+  return {"table": table, "schema_version": SCHEMA_VERSION, "writer": f"wirestream {PACKAGE_VERSION}"}
 
 
 def _f(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
@@ -74,7 +91,7 @@ EVENTS = pa.schema([
     _f("top_topic_code", pa.string(), "qcode of the highest-scoring topic."),
     _f("top_topic_label", pa.string(), "Label of the highest-scoring topic."),
     _f("top_topic_score", pa.float32(), "Score of the highest-scoring topic."),
-], metadata={"table": "events", "schema_version": SCHEMA_VERSION})
+], metadata=_table_metadata("events"))
 
 ENTITIES = pa.schema([
     _f("mention_id", pa.string(), "story_id:version:start_char:end_char; unique per row.", False),
@@ -89,7 +106,7 @@ ENTITIES = pa.schema([
     _f("sentence_index", pa.int32(), "0-based index of the sentence of the body holding the mention.", False),
     _f("model", pa.string(), "NER model name."),
     _f("published_at", _TS, "Publication time of the story (UTC)."),
-], metadata={"table": "entities", "schema_version": SCHEMA_VERSION})
+], metadata=_table_metadata("entities"))
 
 ERRORS = pa.schema([
     _f("error_id", pa.string(), "Deterministic id of the dead letter (input, locator, stage, raw hash).", False),
@@ -106,7 +123,7 @@ ERRORS = pa.schema([
     _f("message_id", pa.string(), "Pub/Sub message id (streaming only)."),
     _f("attributes", pa.map_(pa.string(), pa.string()), "Pub/Sub message attributes (streaming only)."),
     _f("story_id", pa.string(), "Story id, when the error happened after parsing."),
-], metadata={"table": "errors", "schema_version": SCHEMA_VERSION})
+], metadata=_table_metadata("errors"))
 
 TABLES: dict[str, pa.Schema] = {"events": EVENTS, "entities": ENTITIES, "errors": ERRORS}
 

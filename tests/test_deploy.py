@@ -16,7 +16,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from pipelines import flex_template, requirements_lock
+from pipelines import flex_template
+from pipelines.devtools import lock
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -27,53 +28,85 @@ PARAMETERS = {parameter["name"]: parameter for parameter in METADATA["parameters
 DEV_TOOLS = ("pytest", "hypothesis", "ruff")
 
 
-def _pins() -> dict[str, Version]:
-  pins = {}
-  for line in (DEPLOY / "requirements.txt").read_text(encoding="utf-8").splitlines():
-    line = line.strip()
-    if not line or line.startswith("#"):
-      continue
-    match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line)
-    assert match, f"not an exact pin: {line!r}"
-    name = canonicalize_name(match.group(1))
-    assert name not in pins, f"{name} pinned twice"
-    pins[name] = Version(match.group(2))
-  return pins
+LOCK_TEXT = (REPO / "requirements.lock").read_text(encoding="utf-8")
 
 
-# --- requirements ---------------------------------------------------------------------------------
+def _pins(roles: tuple[str, ...] = ("runtime",)) -> dict[str, Version]:
+  return {name: Version(version) for name, (version, role) in lock.pins(LOCK_TEXT).items() if role in roles}
 
 
-def test_every_pyproject_dependency_has_a_pin_that_satisfies_it():
-  pins = _pins()
-  for line in PYPROJECT["project"]["dependencies"]:
-    requirement = Requirement(line)
+def _requirements() -> list[Requirement]:
+  project = PYPROJECT["project"]
+  lines = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+  return [Requirement(line) for line in lines]
+
+
+def test_lock_lines_are_exact_pins_each_named_once():
+  names = []
+  for raw in LOCK_TEXT.splitlines():
+    line = raw.partition("#")[0].strip()
+    if line:
+      match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line)
+      assert match, f"not an exact pin: {raw!r}"
+      names.append(canonicalize_name(match.group(1)))
+  assert len(names) == len(set(names)), "a package pinned twice"
+  assert lock.recorded_digest(LOCK_TEXT), "the lock records no digest of its inputs"
+
+
+def test_lock_was_made_from_this_pyproject():
+  assert lock.check() is None, lock.check()
+
+
+def test_lock_check_names_the_fix_when_pyproject_changes(tmp_path):
+  changed = (REPO / "pyproject.toml").read_text(encoding="utf-8").replace(
+      '"defusedxml>=0.7",', '"defusedxml>=0.7",\n  "rich>=13",')
+  assert changed != (REPO / "pyproject.toml").read_text(encoding="utf-8")
+  (tmp_path / "pyproject.toml").write_text(changed, encoding="utf-8")
+  (tmp_path / "requirements.lock").write_text(LOCK_TEXT, encoding="utf-8")
+  problem = lock.check(tmp_path / "requirements.lock", tmp_path / "pyproject.toml")
+  assert problem and "make lock" in problem
+  result = subprocess.run([sys.executable, "-m", "pipelines.devtools.lock", "--check"], capture_output=True,
+                          text=True, cwd=REPO, timeout=60)
+  assert result.returncode == 0, result.stderr
+
+
+def test_every_pyproject_requirement_has_a_pin_that_satisfies_it():
+  pins = _pins(("runtime", "dev"))
+  for requirement in _requirements():
     name = canonicalize_name(requirement.name)
-    assert name in pins, f"{requirement} has no pin in deploy/requirements.txt"
+    assert name in pins, f"{requirement} has no pin in requirements.lock"
     assert requirement.specifier.contains(pins[name], prereleases=True), (
         f"pin {name}=={pins[name]} does not satisfy {requirement}")
 
 
-def test_pins_cover_the_runtime_closure_and_leave_out_dev_tools():
-  pins = _pins()
-  needed = requirements_lock.locked_versions()
-  missing = sorted(set(needed) - set(pins))
-  assert not missing, f"runtime dependencies without a pin (regenerate the file): {missing}"
+def test_this_environment_runs_exactly_the_locked_versions():
+  """What `make setup` installed is the lock: every package of the runtime and dev closure, same version,
+  and the dev tools are not runtime pins (the worker image leaves them out)."""
+  installed = lock.classify(lock.installed_metadata(), "wirestream")
+  locked = lock.pins(LOCK_TEXT)
+  closure = {name: value for name, value in installed.items() if value[1] != "build"}
+  assert {name: version for name, (version, _) in closure.items()} == {
+      name: locked[name][0] for name in closure if name in locked}, "installed versions differ from the lock"
+  missing = sorted(set(closure) - set(locked))
+  assert not missing, f"installed dependencies missing from requirements.lock (run make lock): {missing}"
+  for name, (_, role) in closure.items():
+    assert locked[name][1] == role, (name, role, locked[name][1])
   for tool in DEV_TOOLS:
-    assert tool not in pins
+    assert locked[tool][1] == "dev"
+
+
+def test_lock_renders_sorted_exact_pins_with_roles():
+  text = lock.render({"b-pkg": ("1.0", "runtime"), "a-pkg": ("2.0+cpu", "runtime"), "c": ("3", "dev")}, "abc")
+  assert lock.recorded_digest(text) == "abc"
+  lines = [line for line in text.splitlines() if not line.startswith("#")]
+  assert lines == ["a-pkg==2.0+cpu", "b-pkg==1.0", "c==3  # dev"]
+  assert lock.pins(text) == {"a-pkg": ("2.0+cpu", "runtime"), "b-pkg": ("1.0", "runtime"), "c": ("3", "dev")}
 
 
 def test_torch_is_the_cpu_build_the_dockerfile_installs():
   torch = _pins()["torch"]
   assert torch.local == "cpu"
-  assert f"ARG TORCH_VERSION={torch.public}" in DOCKERFILE
-  assert "--index-url https://download.pytorch.org/whl/cpu" in DOCKERFILE
-
-
-def test_lock_generator_renders_sorted_exact_pins():
-  text = requirements_lock.render({"b-pkg": "1.0", "a-pkg": "2.0+cpu"})
-  lines = [line for line in text.splitlines() if not line.startswith("#")]
-  assert lines == ["a-pkg==2.0+cpu", "b-pkg==1.0"]
+  assert "--extra-index-url https://download.pytorch.org/whl/cpu" in DOCKERFILE
 
 
 # --- Dockerfile -----------------------------------------------------------------------------------
@@ -96,6 +129,13 @@ def test_dockerfile_copies_existing_paths_and_points_the_template_at_the_entry_f
   assert workdir == "/template"
   assert (REPO / py_file).is_file()
   assert "HF_HUB_OFFLINE=1" in DOCKERFILE
+
+
+def test_image_installs_the_wheel_with_the_lock_as_constraints():
+  assert re.search(r"^RUN pip wheel --no-deps .*--wheel-dir /dist \.$", DOCKERFILE, re.M)
+  assert "--constraint /tmp/requirements.lock /tmp/dist/wirestream-*.whl" in DOCKERFILE
+  assert not re.search(r"pip install[^\n]* -e ", DOCKERFILE), "the image must not use an editable install"
+  assert "COPY models" not in DOCKERFILE and "COPY transforms/assets" not in DOCKERFILE
 
 
 def test_entry_file_is_a_thin_call_into_the_package():

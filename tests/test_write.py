@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from importlib import metadata
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -54,6 +55,7 @@ def test_tables_are_partitioned_typed_and_queryable(tmp_path):
   assert not list((tmp_path / "lake").rglob(".tmp-*"))
   meta = pq.read_schema(next((tmp_path / "lake" / "events").rglob("*.parquet"))).metadata
   assert meta[b"schema_version"] == SCHEMA_VERSION.encode()
+  assert meta[b"writer"] == f"wirestream {metadata.version('wirestream')}".encode()
 
   con = query.connect(out)
   assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 3

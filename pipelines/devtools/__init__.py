@@ -1,0 +1,1 @@
+"""Development tools: the dependency lock. Nothing here is imported by the runtime."""
