@@ -17,7 +17,7 @@ import apache_beam as beam
 import duckdb
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from pipelines.cli import main
@@ -166,9 +166,19 @@ def _enrichment_available() -> bool:
              for path in (ner_model.DEFAULT_MODEL_DIR, topics_model.DEFAULT_MODEL_DIR))
 
 
+def _plain_story(story_id: str, headline: str | None, body: str) -> Story:
+  return Story(story_id=story_id, version=1, body=body, source_format="json", input_uri="mem://s", locator="",
+               raw_sha256="0" * 64, ingested_at=dt.datetime(2026, 1, 1, tzinfo=UTC), headline=headline,
+               language="en")
+
+
 @pytest.mark.skipif(not _enrichment_available(), reason="the enrichment models are not built")
-@settings(max_examples=2, deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+@settings(max_examples=2, deadline=None, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=list(HealthCheck))
 @given(st.lists(hostile_stories(), min_size=3, max_size=8))
+@example([_plain_story("s0", "Head \ud800", "OSLO (NTB) - Jonas Store said \ud800 on Monday."),
+          _plain_story("s1", "Fine", "LONDON (Reuters) - Boris Johnson spoke in London."),
+          _plain_story("s2", None, "\udcff\x00\x01 Paris")])
 def test_enrichment_and_write_take_any_story(stories):
   import argparse
 
