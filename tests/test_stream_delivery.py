@@ -16,11 +16,15 @@ import time
 
 import duckdb
 import pytest
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
 
 from pipelines import query
 from tests.pubsub_emulator import StreamProcess, pubsub_emulator  # noqa: F401 - fixture
+from tests.test_poison import story_object
 
-pytestmark = pytest.mark.emulator
+pytestmark = [pytest.mark.emulator,
+              pytest.mark.filterwarnings("ignore:The return_immediately flag:DeprecationWarning")]
 
 STORIES = 30
 LEASE = "10"
@@ -202,3 +206,34 @@ def test_sigterm_with_the_enrichment_stages_writes_enriched_stories_quickly(emul
   # The models are loaded once: stopping writes the open window without loading them again.
   assert stop_s < 20, f"stop took {stop_s:.1f}s:\n{stream.output()}"
   print(f"\nSIGTERM with ner,topics: {STORIES}/{STORIES} enriched and acknowledged; stop took {stop_s:.1f}s")
+
+
+_POISON = {"headline": "Bad \ud800 head", "body": "LONDON (Reuters) - A lone surrogate in the headline."}
+
+
+@settings(max_examples=1, deadline=None, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=list(HealthCheck))
+@given(st.lists(story_object, min_size=3, max_size=10), st.booleans())
+@example([_POISON, {"headline": "Fine", "body": "OSLO (NTB) - A good story."}], True)
+def test_no_message_stops_the_stream(emulator, tmp_path_factory, objects, ascii_only):
+  """Arbitrary records as messages: each one ends as an event or error rows, all acknowledged."""
+  import json
+
+  from google.cloud import pubsub_v1
+
+  topic, subscription = _channel(emulator, f"fuzz-{time.monotonic_ns()}")
+  publisher = pubsub_v1.PublisherClient()
+  futures = []
+  for i, obj in enumerate(objects):
+    data = json.dumps({**obj, "guid": f"fuzz-{i}"}, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    futures.append(publisher.publish(topic, data, format="json"))
+  published = {future.result() for future in futures}
+  lake = tmp_path_factory.mktemp("fuzz") / "lake"
+  stream = _stream(emulator, subscription, lake, "--duration", "6", window="2")
+  assert stream.wait(90) == 0, stream.output()
+  assert _summary(stream)["messages_acked"] == len(published), stream.output()
+  con = query.connect(str(lake))
+  events = {row[0] for row in con.execute("SELECT message_id FROM events").fetchall()}
+  errors = {row[0] for row in con.execute("SELECT message_id FROM errors").fetchall()}
+  assert events | errors == published and not events & errors, stream.output()
+  assert _deliverable(subscription) == 0
