@@ -209,7 +209,7 @@ def test_interrupt_flushes_the_open_window(pubsub_channel, tmp_path):  # noqa: F
     time.sleep(0.2)
   stream.proc.send_signal(signal.SIGINT)
   assert stream.wait(60) == 130, stream.output()
-  assert "interrupted, stopping" in stream.output()
+  assert "SIGINT received, stopping" in stream.output()
   con = query.connect(str(lake))
   assert con.execute("SELECT message_id FROM events").fetchall() == [(message_id,)]
 
