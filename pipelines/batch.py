@@ -1,12 +1,19 @@
 """The batch pipeline: story files -> parse -> enrichment stages -> Parquet lake.
 
     wirestream run --input 'seeds/*' --output lake [--stages ner,topics|none] [Beam options]
+
+Stopped by SIGTERM or SIGINT, the run exits at once (status 143 / 130) after deleting the
+temporary files it was writing: every ``*.parquet`` file in the lake is complete, and a
+rerun over the same input completes the job (it rewrites the same files).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -21,7 +28,7 @@ from pipelines.common import (
 )
 from transforms.io import ReadRawRecords, match_inputs
 from transforms.parse import ParseStories
-from transforms.write import WriteTables, output_is_writable
+from transforms.write import WriteTables, output_is_writable, remove_unfinished_files
 
 
 def build(pipeline: beam.Pipeline, args: argparse.Namespace):
@@ -50,11 +57,36 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
   start = time.monotonic()
   pipeline = beam.Pipeline(options=pipeline_options(beam_args))
   build(pipeline, args)
-  result = pipeline.run()
-  result.wait_until_finish()
+  with _exit_on_signals():
+    result = pipeline.run()
+    result.wait_until_finish()
   print(f"wirestream run: done in {time.monotonic() - start:.1f}s, state {result.state}", file=sys.stderr)
   print_metrics(result)
   return 0
+
+
+def _stop_now(signum, frame) -> None:
+  removed = remove_unfinished_files()
+  print(f"wirestream run: {signal.Signals(signum).name} received: stopped; {removed} unfinished file(s) "
+        "removed, rerun to complete the job", file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  # At once: the runner's threads would otherwise go on with the job.
+  os._exit(128 + signum)
+
+
+class _exit_on_signals:  # noqa: N801 - used as a context manager
+  """SIGTERM and SIGINT (whatever disposition was inherited) stop the run at once; see the module doc."""
+
+  def __enter__(self):
+    self._saved = {}
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGINT, signal.SIGTERM):
+        self._saved[signum] = signal.signal(signum, _stop_now)
+    return self
+
+  def __exit__(self, *exc):
+    for signum, handler in self._saved.items():
+      signal.signal(signum, handler)
 
 
 def register(subparsers) -> None:

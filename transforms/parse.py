@@ -269,7 +269,7 @@ def _build(sub: _Sub, raw: RawRecord, locator: str, max_story_bytes: int, now: d
     language_source = "detected" if language else None
   guid = F.clean_opt(fields.guid)
   scope = F.clean_opt(fields.scope) or _family(sub.fmt)
-  return Story(
+  story = Story(
       story_id=story_id_for(scope, guid, headline, body),
       version=fields.version if fields.version is not None else 1,
       body=body,
@@ -292,6 +292,30 @@ def _build(sub: _Sub, raw: RawRecord, locator: str, max_story_bytes: int, now: d
       places=[p for p in (F.clean_text(x) for x in fields.places) if p],
       message_id=raw.message_id,
   )
+  _check_unicode(story)
+  return story
+
+
+class InvalidText(F.ParseProblem):
+  """A text field is not valid Unicode (a lone surrogate, e.g. from a JSON ``"\\ud800"`` escape)."""
+
+
+_TEXT_FIELDS = ("headline", "body", "byline", "dateline", "dateline_place", "agency", "source", "guid",
+                "language")
+
+
+def _check_unicode(story: Story) -> None:
+  """Raises InvalidText when a text field of ``story`` cannot be stored as UTF-8."""
+  for name in (*_TEXT_FIELDS, "source_subjects", "places"):
+    value = getattr(story, name)
+    for text in (value if isinstance(value, list) else [value]):
+      if text is None:
+        continue
+      try:
+        text.encode("utf-8")
+      except UnicodeEncodeError as error:
+        raise InvalidText(f"{name} holds a lone surrogate U+{ord(text[error.start]):04X} at character "
+                          f"{error.start}: not valid Unicode text") from None
 
 
 # --------------------------------------------------------------------------- splitting
