@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from schemas.records import DeadLetter, Story
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 def _f(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
@@ -89,6 +89,9 @@ ENTITIES = pa.schema([
     _f("sentence_index", pa.int32(), "0-based index of the sentence of the body holding the mention.", False),
     _f("model", pa.string(), "NER model name."),
     _f("published_at", _TS, "Publication time of the story (UTC)."),
+    _f("ingested_at", _TS,
+       "ingested_at of the events row this mention belongs to: the entities view keeps a mention only "
+       "while that row is the event's current one (schema 1.1)."),
 ], metadata={"table": "entities", "schema_version": SCHEMA_VERSION})
 
 ERRORS = pa.schema([
@@ -188,6 +191,7 @@ def entity_rows(story: Story) -> Iterable[dict[str, Any]]:
         "sentence_index": entity.sentence_index,
         "model": story.ner_model,
         "published_at": _utc(story.published_at),
+        "ingested_at": _utc(story.ingested_at),
     }
 
 
