@@ -35,24 +35,24 @@ def build(pipeline, args: argparse.Namespace, *, run_id: str | None = None, file
   from transforms.parse import ParseStories
   from transforms.write import WriteTables
 
-  def tick(what: str):
+  def tick(pcoll, what: str):
+    if not run_id:
+      return pcoll
     settings = (files, size, bool(args.stages), getattr(args, "progress_seconds", 5.0))
-    return beam.ParDo(Tick(run_id, what, *settings)) if run_id else beam.Map(lambda element: element)
+    return pcoll | f"Count{what.title()}" >> beam.ParDo(Tick(run_id, what, *settings))
 
   records, read_errors = pipeline | "Read" >> ReadRawRecords(args.input)
-  records = records | "CountFiles" >> tick("files")
+  records = tick(records, "files")
   stories, parse_errors = records | "Parse" >> ParseStories(max_story_bytes=args.max_story_bytes)
-  stories = (stories
-             | "CountStories" >> tick("stories")
-             | "OneStoryPerId" >> OnePerId("stories"))
+  stories = tick(stories, "stories") | "OneStoryPerId" >> OnePerId("stories")
   stories, stage_errors = apply_stages(stories, args)
   if args.stages:
-    stories = stories | "CountEnriched" >> tick("enriched")
+    stories = tick(stories, "enriched")
   errors = ((read_errors, parse_errors, *stage_errors)
             | "AllErrors" >> beam.Flatten()
             | "OneErrorPerId" >> OnePerId("errors")
-            | "CountErrorTypes" >> beam.ParDo(CountErrors())
-            | "CountErrors" >> tick("errors"))
+            | "CountErrorTypes" >> beam.ParDo(CountErrors()))
+  errors = tick(errors, "errors")
   return (stories, errors) | "Write" >> WriteTables(args.output, shards_per_partition=args.shards_per_partition)
 
 

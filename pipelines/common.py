@@ -53,9 +53,9 @@ def bounded(kind: Callable[[str], float], low: float, high: float | None = None)
   return convert
 
 
-def add_output_argument(parser: argparse.ArgumentParser, help_text: str, **kwargs) -> None:
+def add_output_argument(parser: argparse.ArgumentParser, help_text: str, dest: str = "output", **kwargs) -> None:
   """``--output``, the one name of the output option of every command (older names kept as aliases)."""
-  parser.add_argument(*OUTPUT_OPTIONS, dest="output", metavar="DIR", help=help_text, **kwargs)
+  parser.add_argument(*OUTPUT_OPTIONS, dest=dest, metavar="DIR", help=help_text, **kwargs)
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:

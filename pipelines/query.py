@@ -138,10 +138,11 @@ def _csv_cell(value: Any) -> Any:
   return value
 
 
-def print_result(cursor, fmt: str, stream=sys.stdout) -> int:
+def print_result(cursor, fmt: str, stream=None) -> int:
   import csv
   import json
 
+  stream = stream or sys.stdout
   columns = [d[0] for d in cursor.description or []]
   rows = cursor.fetchall()
   if fmt == "csv":
