@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import logging
 import posixpath
-import re
 import signal
 import sys
 import threading
@@ -64,15 +63,22 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.window import FixedWindows
 
-from pipelines.common import add_pipeline_arguments, apply_stages, pipeline_options, print_metrics
+from pipelines.common import (
+  apply_stages,
+  pipeline_options,
+  prepare_models,
+  print_metrics,
+  pubsub_path_problem,
+  pubsub_problem,
+)
+from pipelines.stream_options import register  # noqa: F401 - the command's options, kept light for --help
 from schemas import TABLES
-from transforms.dedup import DEFAULT_TTL_SECONDS, DedupStories
+from transforms.dedup import DedupStories
 from transforms.parse import ParseStories
-from transforms.pubsub import MAX_LEASE_SECONDS, Leases, ReadRawRecordsFromPubSub
-from transforms.write import WriteTables, output_is_writable
+from transforms.pubsub import Leases, ReadRawRecordsFromPubSub
+from transforms.write import WriteTables, ensure_tables, output_is_writable
 
 _LOG = logging.getLogger(__name__)
-_SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
 _DIRECT_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
 METRICS_NAMESPACE = "wirestream.stream"
@@ -462,19 +468,19 @@ def _is_direct(options) -> bool:
 
 def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
   prog = "wirestream stream"
-  if not _SUBSCRIPTION.match(args.subscription):
-    print(f"{prog}: error: --subscription must look like projects/PROJECT/subscriptions/NAME", file=sys.stderr)
+  problem = pubsub_path_problem("subscription", args.subscription)
+  if problem:
+    print(f"{prog}: error: {problem}", file=sys.stderr)
     return 2
   if args.window_seconds <= 0 or (args.duration is not None and args.duration <= 0):
     print(f"{prog}: error: --window-seconds and --duration must be positive", file=sys.stderr)
     return 2
-  if not 10 <= args.lease_seconds <= MAX_LEASE_SECONDS:
-    print(f"{prog}: error: --lease-seconds must be within 10..{MAX_LEASE_SECONDS}", file=sys.stderr)
-    return 2
-  problem = output_is_writable(args.output)
+  problem = output_is_writable(args.output) or pubsub_problem("subscription", args.subscription)
   if problem:
     print(f"{prog}: error: {problem}", file=sys.stderr)
     return 2
+  prepare_models(args, prog)
+  ensure_tables(args.output, time.strftime("%Y-%m-%d", time.gmtime()))
   options = _stream_options(beam_args)
   run_id = uuid.uuid4().hex
   control = None
@@ -592,53 +598,18 @@ def _finish(result, waiter: _Waiter, start: float, tally: Tally | None) -> int:
     return 1
   print(f"{prog}: finished after {time.monotonic() - start:.1f}s, state {result.state}",
         file=sys.stderr, flush=True)
+  if tally is not None and not tally.snapshot().get("messages"):
+    print(f"{prog}: no message arrived on the subscription; nothing was written", file=sys.stderr, flush=True)
+    return 0
   _report(result, tally)
   return 0
 
 
-def register(subparsers) -> None:
-  parser = subparsers.add_parser(
-      "stream", help="Run the streaming pipeline from a Pub/Sub subscription.",
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--subscription", required=True, help="projects/PROJECT/subscriptions/NAME")
-  parser.add_argument("--window-seconds", type=float, default=60.0,
-                      help="Length of the fixed windows files are written per (default: 60).")
-  parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                      help="Stop reading after this many seconds, write what was read, and exit "
-                           "(default: run until interrupted).")
-  parser.add_argument("--drain-timeout", type=float, default=None, metavar="SECONDS",
-                      help="Longest wait for the open windows to be written when stopping "
-                           "(default: the window length plus 120 s).")
-  parser.add_argument("--dedup-ttl-seconds", type=float, default=DEFAULT_TTL_SECONDS,
-                      help="How long a (story_id, version) is remembered to drop repeats (default: one day).")
-  parser.add_argument("--poll-seconds", type=float, default=0.5,
-                      help="DirectRunner: pause after a pull that found no messages (default: 0.5).")
-  parser.add_argument("--lease-seconds", type=float, default=60.0,
-                      help="DirectRunner: ack deadline a pulled message is held for, and extended, until its "
-                           "window is written; after a crash Pub/Sub delivers it again within this long "
-                           "(10..600, default: 60).")
-  parser.add_argument("--progress-seconds", type=float, default=5.0,
-                      help="Seconds between progress lines (default: 5).")
-  add_pipeline_arguments(parser)
-  parser.set_defaults(func=_run_with_defaults, accepts_beam_args=True)
-
-
-def _run_with_defaults(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
-  if args.drain_timeout is None:
-    args.drain_timeout = args.window_seconds + 120.0
-  return run(args, beam_args)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
   """``python -m pipelines.stream ...``: the ``stream`` command on its own."""
-  parser = argparse.ArgumentParser(prog="wirestream")
-  parser.add_argument("-v", "--verbose", action="store_true", help="Log Beam's INFO messages.")
-  commands = parser.add_subparsers(dest="command", required=True)
-  register(commands)
-  args, extra = parser.parse_known_args(["stream", *(sys.argv[1:] if argv is None else argv)])
-  logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                      format="%(levelname)s %(name)s: %(message)s")
-  return int(args.func(args, extra) or 0)
+  from pipelines.cli import main as cli_main
+
+  return cli_main(["stream", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

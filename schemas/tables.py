@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from schemas.records import DeadLetter, Story
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 def _package_version() -> str:
@@ -106,6 +106,9 @@ ENTITIES = pa.schema([
     _f("sentence_index", pa.int32(), "0-based index of the sentence of the body holding the mention.", False),
     _f("model", pa.string(), "NER model name."),
     _f("published_at", _TS, "Publication time of the story (UTC)."),
+    _f("ingested_at", _TS,
+       "ingested_at of the events row this mention belongs to: the entities view keeps a mention only "
+       "while that row is the event's current one (schema 1.1)."),
 ], metadata=_table_metadata("entities"))
 
 ERRORS = pa.schema([
@@ -205,6 +208,7 @@ def entity_rows(story: Story) -> Iterable[dict[str, Any]]:
         "sentence_index": entity.sentence_index,
         "model": story.ner_model,
         "published_at": _utc(story.published_at),
+        "ingested_at": _utc(story.ingested_at),
     }
 
 

@@ -41,7 +41,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 
 from schemas import TABLES, DeadLetter, Story, entity_rows, error_row, event_row
-from schemas.tables import ROW_ID
+from schemas.tables import ROW_ID, SCHEMA_VERSION
 
 #: Temporary files this process is writing (removed by ``remove_unfinished_files``).
 _UNFINISHED: set[str] = set()
@@ -276,3 +276,27 @@ def output_is_writable(output: str) -> str | None:
       cause = cause.__cause__
     return f"output {output!r} is not writable: {cause}"
   return None
+
+
+def schema_file(output: str, table: str, date: str) -> str:
+  """The empty file of ``table`` that carries the current schema (see :func:`ensure_tables`)."""
+  return f"{output.rstrip('/')}/{table}/date={date}/part-schema-{SCHEMA_VERSION}.parquet"
+
+
+def ensure_tables(output: str, today: str) -> list[str]:
+  """Writes, for each table without one, an empty file of the current schema version; returns them.
+
+  Every table then exists from a run's first second, with or without rows (``errors`` too), and a
+  reader that lines files up by column name (``union_by_name``, BigQuery's schema from the newest
+  file) sees every column of the current version even when no row has one yet.
+  """
+  written = []
+  for table, schema in TABLES.items():
+    pattern = f"{output.rstrip('/')}/{table}/*/part-schema-{SCHEMA_VERSION}.parquet"
+    if FileSystems.match([pattern])[0].metadata_list:
+      continue
+    path = schema_file(output, table, today)
+    with FileSystems.create(path) as handle:
+      pq.write_table(pa.Table.from_pylist([], schema=schema), handle, compression="zstd")
+    written.append(path)
+  return written
