@@ -1,8 +1,12 @@
 """``wirestream query``: SQL over the lake with DuckDB.
 
 Views ``events``, ``entities`` and ``errors`` read every Parquet file of the lake with
-hive partitioning (column ``date``) and ``union_by_name`` (files of older minor schema
-versions line up). Each view keeps one row per id (``event_id``, ``mention_id``,
+hive partitioning (column ``date``) and ``union_by_name``, and always have every column of
+the current schema (a column that files of an older minor version lack is null there).
+View ``story_entities`` has one row per distinct entity of a story (``events.story_entities``
+unnested, with ``event_id``, ``story_id``, ``published_at`` and ``date``): "the people most
+written about this week" is
+``SELECT canonical, count(*) FROM story_entities WHERE label = 'PER' AND date >= ... GROUP BY ALL``. Each view keeps one row per id (``event_id``, ``mention_id``,
 ``error_id``), the most recently ingested, so a duplicate that slips through (a
 stream restarted over the same messages, a backfill re-run into a new partition)
 never counts twice.
@@ -43,16 +47,19 @@ def connect(lake: str) -> duckdb.DuckDBPyConnection:
     con.execute("INSTALL httpfs; LOAD httpfs;")
   for table, schema in TABLES.items():
     row_id = ROW_ID[table]
+    empty = pa.Table.from_batches([], schema=schema)
+    con.register(f"_empty_{table}", empty)
+    source = f"(SELECT *, NULL::DATE AS date FROM _empty_{table})"
     if _has_files(lake, table):
-      source = (f"read_parquet('{lake}/{table}/*/*.parquet', hive_partitioning = true, "
-                f"union_by_name = true, hive_types = {{'date': DATE}})")
-    else:
-      empty = pa.Table.from_batches([], schema=schema)
-      con.register(f"_empty_{table}", empty)
-      source = f"(SELECT *, NULL::DATE AS date FROM _empty_{table})"
+      # The empty table of the current schema gives older files the columns they lack.
+      source = (f"(SELECT * FROM read_parquet('{lake}/{table}/*/*.parquet', hive_partitioning = true, "
+                f"union_by_name = true, hive_types = {{'date': DATE}}) UNION ALL BY NAME {source[1:-1]})")
     con.execute(
         f"CREATE VIEW {table} AS SELECT * FROM {source} "
         f"QUALIFY row_number() OVER (PARTITION BY {row_id} ORDER BY {_ORDER[table]} DESC NULLS LAST) = 1")
+  con.execute(
+      "CREATE VIEW story_entities AS SELECT event_id, story_id, published_at, date, e.entity_key, e.canonical, "
+      "e.label, e.mentions, e.first_char FROM (SELECT *, unnest(story_entities) AS e FROM events)")
   return con
 
 
@@ -112,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
   parser = subparsers.add_parser(
-      "query", help="Run SQL over the lake with DuckDB (views events, entities, errors).",
+      "query", help="Run SQL over the lake with DuckDB (views events, entities, errors, story_entities).",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--lake", required=True, help="Lake directory written by run/stream.")
   parser.add_argument("--format", choices=("table", "csv", "json"), default="table",
