@@ -13,6 +13,9 @@ not fitted to any file):
 - organisations: share of (story, ``ORGS`` code) pairs for which the story has an entity whose key or
   canonical name is one of the code's names (:data:`ORG_NAMES`, keyed like the stage keys them).
 
+People and organisations are scored over all tagged stories and over those with a body
+(``*_with_body``): a story that is a headline alone (a Reuters BRIEF) has no text for NER to read.
+
 It also scores the plain baseline (NER LOC mentions and the dateline, matched exactly against country
 names and cities of 100,000 people or more, no context) and times NER and the resolve stage. The last
 line printed is one JSON object.
@@ -80,7 +83,8 @@ ORG_NAMES = {
     "bis": ["Bank for International Settlements", "BIS"],
     "cipec": ["Intergovernmental Council of Copper Exporting Countries", "CIPEC"],
     "comecon": ["Council for Mutual Economic Assistance", "Comecon", "CMEA"],
-    "ec": ["European Community", "EC", "European Economic Community", "EEC", "Common Market"],
+    "ec": ["European Community", "EC", "European Economic Community", "EEC", "Common Market",
+           "European Commission", "EC Commission"],
     "efta": ["European Free Trade Association", "EFTA"],
     "eib": ["European Investment Bank", "EIB"],
     "euratom": ["European Atomic Energy Community", "Euratom"],
@@ -189,8 +193,9 @@ def score(stories: Sequence, tags: dict[str, dict[str, list[str]]], resolver) ->
       keys.add(_normal(name))
     org_keys[code] = keys
   counts = {"countries": [0, 0, 0], "baseline": [0, 0, 0]}
-  people = [0, 0]
-  orgs = [0, 0]
+  # [found, tags] over all stories, and over the stories with a body (NER has text to read)
+  people = [0, 0, 0, 0]
+  orgs = [0, 0, 0, 0]
   unmapped: set[str] = set()
   stories_with_places = 0
   for story in stories:
@@ -213,24 +218,39 @@ def score(stories: Sequence, tags: dict[str, dict[str, list[str]]], resolver) ->
         counts[name][2] += len(truth - predicted)
     entities = story.entities or ()
     persons = {e.canonical for e in entities if e.entity_key and e.entity_key.startswith("per:")}
+    has_body = bool(story.body.strip())
     for code in gold["people"]:
+      found = any(person_matches(code, name) for name in persons)
+      people[0] += found
       people[1] += 1
-      people[0] += any(person_matches(code, name) for name in persons)
+      people[2] += found and has_body
+      people[3] += has_body
     forms = {e.entity_key for e in entities} | {_normal(e.canonical or "") for e in entities}
     for code in gold["orgs"]:
+      found = bool(org_keys.get(code, {code}) & forms)
+      orgs[0] += found
       orgs[1] += 1
-      orgs[0] += bool(org_keys.get(code, {code}) & forms)
+      orgs[2] += found and has_body
+      orgs[3] += has_body
   return {
       "stories": len(stories),
       "stories_with_places": stories_with_places,
       "countries": _prf(*counts["countries"]),
       "baseline_countries": _prf(*counts["baseline"]),
-      "people_recall": round(people[0] / people[1], 4) if people[1] else None,
+      "people_recall": _ratio(people[0], people[1]),
       "people_tags": people[1],
-      "orgs_recall": round(orgs[0] / orgs[1], 4) if orgs[1] else None,
+      "people_recall_with_body": _ratio(people[2], people[3]),
+      "people_tags_with_body": people[3],
+      "orgs_recall": _ratio(orgs[0], orgs[1]),
       "orgs_tags": orgs[1],
+      "orgs_recall_with_body": _ratio(orgs[2], orgs[3]),
+      "orgs_tags_with_body": orgs[3],
       "unmapped_places": sorted(unmapped),
   }
+
+
+def _ratio(found: int, total: int) -> float | None:
+  return round(found / total, 4) if total else None
 
 
 def _normal(name: str) -> str:
@@ -248,8 +268,8 @@ def run_stages(stories: Sequence, threads: int | None = None) -> tuple[list, dic
   """NER (the fused ONNX path, as the pipeline runs it) and the resolve stage over ``stories``;
   the resolved stories and the seconds each took."""
   from pipelines.bench import story_batches
-  from transforms import enrich, resolve
   from schemas.records import STATUS_APPLIED
+  from transforms import enrich, resolve
 
   enricher = enrich.load_enricher(threads=threads)
   started = time.perf_counter()

@@ -204,6 +204,12 @@ def _score(candidate: gz.Candidate, context: _Context) -> float:
     score += COUNTRY_BONUS
   if not candidate.primary:
     score -= ALTERNATE_PENALTY
+  return score + _context_score(place, context)
+
+
+def _context_score(place: gz.Place, context: _Context) -> float:
+  """What the story says for ``place``: its country is the story's, its state the dateline's."""
+  score = 0.0
   if place.country_code and place.country_code in context.countries:
     score += CONTEXT_COUNTRY_BONUS
   line = context.dateline
@@ -230,7 +236,8 @@ def geocode(name: str, resolver: Resolver, context: _Context) -> tuple[gz.Place 
   best = ranked[0]
   for other in ranked[1:]:
     if other.place.country_code != best.place.country_code:
-      if _score(best, context) - _score(other, context) < AMBIGUITY_MARGIN:
+      told_apart = _context_score(best.place, context) != _context_score(other.place, context)
+      if not told_apart and _score(best, context) - _score(other, context) < AMBIGUITY_MARGIN:
         return None, GEO_AMBIGUOUS
       break
   return best.place, GEO_RESOLVED
@@ -294,7 +301,7 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
       if code:
         context.countries.add(code)
 
-  persons: list[dict] = []  # {"tokens", "names": [..], "last": offset}
+  persons: list[dict] = []  # {"tokens", "names", "offsets" (of its full-name mentions, ascending)}
   orgs: dict[str, dict] = {}  # core -> {"name", "forms", "maintained"}
   acronyms: dict[str, str] = {}  # acronym -> core
   places: dict[str, tuple[gz.Place | None, str]] = {}
@@ -308,12 +315,12 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
       matches = [p for p in persons if len(p["tokens"]) >= 2 and tokens[0] in (p["tokens"][-1], p["tokens"][0])]
       surname = [p for p in matches if p["tokens"][-1] == tokens[0]] or matches
       if surname:
-        before = [p for p in surname if p["first"] < start]
-        return max(before, key=lambda p: p["first"]) if before else surname[0]
+        before = [p for p in surname if p["offsets"][0] < start]
+        return max(before, key=lambda p: max(o for o in p["offsets"] if o < start)) if before else surname[0]
       for p in persons:
         if p["tokens"] == tokens:
           return p
-    person = {"tokens": tokens, "names": [], "first": start}
+    person = {"tokens": tokens, "names": [], "offsets": []}
     persons.append(person)
     return person
 
@@ -325,6 +332,9 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
     tokens = person_tokens(cleaned[i], knowledge)
     person = person_for(tokens, entities[i].start_char)
     person["names"].append(cleaned[i])
+    if len(tokens) >= 2 or len(person["tokens"]) < 2:
+      person["offsets"].append(entities[i].start_char)
+      person["offsets"].sort()
     person_of[i] = person
   for person in persons:
     names = person["names"]
@@ -366,7 +376,7 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
     if target is not None and target != core:
       orgs[target]["forms"].append(text)
       org_core_of[i] = target
-  for core, org in orgs.items():
+  for org in orgs.values():
     if org["maintained"]:
       org["canonical"] = org["maintained"]
     else:
