@@ -13,10 +13,12 @@ import json
 from pathlib import Path
 
 import apache_beam as beam
+import hypothesis.strategies as st
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import HealthCheck, given, settings
 
 from pipelines import query
 from schemas import STATUS_APPLIED, Entity, Story
@@ -187,6 +189,27 @@ def test_story_countries_come_from_the_text_most_salient_first_never_from_places
   story.headline = None
   assert resolve.resolve_story(story, _resolver()).countries == ["FR"]  # one mention is not enough
   assert resolved.places == ["ZZ"] and story.entities[0].entity_key is None  # the input is unchanged
+
+
+_TEXT = st.lists(st.sampled_from(list("aZ.'’- ()&ßé北京") + ["Mr ", "U.S.", "'s", "Paris", "SEC"]),
+                 max_size=8).map("".join)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(_TEXT.filter(lambda t: t.strip()), st.sampled_from(["PER", "ORG", "LOC", "MISC"])),
+                max_size=8), st.none() | _TEXT)
+def test_any_mentions_resolve_to_keys_without_error(names, headline):
+  body = " ".join(text for text, _ in names) + " end."
+  story = resolve.resolve_story(_story(body, names, headline=headline), _resolver())
+  for entity in story.entities:
+    kind, _, rest = entity.entity_key.partition(":")
+    assert kind in ("per", "org", "geo", "loc", "misc") and rest and entity.canonical
+  assert all(len(code) == 2 for code in story.countries)
+
+
+def test_names_in_other_scripts_keep_distinct_keys():
+  story = resolve.resolve_story(_story("北京 and 東京 met.", [("北京", "MISC"), ("東京", "MISC")]), _resolver())
+  assert [e.entity_key for e in story.entities] == ["misc:北京", "misc:東京"]
 
 
 def test_the_stage_passes_other_stories_and_dead_letters_failures(monkeypatch):

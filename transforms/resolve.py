@@ -46,6 +46,7 @@ own place tags (``Story.places``) are never read.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 
@@ -82,8 +83,12 @@ british japanese european central state chinese""".split())
 
 
 def slug(text: str) -> str:
-  """Key form of a name: normalised, words joined by ``-``."""
-  return re.sub(r"[^0-9a-z]+", "-", gz.normalize_name(text).replace("'", "")).strip("-")
+  """Key form of a name: normalised, words joined by ``-`` (a name in another script keeps its letters,
+  case folded; one without letters or digits becomes a short hash)."""
+  out = re.sub(r"[^0-9a-z]+", "-", gz.normalize_name(text).replace("'", "")).strip("-")
+  if not out:
+    out = re.sub(r"[\W_]+", "-", text.casefold()).strip("-")
+  return out or "h" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
 @dataclasses.dataclass
@@ -145,7 +150,8 @@ def words(text: str) -> list[str]:
 
 
 def strip_possessive(text: str) -> str:
-  return _POSSESSIVE.sub("", text.strip()).strip()
+  """``text`` without a final "'s" (or "s'"); unchanged when nothing else would remain."""
+  return _POSSESSIVE.sub("", text.strip()).strip() or text.strip()
 
 
 def clean_person(text: str, knowledge: Knowledge) -> str:
@@ -160,14 +166,14 @@ def clean_person(text: str, knowledge: Knowledge) -> str:
         tokens = tokens[len(title):]
         changed = True
         break
-  return " ".join(tokens)
+  return " ".join(tokens) or text.strip()
 
 
 def person_tokens(name: str, knowledge: Knowledge) -> list[str]:
   """Key words of a person's name: folded, initials and suffixes dropped."""
   out = [gz.normalize_name(t) for t in words(name)]
   out = [t for t in out if t and len(t.replace(".", "")) > 1 and t not in knowledge.name_suffixes]
-  return out or [gz.normalize_name(name)]
+  return out or [slug(name)]
 
 
 def org_core(name: str, knowledge: Knowledge) -> str:
