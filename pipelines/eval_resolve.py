@@ -189,7 +189,7 @@ def score(stories: Sequence, tags: dict[str, dict[str, list[str]]], resolver) ->
     keys = set()
     for name in names:
       known = knowledge.organizations.get(_normal(name))
-      keys.add("org:" + slug(org_core(known[0] if known else name, knowledge)))
+      keys.add("org:" + slug(org_core(known or name, knowledge)))
       keys.add(_normal(name))
     org_keys[code] = keys
   counts = {"countries": [0, 0, 0], "baseline": [0, 0, 0]}

@@ -14,7 +14,8 @@ leading "the" dropped), so "U.S.", "US" and "us" are one name. Extra country nam
 "America", "Britain", "West Germany") and AP-style US state abbreviations ("Calif.", "N.J.") come from
 ``data/knowledge.json``.
 
-The gazetteer is built once per process (:func:`load_gazetteer`, through :mod:`transforms.model_cache`).
+The resolve stage builds it once per process (``transforms.resolve.load_resolver``, through
+:mod:`transforms.model_cache`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ import unicodedata
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-
-from transforms import model_cache
 
 FEATURE_COUNTRY = "country"
 FEATURE_ADMIN = "admin_region"
@@ -209,12 +208,10 @@ def build_gazetteer(data_dir: Path | None = None, knowledge: dict | None = None,
   return Gazetteer(entries)
 
 
-def load_gazetteer(min_city_population: int = MIN_CITY_POPULATION) -> Gazetteer:
-  """The process-wide gazetteer (built on first use, then shared like the models)."""
+def source_files(min_city_population: int = MIN_CITY_POPULATION) -> list[Path]:
+  """The files a gazetteer is built from (their fingerprint keys the process-wide copy)."""
   data_dir = _package_dir()
-  paths = [data_dir / f"cities{min_city_population}.json", data_dir / "countries.json", knowledge_path()]
-  return model_cache.load_once(("gazetteer", min_city_population, model_cache.fingerprint(paths)),
-                               lambda: build_gazetteer(data_dir, min_city_population=min_city_population))
+  return [data_dir / f"cities{min_city_population}.json", data_dir / "countries.json", knowledge_path()]
 
 
 def log_population(place: Place) -> float:

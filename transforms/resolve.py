@@ -99,8 +99,8 @@ class Knowledge:
   name_suffixes: frozenset[str]
   company_suffixes: frozenset[str]
   stopwords: frozenset[str]
-  #: normalised alias -> (name, country or None)
-  organizations: dict[str, tuple[str, str | None]]
+  #: normalised name or alias -> the organisation's name
+  organizations: dict[str, str]
   #: normalised demonym -> country code
   demonyms: dict[str, str]
   #: normalised name -> geonameid (well-known ambiguous names, landmarks such as "White House")
@@ -108,10 +108,10 @@ class Knowledge:
 
   @classmethod
   def from_json(cls, data: dict) -> Knowledge:
-    orgs: dict[str, tuple[str, str | None]] = {}
+    orgs: dict[str, str] = {}
     for org in data.get("organizations", []):
       for name in [org["name"], *org.get("aliases", [])]:
-        orgs.setdefault(gz.normalize_name(name), (org["name"], org.get("country")))
+        orgs.setdefault(gz.normalize_name(name), org["name"])
     titles = sorted({tuple(gz.normalize_name(t).split()) for t in data.get("titles", [])}, key=len, reverse=True)
     return cls(
         titles=tuple(titles),
@@ -134,12 +134,15 @@ class Resolver:
 
 
 def load_resolver() -> Resolver:
-  """The process-wide resolver (the gazetteer is built once, see :func:`transforms.gazetteer.load_gazetteer`)."""
+  """The process-wide resolver: the gazetteer and the lists are built on first use, then shared like
+  the models (:mod:`transforms.model_cache`, keyed by the fingerprint of the files they come from)."""
   from transforms import model_cache
 
-  gazetteer = gz.load_gazetteer()
-  return model_cache.load_once(("resolver", id(gazetteer)),
-                               lambda: Resolver(gazetteer, Knowledge.from_json(gz.load_knowledge())))
+  def build() -> Resolver:
+    knowledge = gz.load_knowledge()
+    return Resolver(gz.build_gazetteer(knowledge=knowledge), Knowledge.from_json(knowledge))
+
+  return model_cache.load_once(("resolver", model_cache.fingerprint(gz.source_files())), build)
 
 
 # --- Names ---------------------------------------------------------------------------------------------
@@ -308,7 +311,7 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
         context.countries.add(code)
 
   persons: list[dict] = []  # {"tokens", "names", "offsets" (of its full-name mentions, ascending)}
-  orgs: dict[str, dict] = {}  # core -> {"name", "forms", "maintained"}
+  orgs: dict[str, dict] = {}  # core name -> {"forms", "maintained" (the list's name or None)}
   acronyms: dict[str, str] = {}  # acronym -> core
   places: dict[str, tuple[gz.Place | None, str]] = {}
 
@@ -357,8 +360,8 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
     e = entities[i]
     text = strip_possessive(e.text)
     known = knowledge.organizations.get(gz.normalize_name(text))
-    core = org_core(known[0] if known else text, knowledge)
-    org = orgs.setdefault(core, {"forms": [], "maintained": known[0] if known else None})
+    core = org_core(known or text, knowledge)
+    org = orgs.setdefault(core, {"forms": [], "maintained": known})
     org["forms"].append(text)
     org_core_of[i] = core
     after = story.body[e.end_char:e.end_char + 16]
@@ -380,9 +383,12 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
       matches = {c for c in orgs if c != core and len(c.split()) >= 2 and c.split()[0] == core}
       target = matches.pop() if len(matches) == 1 else None
     if target is not None and target != core:
+      org["forms"].remove(text)
       orgs[target]["forms"].append(text)
       org_core_of[i] = target
   for org in orgs.values():
+    if not org["forms"]:  # every mention joined another organisation
+      continue
     if org["maintained"]:
       org["canonical"] = org["maintained"]
     else:
