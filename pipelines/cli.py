@@ -33,7 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 #: command group -> model -> module
 GROUPS: dict[str, tuple[str, dict[str, str]]] = {
     "train": ("Train a model (ner, topics).", {"ner": "pipelines.train_ner", "topics": "pipelines.train_topics"}),
-    "eval": ("Evaluate a model (ner, topics).", {"ner": "pipelines.eval_ner", "topics": "pipelines.eval_topics"}),
+    "eval": ("Evaluate a model or stage (ner, topics, resolve).",
+             {"ner": "pipelines.eval_ner", "topics": "pipelines.eval_topics", "resolve": "pipelines.eval_resolve"}),
 }
 #: Our own packages: their warnings and log records are always shown.
 OWN_PACKAGES = ("pipelines", "transforms", "schemas")

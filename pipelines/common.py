@@ -207,7 +207,19 @@ def default_model_ids() -> dict[str, str]:
 
 
 def apply_stages(stories, args: argparse.Namespace):
-  """Applies the enrichment stages named by ``args.stages``.
+  """Applies the enrichment stages named by ``args.stages``, then the resolve stage after NER
+  (entity keys, canonical names, geocoded places, the story's countries: ``transforms.resolve``).
+  Returns ``(stories, [error PCollections])``."""
+  stories, errors = _apply_models(stories, args)
+  if "ner" in tuple(args.stages):
+    from transforms.resolve import ResolveEntities
+    stories, resolve_errors = stories | "Resolve" >> ResolveEntities()
+    errors = [*errors, resolve_errors]
+  return stories, errors
+
+
+def _apply_models(stories, args: argparse.Namespace):
+  """Applies the model stages named by ``args.stages``.
 
   With the ONNX backend (the default) and our own models, NER and topics run as one fused stage
   (``Enrich``: one encoder pass, int8); otherwise each stage runs by itself (NER on ONNX Runtime when

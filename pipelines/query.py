@@ -10,7 +10,14 @@ line up), and keep:
   the lake, or delivered twice to a stream, counts once);
 * ``entities``: the mentions of each event's current row only (a re-run with other
   stages, or with ``--stages none``, replaces the earlier mentions; none are left over);
-* ``errors``: one row per ``error_id``, the most recent.
+* ``errors``: one row per ``error_id``, the most recent;
+* ``story_entities``: one row per distinct entity of a story (``events.story_entities``
+  unnested, with ``event_id``, ``story_id``, ``published_at`` and ``date``): "the people most
+  written about this week" is
+  ``SELECT canonical, count(*) FROM story_entities WHERE label = 'PER' AND date >= ... GROUP BY ALL``.
+
+``wirestream query`` also gives files of an older minor schema version the columns they lack
+(null), even in a lake that no current version has written to yet.
 """
 
 from __future__ import annotations
@@ -53,9 +60,15 @@ def view_sql(lake: str, table: str, source: str | None = None) -> str:
           f"QUALIFY {latest};")
 
 
+STORY_ENTITIES_VIEW = (
+    "CREATE OR REPLACE VIEW story_entities AS\n"
+    "SELECT event_id, story_id, published_at, date, e.entity_key, e.canonical, e.label, e.mentions, e.first_char\n"
+    "FROM (SELECT *, unnest(story_entities) AS e FROM events);")
+
+
 def views_sql(lake: str) -> str:
   """Every view of the lake, in the order they depend on each other (what ``--print-views`` prints)."""
-  return "\n\n".join(view_sql(lake, table) for table in TABLE_NAMES)
+  return "\n\n".join([*(view_sql(lake, table) for table in TABLE_NAMES), STORY_ENTITIES_VIEW])
 
 
 def lake_tables(lake: str) -> dict[str, bool]:
@@ -102,11 +115,13 @@ def connect(lake: str):
   if lake.startswith("gs://"):
     con.execute("INSTALL httpfs; LOAD httpfs;")
   for table in TABLE_NAMES:
-    source = None
-    if not present[table]:
-      con.register(f"_empty_{table}", pa.Table.from_batches([], schema=TABLES[table]))
-      source = f"(SELECT *, NULL::DATE AS date FROM _empty_{table})"
+    # The current schema's empty table: a table without files reads as empty, and files of an older
+    # minor version get the columns they lack.
+    con.register(f"_empty_{table}", pa.Table.from_batches([], schema=TABLES[table]))
+    empty = f"SELECT *, NULL::DATE AS date FROM _empty_{table}"
+    source = f"(SELECT * FROM {_source(lake, table)} UNION ALL BY NAME {empty})" if present[table] else f"({empty})"
     con.execute(view_sql(lake, table, source))
+  con.execute(STORY_ENTITIES_VIEW)
   return con
 
 
@@ -190,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
   parser = subparsers.add_parser(
-      "query", help="Run SQL over the lake with DuckDB (views events, entities, errors).",
+      "query", help="Run SQL over the lake with DuckDB (views events, entities, errors, story_entities).",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--lake", *(name for name in OUTPUT_OPTIONS if name != "--lake"), dest="lake",
                       required=True, metavar="DIR", help="The lake directory (what run or stream wrote with --output).")
