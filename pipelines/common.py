@@ -70,47 +70,18 @@ def resolve_backend(requested: str | None) -> str:
 
 
 def apply_stages(stories, args: argparse.Namespace):
-  """Applies the enrichment stages named by ``args.stages``.
-
-  With the ONNX backend (the default) and our own models, NER and topics run as one fused stage
-  (``Enrich``: one encoder pass, int8); otherwise each stage runs by itself (NER on ONNX Runtime when
-  it is our model, topics in torch). Returns ``(stories, [error PCollections])``.
-  """
-  errors = []
+  """Applies the enrichment stages named by ``args.stages`` as one ``Enrich`` step (one encoder pass for
+  our models, on the backend ``--inference-backend`` names). Returns ``(stories, [error PCollections])``."""
   stages = tuple(args.stages)
   if not stages:
-    return stories, errors
-  backend = resolve_backend(getattr(args, "inference_backend", None))
-  ner_model = getattr(args, "ner_model", None)
-  topics_model = getattr(args, "topics_model", None)
-  if backend == "onnx" and set(stages) == {"ner", "topics"}:
-    from transforms.enrich import Enrich, is_fusable
-    if is_fusable(ner_model, topics_model):
-      stories, stage_errors = stories | "Enrich" >> Enrich(ner_model, topics_model)
-      return stories, [stage_errors]
-  if "ner" in stages:
-    from transforms.ner import ExtractEntities
-    handler = None
-    if backend == "onnx":
-      from transforms import ner_model as nm
-      from transforms.enrich import OnnxNerModelHandler
-      if nm.is_casing_model_dir(ner_model or nm.DEFAULT_MODEL_DIR):
-        handler = OnnxNerModelHandler(ner_model)
-    if handler is not None:
-      from transforms.ner import describe_model
-      info = describe_model(ner_model)
-      stage = ExtractEntities(ner_model, handler=handler, languages=info["languages"],
-                              model_name=info["name"])
-    else:
-      stage = ExtractEntities(ner_model)
-    stories, stage_errors = stories | "NER" >> stage
-    errors.append(stage_errors)
-  if "topics" in stages:
-    from transforms.topics import ClassifyTopics
-    stories, stage_errors = stories | "Topics" >> ClassifyTopics(
-        topics_model, getattr(args, "topics_taxonomy", None))
-    errors.append(stage_errors)
-  return stories, errors
+    return stories, []
+  from transforms.enrich import Enrich
+
+  stories, errors = stories | "Enrich" >> Enrich(
+      getattr(args, "ner_model", None), getattr(args, "topics_model", None), stages=stages,
+      taxonomy=getattr(args, "topics_taxonomy", None),
+      backend=resolve_backend(getattr(args, "inference_backend", None)))
+  return stories, [errors]
 
 
 class LogProgress(beam.DoFn):

@@ -8,19 +8,18 @@ of two), which exports to ONNX like any BERT.
 
 The word-embedding matrix is frozen during training, so the artifact stores only what differs from the
 base package (everything but the word embeddings), in fp16 safetensors; :func:`load_casing_model` puts
-the two together again. This module also holds the CoNLL reader and the tag-scheme helpers shared by
-training, evaluation and inference.
+the two together again. This module also holds the CoNLL reader shared by training and evaluation.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from transforms import assets
+from transforms import spec as sp
 
 #: Casing classes fed as ``token_type_ids``.
 CASE_OTHER, CASE_LOWER, CASE_TITLE, CASE_UPPER = 0, 1, 2, 3
@@ -30,12 +29,12 @@ NUM_CASING_CLASSES = 4
 ENTITY_TYPES = ("PER", "ORG", "LOC", "MISC")
 LABELS = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I"))
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+WEIGHTS_FILE = sp.NER_WEIGHTS
+CONFIG_FILE = sp.NER_CONFIG
 #: Parameters taken from the base package at load time (never stored in our artifact).
 FROZEN_FROM_BASE = ("bert.embeddings.word_embeddings.weight",)
 #: Key of our own settings inside ``config.json``.
-WIRESTREAM_KEY = "wirestream"
+WIRESTREAM_KEY = sp.WIRESTREAM_KEY
 
 #: The default model, committed with the code.
 DEFAULT_MODEL_DIR = assets.NER_DIR
@@ -95,64 +94,6 @@ def iob1_to_bio(tags: Sequence[str]) -> list[str]:
     out.append(tag)
     prev = tag
   return out
-
-
-def split_tag(tag: str) -> tuple[str, str | None]:
-  """``"B-PER" -> ("B", "PER")``; ``"O" -> ("O", None)``; bare labels ("PER") count as ``I``."""
-  if tag in ("O", "", None):
-    return "O", None
-  if len(tag) > 2 and tag[1] in "-_" and tag[0] in "BIESLU":
-    prefix = {"E": "I", "L": "I", "S": "B", "U": "B"}.get(tag[0], tag[0])
-    return prefix, tag[2:]
-  return "I", tag
-
-
-def tags_are_bio(settings: dict | None) -> bool:
-  """True when our model's settings (``config.json``'s ``wirestream`` entry) say it was trained on BIO
-  tags, so its predictions decode under BIO constraints."""
-  return (settings or {}).get("tag_scheme") == "BIO"
-
-
-def bio_transitions(labels: Sequence[str]):
-  """Which label may follow which in BIO: ``(allowed[prev, cur], may_start[cur])`` boolean arrays.
-
-  ``I-X`` may only continue ``B-X`` or ``I-X``; every other label may follow anything.
-  """
-  import numpy as np
-
-  parsed = [split_tag(label) for label in labels]
-  allowed = np.ones((len(labels), len(labels)), dtype=bool)
-  may_start = np.ones(len(labels), dtype=bool)
-  for j, (prefix, kind) in enumerate(parsed):
-    if prefix == "I":
-      may_start[j] = False
-      allowed[:, j] = [k == kind for _, k in parsed]
-  return allowed, may_start
-
-
-def bio_viterbi(log_probs, allowed, may_start) -> list[int]:
-  """The most probable label sequence that is valid BIO, from per-word log probabilities (words, labels).
-
-  When the per-word best labels already form valid BIO this is their argmax; otherwise it mends the
-  sequence as a whole (``O I-PER I-PER`` becomes ``O B-PER I-PER`` or ``O O O``, whichever the model
-  prefers) instead of word by word.
-  """
-  import numpy as np
-
-  n = len(log_probs)
-  if n == 0:
-    return []
-  penalty = np.where(allowed, 0.0, -np.inf)
-  score = np.where(may_start, log_probs[0], -np.inf)
-  back = np.zeros((n, len(may_start)), dtype=np.int64)
-  for t in range(1, n):
-    candidates = score[:, None] + penalty
-    back[t] = candidates.argmax(0)
-    score = candidates.max(0) + log_probs[t]
-  path = [int(score.argmax())]
-  for t in range(n - 1, 0, -1):
-    path.append(int(back[t, path[-1]]))
-  return path[::-1]
 
 
 # --- CoNLL -----------------------------------------------------------------------------------------
@@ -329,13 +270,6 @@ def save_casing_model(model, out_dir: str | Path, dtype: str = "float16") -> Pat
   tmp.replace(out / WEIGHTS_FILE)
   model.config.to_json_file(str(out / CONFIG_FILE))
   return out
-
-
-def is_casing_model_dir(path: str | Path) -> bool:
-  config = Path(path) / CONFIG_FILE
-  if not config.is_file():
-    return False
-  return bool(json.loads(config.read_text()).get(WIRESTREAM_KEY, {}).get("casing_channel"))
 
 
 def load_casing_model(model_dir: str | Path = DEFAULT_MODEL_DIR):

@@ -44,8 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import topics_data as td
+from pipelines.training import topics_data as td
+from pipelines.training.metrics import expected_calibration_error, top1_report
 from transforms import assets
+from transforms import spec as sp
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -265,40 +267,6 @@ def fit_temperature(logits, examples: Sequence[td.Example]) -> float:
     return float((lo + hi) / 2)
 
 
-# --- Metrics ----------------------------------------------------------------------------------------
-
-
-def top1_report(scores: np.ndarray, allowed: Sequence[Sequence[str]], codes: Sequence[str] = td.CODES
-                ) -> dict:
-  """Top-1 accuracy (correct when the top topic is one of the allowed ones) and per-label precision and
-  recall of the top-1 prediction (support: rows that allow the label)."""
-  top = [codes[i] for i in np.argmax(scores, axis=1)]
-  correct = [t in ok for t, ok in zip(top, allowed, strict=True)]
-  per_label = {}
-  for code in sorted(set(top) | {c for ok in allowed for c in ok}):
-    predicted = sum(1 for t in top if t == code)
-    hits = sum(1 for t, ok in zip(top, allowed, strict=True) if t == code and code in ok)
-    support = sum(1 for ok in allowed if code in ok)
-    per_label[code] = {"precision": round(hits / predicted, 4) if predicted else None,
-                       "recall": round(hits / support, 4) if support else None,
-                       "support": support, "predicted": predicted}
-  return {"top1_accuracy": round(float(np.mean(correct)), 4) if correct else None, "n": len(correct),
-          "per_label": per_label}
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
-  """ECE with equal-width bins."""
-  confidence = np.asarray(confidence, float)
-  correct = np.asarray(correct, float)
-  edges = np.linspace(0, 1, bins + 1)
-  ece = 0.0
-  for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-    inside = (confidence > lo) & (confidence <= hi) if lo > 0 else (confidence <= hi)
-    if inside.any():
-      ece += inside.mean() * abs(confidence[inside].mean() - correct[inside].mean())
-  return float(ece)
-
-
 def calibration_report(scores: np.ndarray, examples: Sequence[td.Example]) -> dict:
   """Top-1 ECE (score of the top topic vs. it being right) and label ECE over the sure targets
   (weight 1: e.g. sport on a Sports row, or any excluded topic on a World row)."""
@@ -376,7 +344,8 @@ def train(args: argparse.Namespace) -> dict:
   cache = Path(args.cache_dir) if args.cache_dir else None
   base = args.encoder == tm.BASE_ENCODER
   encoder = tm.Encoder(args.encoder)
-  fingerprint = tm.encoder_fingerprint(encoder)  # sha1 of the encoder's weights (None for the base)
+  # the head fits this encoder only: its weights' sha1 goes into the config (None for the base)
+  fingerprint = None if base else sp.fingerprint([encoder.directory / sp.NER_WEIGHTS], algorithm="sha1")
   encoder.cache_key = "base" if base else "enc-" + fingerprint[:10]
   if args.pseudo_weight > 0:
     teacher = encoder if not encoder.casing else tm.Encoder(tm.BASE_ENCODER)
@@ -457,9 +426,10 @@ def train(args: argparse.Namespace) -> dict:
   out = Path(args.out)
   tm.save_head(head, out, config)
   if args.eval_jsonl:
-    from pipelines import eval_topics
+    from pipelines.training import eval_topics
+    from transforms import core
 
-    model = tm.load_topic_model(out)
+    model = core.load(topics_ref=str(out), stages=("topics",), backend="torch")
     for path in args.eval_jsonl:
       metrics[f"eval:{Path(path).name}"] = eval_topics.evaluate_jsonl(model, Path(path))
   metrics["seconds"] = round(time.time() - started, 1)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipelines.training.metrics import score_bio
 from transforms import ner_model as nm
 
 
@@ -106,25 +107,6 @@ def evaluate_chunks(model, sentences, encoded, chunks, tokenizer, labels: Sequen
               predicted[s][enc.word_index[k]] = labels[row[pos]]
             pos += 1
   return score_bio([s.tags for s in sentences], predicted)
-
-
-def score_bio(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict:
-  """seqeval entity-level precision/recall/F1 (default mode, as conlleval), overall and per type."""
-  from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
-
-  report = classification_report(gold, predicted, output_dict=True, zero_division=0)
-  per_type = {
-      k: {"precision": round(float(v["precision"]), 4), "recall": round(float(v["recall"]), 4),
-          "f1": round(float(v["f1-score"]), 4), "support": int(v["support"])}
-      for k, v in sorted(report.items()) if " avg" not in k
-  }
-  return {
-      "precision": round(float(precision_score(gold, predicted, zero_division=0)), 4),
-      "recall": round(float(recall_score(gold, predicted, zero_division=0)), 4),
-      "f1": round(float(f1_score(gold, predicted, zero_division=0)), 4),
-      "per_type": per_type,
-      "sentences": len(gold),
-  }
 
 
 def seed_everything(seed: int) -> None:
