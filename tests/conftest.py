@@ -1,5 +1,5 @@
-"""Shared fixtures and markers: ``slow`` marks tests that export models or run whole pipelines
-(deselect with ``-m 'not slow'``)."""
+"""Shared fixtures. Markers (``pyproject.toml``): ``slow`` marks tests that export models, train or run whole
+pipelines (deselect with ``-m 'not slow'``), ``emulator`` those that need the Pub/Sub emulator."""
 
 from __future__ import annotations
 
@@ -11,10 +11,6 @@ import pytest
 from schemas.records import Story
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: exports a model or runs a whole pipeline (tens of seconds)")
 
 
 def make_story(story_id: str, body: str, language: str | None = "en", headline: str | None = None) -> Story:

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pipelines import query
 from pipelines.common import ALL_STAGES
 from schemas import Story
@@ -42,6 +44,7 @@ def _seed_stories() -> set[tuple[str, int]]:
   return expected
 
 
+@pytest.mark.slow
 def test_batch_pipeline_on_two_worker_processes(tmp_path):
   expected = _seed_stories()
   assert expected, "seeds/ holds no story"

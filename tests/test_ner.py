@@ -15,13 +15,14 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipelines.training import conll
 from schemas.records import (
-    STATUS_APPLIED,
-    STATUS_FAILED,
-    STATUS_SKIPPED_EMPTY,
-    STATUS_SKIPPED_LANGUAGE,
-    Entity,
-    Story,
+  STATUS_APPLIED,
+  STATUS_FAILED,
+  STATUS_SKIPPED_EMPTY,
+  STATUS_SKIPPED_LANGUAGE,
+  Entity,
+  Story,
 )
 from transforms import core, decode, enrich
 from transforms import ner_model as nm
@@ -151,7 +152,7 @@ def test_casing_classes_agree_with_their_definition():
 
 
 def test_iob1_to_bio():
-  assert nm.iob1_to_bio(["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG", "I-MISC"]) == [
+  assert conll.iob1_to_bio(["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG", "I-MISC"]) == [
       "B-PER", "I-PER", "O", "B-LOC", "B-LOC", "B-ORG", "B-MISC"]
   assert decode.split_tag("S-LOC") == ("B", "LOC")
   assert decode.split_tag("PER") == ("I", "PER")
@@ -435,8 +436,8 @@ def test_conll_round_trip_scores_perfectly():
   from pipelines.training import eval_ner
   from pipelines.training.metrics import score_bio
 
-  sentences = nm.read_conll(TINY_CONLL)
-  assert len(sentences) == 6 and len(nm.documents(sentences)) == 2
+  sentences = conll.read_conll(TINY_CONLL)
+  assert len(sentences) == 6 and len(conll.documents(sentences)) == 2
   text, spans, words = eval_ner.document_text(sentences[:3])
   gold, pred = [], []
   for sentence, span, word_spans in zip(sentences[:3], spans, words, strict=True):
@@ -473,6 +474,7 @@ def test_eval_cli_reports_missing_model(capsys, tmp_path):
   assert "not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_smoke_end_to_end(tmp_path):
   from safetensors import safe_open
 

@@ -17,6 +17,7 @@ SEED_STORY = REPO / "seeds" / "000_2caeb3c1602a667c.txt"
 
 torch = pytest.importorskip("torch")
 
+from pipelines.training import encoder as te  # noqa: E402
 from pipelines.training import metrics  # noqa: E402
 from pipelines.training import topics_data as td  # noqa: E402
 from pipelines.training import train_topics as tt  # noqa: E402
@@ -162,7 +163,7 @@ def model():
 def encoder():
   """The bundled head's encoder as training reads it."""
   config = json.loads((tm.DEFAULT_MODEL_DIR / tm.HEAD_CONFIG).read_text())
-  return tm.Encoder(config["encoder"], relative_to=tm.DEFAULT_MODEL_DIR)
+  return te.Encoder(config["encoder"], relative_to=tm.DEFAULT_MODEL_DIR)
 
 
 def test_training_reads_long_articles_in_overlapping_windows(encoder):
@@ -347,6 +348,7 @@ def test_hf_model_loader_with_taxonomy(tmp_path):
   assert {t.code for t in out[0].topics} <= {SPORT, POLITICS, "other"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["default", "base"])
 def test_train_smoke_run(tmp_path, capsys, encoder):
   out = tmp_path / "model"
@@ -373,7 +375,7 @@ def test_train_smoke_run(tmp_path, capsys, encoder):
 
 
 def test_head_layers_start_as_the_encoder_layers_they_replace():
-  encoder = tm.Encoder(tm.BASE_ENCODER)
+  encoder = te.Encoder(te.BASE_ENCODER)
   args = {"hidden": 384, "heads": 12, "intermediate": 1536, "n_labels": 17, "layers": 2}
   head = tt.new_head(encoder, 3, args)
   assert len(head.layers) == 2
@@ -417,7 +419,7 @@ def test_heads_of_one_and_two_layers_save_and_load(tmp_path):
 def test_bundled_head_fits_its_encoder():
   """The head reads the hidden states of one exact encoder: a new NER model needs a retrained head."""
   config = json.loads((tm.DEFAULT_MODEL_DIR / tm.HEAD_CONFIG).read_text())
-  if config["encoder"] == tm.BASE_ENCODER:
+  if config["encoder"] == te.BASE_ENCODER:
     assert config.get("encoder_sha1") is None
     return
   encoder_dir = (tm.DEFAULT_MODEL_DIR / config["encoder"]).resolve()

@@ -23,8 +23,9 @@ import numpy as np
 DEFAULT_CONTEXT = 32
 #: Word pieces (padding included) per forward pass.
 DEFAULT_BATCH_TOKENS = 4096
-#: Pieces a row may be padded by in a batch (0: a batch holds rows of one length).
-DEFAULT_MAX_PADDING = 0
+#: Pieces a row may be padded by in a batch. The backends run every row unpadded (see
+#: :mod:`transforms.backends`), so padding costs array space only, and full batches keep every core busy.
+DEFAULT_MAX_PADDING = 1 << 16
 
 # --- Sentences ---------------------------------------------------------------------------------------
 

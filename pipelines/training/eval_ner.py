@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pipelines.training import conll
 from pipelines.training.metrics import score_bio
 from schemas.records import Entity
-from transforms import ner_model as nm
 from transforms.decode import split_tag
 
 
-def document_text(sentences: Sequence[nm.ConllSentence]) -> tuple[str, list[tuple[int, int]], list[list[tuple[int, int]]]]:
+def document_text(sentences: Sequence[conll.ConllSentence]) -> tuple[str, list[tuple[int, int]], list[list[tuple[int, int]]]]:
   """Text of a document, the character range of every sentence and of every word."""
   parts: list[str] = []
   pos = 0
@@ -79,8 +79,8 @@ def conll_scores(annotate: Callable[[list[str], list[list[tuple[int, int]]]], li
                  limit_documents: int = 0) -> dict:
   """Entity-level scores on a CoNLL file; ``annotate(texts, sentence_ranges)`` gives the mentions of each
   document text."""
-  sentences = nm.read_conll(conll)
-  docs = nm.documents(sentences)[:limit_documents or None]
+  sentences = conll.read_conll(conll)
+  docs = conll.documents(sentences)[:limit_documents or None]
   texts, sent_spans, word_spans = [], [], []
   for doc in docs:
     text, spans, words = document_text([sentences[i] for i in doc])

@@ -18,11 +18,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipelines.training import conll
 from pipelines.training.metrics import score_bio
 from transforms import ner_model as nm
 
 
-def _chunks(encoded: Sequence[nm.EncodedSentence], docs: Sequence[Sequence[int]], budget: int,
+def _chunks(encoded: Sequence[conll.EncodedSentence], docs: Sequence[Sequence[int]], budget: int,
             rng: random.Random | None) -> list[list[tuple[int, int, int]]]:
   """Chunks as lists of (sentence, piece_start, piece_end) parts; ``budget`` in pieces."""
   out: list[list[tuple[int, int, int]]] = []
@@ -40,12 +41,12 @@ def _chunks(encoded: Sequence[nm.EncodedSentence], docs: Sequence[Sequence[int]]
       continue
     first = rng.randint(0, 4) if rng is not None else 0
     lengths = [end - start for _, start, end in parts]
-    for group in nm.pack_sentences(lengths, budget, first_chunk=first):
+    for group in conll.pack_sentences(lengths, budget, first_chunk=first):
       out.append([parts[i] for i in group])
   return out
 
 
-def _sentence_chunks(encoded: Sequence[nm.EncodedSentence], budget: int) -> list[list[tuple[int, int, int]]]:
+def _sentence_chunks(encoded: Sequence[conll.EncodedSentence], budget: int) -> list[list[tuple[int, int, int]]]:
   out = []
   for s, enc in enumerate(encoded):
     for start in range(0, len(enc.ids), budget):
@@ -93,7 +94,7 @@ def evaluate_chunks(model, sentences, encoded, chunks, tokenizer, labels: Sequen
   order = sorted(range(len(chunks)), key=lambda i: sum(b - a for _, a, b in chunks[i]))
   model.eval()
   with torch.inference_mode():
-    for batch_idx in nm.iter_batches(order, batch_size):
+    for batch_idx in conll.iter_batches(order, batch_size):
       batch = [chunks[i] for i in batch_idx]
       inputs = _collate(batch, encoded, cls_id, sep_id, pad_id)
       inputs.pop("labels")
@@ -134,16 +135,16 @@ def train(args: argparse.Namespace) -> dict:
   tokenizer = nm.load_fast_tokenizer(nm.base_model_dir())
   cls_id, sep_id, pad_id = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
 
-  train_sents = nm.read_conll(args.train)
-  dev_sents = nm.read_conll(args.dev)
+  train_sents = conll.read_conll(args.train)
+  dev_sents = conll.read_conll(args.dev)
   if args.limit_sentences:
     train_sents = train_sents[:args.limit_sentences]
     dev_sents = dev_sents[:args.limit_sentences]
-  train_enc = [nm.encode_sentence(tokenizer, s.words, s.tags, label2id) for s in train_sents]
-  dev_enc = [nm.encode_sentence(tokenizer, s.words, s.tags, label2id) for s in dev_sents]
+  train_enc = [conll.encode_sentence(tokenizer, s.words, s.tags, label2id) for s in train_sents]
+  dev_enc = [conll.encode_sentence(tokenizer, s.words, s.tags, label2id) for s in dev_sents]
   budget = (args.context or args.sentence_pieces) - 2
-  train_docs = nm.documents(train_sents)
-  dev_docs = nm.documents(dev_sents)
+  train_docs = conll.documents(train_sents)
+  dev_docs = conll.documents(dev_sents)
 
   def epoch_chunks(rng):
     if args.context:
@@ -182,7 +183,7 @@ def train(args: argparse.Namespace) -> dict:
     rng.shuffle(chunks)
     epoch_start = time.time()
     running = 0.0
-    for i, batch in enumerate(nm.iter_batches(chunks, args.batch_size), 1):
+    for i, batch in enumerate(conll.iter_batches(chunks, args.batch_size), 1):
       inputs = _collate(batch, train_enc, cls_id, sep_id, pad_id)
       loss = model(**inputs).loss
       loss.backward()

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.training import encoder as te
 from pipelines.training import topics_data as td
 from pipelines.training.metrics import expected_calibration_error, top1_report
 from transforms import assets
@@ -113,8 +114,7 @@ def extract_features(encoder, texts: Sequence[str], layer: int, max_length: int,
 
 def cached_sentences(encoder, texts: Sequence[str], cache_dir: Path | None, name: str,
                      log: Callable[[str], None] = print) -> np.ndarray:
-  """Sentence vectors (:func:`transforms.topics_model.sentence_embeddings`), cached like the features."""
-  from transforms import topics_model as tm
+  """Sentence vectors (:func:`transforms.te.sentence_embeddings`), cached like the features."""
 
   digest = hashlib.sha1("\x1e".join(texts).encode("utf-8")).hexdigest()[:12]
   path = cache_dir / f"{encoder.cache_key}-sent-{name}-{digest}.npy" if cache_dir else None
@@ -122,7 +122,7 @@ def cached_sentences(encoder, texts: Sequence[str], cache_dir: Path | None, name
     log(f"  sentence vectors {name}: cached {path.name}")
     return np.load(path)
   log(f"  sentence vectors {name}: {len(texts)} texts")
-  vectors = tm.sentence_embeddings(encoder, texts)
+  vectors = te.sentence_embeddings(encoder, texts)
   if path is not None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
@@ -342,13 +342,13 @@ def train(args: argparse.Namespace) -> dict:
   log(f"data: AG train {len(ag_train)}, AG dev {len(ag_dev)} (fixed 10% hash split), "
       f"IPTC definitions {len(iptc)}, Reuters {len(reuters)}, seed texts {len(seed_rows)}")
   cache = Path(args.cache_dir) if args.cache_dir else None
-  base = args.encoder == tm.BASE_ENCODER
-  encoder = tm.Encoder(args.encoder)
+  base = args.encoder == te.BASE_ENCODER
+  encoder = te.Encoder(args.encoder)
   # the head fits this encoder only: its weights' sha1 goes into the config (None for the base)
   fingerprint = None if base else sp.fingerprint([encoder.directory / sp.NER_WEIGHTS], algorithm="sha1")
   encoder.cache_key = "base" if base else "enc-" + fingerprint[:10]
   if args.pseudo_weight > 0:
-    teacher = encoder if not encoder.casing else tm.Encoder(tm.BASE_ENCODER)
+    teacher = encoder if not encoder.casing else te.Encoder(te.BASE_ENCODER)
     teacher.cache_key = "base"
     world = [e for e in ag_train if e.any_of.any()]
     concepts = cached_sentences(teacher, [e.text for e in iptc], cache, "iptc", log)
@@ -401,7 +401,7 @@ def train(args: argparse.Namespace) -> dict:
   }
   config = {
       "format": "wirestream-topic-head/1",
-      "encoder": tm.BASE_ENCODER if base else (
+      "encoder": te.BASE_ENCODER if base else (
           args.encoder_ref or os.path.relpath(encoder.directory.resolve(), Path(args.out).resolve())),
       "feature_layer": layer,
       "casing_token_types": encoder.casing,
