@@ -60,14 +60,14 @@ def tags_from_entities(entities: Sequence[Entity], word_spans: Sequence[tuple[in
   return tags
 
 
-def evaluate_conll(conll: str | Path, model_ref: str | None = None, *, threads: int | None = None,
+def evaluate_conll(conll_file: str | Path, model_ref: str | None = None, *, threads: int | None = None,
                    limit_documents: int = 0, backend: str = "onnx") -> dict:
   """Scores of ``model_ref`` (default: ours) on a CoNLL file, through the pipeline's inference code."""
   from transforms import core
 
   model = core.load(model_ref, stages=("ner",), backend=backend, threads=threads)
   started = time.time()
-  scores = conll_scores(lambda texts, spans: [r.entities for r in model(texts, sentences=spans)], conll,
+  scores = conll_scores(lambda texts, spans: [r.entities for r in model(texts, sentences=spans)], conll_file,
                         limit_documents)
   scores["seconds"] = round(time.time() - started, 1)
   scores["model"] = model.name
@@ -75,11 +75,11 @@ def evaluate_conll(conll: str | Path, model_ref: str | None = None, *, threads: 
   return scores
 
 
-def conll_scores(annotate: Callable[[list[str], list[list[tuple[int, int]]]], list], conll: str | Path,
+def conll_scores(annotate: Callable[[list[str], list[list[tuple[int, int]]]], list], conll_file: str | Path,
                  limit_documents: int = 0) -> dict:
   """Entity-level scores on a CoNLL file; ``annotate(texts, sentence_ranges)`` gives the mentions of each
   document text."""
-  sentences = conll.read_conll(conll)
+  sentences = conll.read_conll(conll_file)
   docs = conll.documents(sentences)[:limit_documents or None]
   texts, sent_spans, word_spans = [], [], []
   for doc in docs:

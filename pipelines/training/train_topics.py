@@ -9,11 +9,11 @@ Data (see ``pipelines/topics_data.py`` for the label mapping):
 * Every active IPTC Media Topics concept: "label. definition" is a positive example of its top-level topic
   (the only data for arts, culture, entertainment and media; extra data for politics and the rest).
 * Optionally Reuters-21578 stories with TOPICS tags (all economic -> 04; ``jobs`` also -> labour 09).
-* ``pipelines/data/topics_seed_en.jsonl``: short news-style texts written for this project, each with its
+* ``pipelines/training/data/topics_seed_en.jsonl``: short news-style texts written for this project, each with its
   main topic first (further topics get ``--seed-secondary-target``): arts/entertainment (AG News has no
   such class, and definitions alone do not carry over to news text), politics told through a policy
   area, business, technology and the weather (5 IPTC concepts only); and
-  ``pipelines/data/topics_articles_en.jsonl``: whole articles in the BBC News desks' style (business,
+  ``pipelines/training/data/topics_articles_en.jsonl``: whole articles in the BBC News desks' style (business,
   entertainment, politics, sport, technology), also written for this project, read in up to
   ``--seed-windows`` windows each. Topics in ``--seed-negatives`` are sure negatives of a seed text unless
   it names them; ``transforms/assets/topics/README.md`` has the counts.
@@ -50,7 +50,7 @@ from pipelines.training.metrics import expected_calibration_error, top1_report
 from transforms import assets
 from transforms import spec as sp
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 DEFAULT_OUT = assets.TOPICS_DIR
 #: The NER model whose encoder pass the head shares, and the layer it reads (see transforms/assets/topics/README.md).
