@@ -277,15 +277,18 @@ def test_help_loads_neither_beam_nor_the_models(command):
 def test_version_names_the_package_and_the_default_models(capsys):
   from importlib import metadata
 
+  from transforms import spec as sp
   from transforms.enrich import Enrich
 
   with pytest.raises(SystemExit) as stop:
     main(["--version"])
   assert stop.value.code == 0
   out = capsys.readouterr().out.splitlines()
-  enrich = Enrich()  # what the default stages record in events.ner_model / events.topics_model
-  assert out == [f"wirestream {metadata.version('wirestream')}", f"ner_model: {enrich._ner_name}",
-                 f"topics_model: {enrich._topics_name}"]
+  # What the default stages record in events.ner_model / events.topics_model.
+  recorded = {stage: name for stage, (name, _) in Enrich()._models.items()}
+  assert recorded == {"ner": sp.read_ner(None).name, "topics": sp.read_topics(None).name}
+  assert out == [f"wirestream {metadata.version('wirestream')}", f"ner_model: {recorded['ner']}",
+                 f"topics_model: {recorded['topics']}"]
 
 
 def test_progress_line_has_totals_and_eta():
@@ -316,8 +319,8 @@ def test_model_export_is_announced_once(tmp_path, monkeypatch, capsys):
   monkeypatch.setenv("WIRESTREAM_CACHE", str(tmp_path))
   exported = []
 
-  def fake_export(ner_dir, topic_dir, share=True):
-    target = ob.cache_root() / ob.cache_key(Path(ner_dir), Path(topic_dir), share)
+  def fake_export(ner, topics, share=True):
+    target = ob.cache_root() / ob.cache_key(ner, topics, share)
     target.mkdir(parents=True)
     (target / ob.META_FILE).write_text("{}")
     exported.append(target)

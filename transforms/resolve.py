@@ -54,6 +54,7 @@ import apache_beam as beam
 
 from schemas.records import STATUS_APPLIED, STATUS_FAILED, DeadLetter, Entity, GeoPlace, Story
 from transforms import gazetteer as gz
+from transforms import spec as sp
 
 STAGE = "resolve"
 METRICS_NAMESPACE = "wirestream.resolve"
@@ -142,7 +143,7 @@ def load_resolver() -> Resolver:
     knowledge = gz.load_knowledge()
     return Resolver(gz.build_gazetteer(knowledge=knowledge), Knowledge.from_json(knowledge))
 
-  return model_cache.load_once(("resolver", model_cache.fingerprint(gz.source_files())), build)
+  return model_cache.load_once(("resolver", sp.fingerprint(gz.source_files())), build)
 
 
 # --- Names ---------------------------------------------------------------------------------------------

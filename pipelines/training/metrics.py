@@ -6,11 +6,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from transforms.topics_model import IPTC_ROOTS
-
-#: The IPTC top-level codes, in the topic head's output order.
-CODES = tuple(code for code, _ in IPTC_ROOTS)
-
 
 def score_bio(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict:
   """seqeval entity-level precision/recall/F1 (default mode, as conlleval), overall and per type."""
@@ -31,10 +26,15 @@ def score_bio(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]])
   }
 
 
-def top1_report(scores: np.ndarray, allowed: Sequence[Sequence[str]], codes: Sequence[str] = CODES
+def top1_report(scores: np.ndarray, allowed: Sequence[Sequence[str]], codes: Sequence[str] | None = None
                 ) -> dict:
   """Top-1 accuracy (correct when the top topic is one of the allowed ones) and per-label precision and
-  recall of the top-1 prediction (support: rows that allow the label)."""
+  recall of the top-1 prediction (support: rows that allow the label). ``codes`` names the score columns
+  (default: the 17 IPTC roots)."""
+  if codes is None:
+    from transforms.topics_model import IPTC_ROOTS  # torch: only when scoring
+
+    codes = tuple(code for code, _ in IPTC_ROOTS)
   top = [codes[i] for i in np.argmax(scores, axis=1)]
   correct = [t in ok for t, ok in zip(top, allowed, strict=True)]
   per_label = {}
