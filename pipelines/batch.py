@@ -19,6 +19,7 @@ from pipelines.common import (
   pipeline_options,
   print_metrics,
 )
+from transforms.cluster import ClusterStories
 from transforms.io import ReadRawRecords, match_inputs
 from transforms.parse import ParseStories
 from transforms.write import WriteTables, output_is_writable
@@ -29,6 +30,7 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace):
   records, read_errors = pipeline | "Read" >> ReadRawRecords(args.input)
   stories, parse_errors = records | "Parse" >> ParseStories(max_story_bytes=args.max_story_bytes)
   stories = stories | "Progress" >> beam.ParDo(LogProgress())
+  stories = stories | "Cluster" >> ClusterStories(ttl_seconds=args.cluster_ttl_seconds)
   stories, stage_errors = apply_stages(stories, args)
   errors = (read_errors, parse_errors, *stage_errors) | "AllErrors" >> beam.Flatten()
   return (stories, errors) | "Write" >> WriteTables(args.output, shards_per_partition=args.shards_per_partition)

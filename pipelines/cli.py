@@ -26,7 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 #: command group -> model -> module
 GROUPS: dict[str, tuple[str, dict[str, str]]] = {
     "train": ("Train a model (ner, topics).", {"ner": "pipelines.train_ner", "topics": "pipelines.train_topics"}),
-    "eval": ("Evaluate a model (ner, topics).", {"ner": "pipelines.eval_ner", "topics": "pipelines.eval_topics"}),
+    "eval": ("Evaluate a model (ner, topics) or the story clustering (clusters).",
+             {"ner": "pipelines.eval_ner", "topics": "pipelines.eval_topics", "clusters": "pipelines.eval_clusters"}),
 }
 
 

@@ -47,6 +47,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Stories larger than this land in errors (default: 5 MB).")
   parser.add_argument("--shards-per-partition", type=int, default=1,
                       help="Files per table, date partition and window (default: 1).")
+  parser.add_argument("--cluster-ttl-seconds", type=float, default=7 * 24 * 3600,
+                      help="Story clusters: how long (event time) a story stays joinable by its copies, versions "
+                           "and rewrites (default: a week).")
 
 
 def pipeline_options(beam_args: Sequence[str], **overrides) -> PipelineOptions:

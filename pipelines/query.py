@@ -6,6 +6,13 @@ versions line up). Each view keeps one row per id (``event_id``, ``mention_id``,
 ``error_id``), the most recently ingested, so a duplicate that slips through (a
 stream restarted over the same messages, a backfill re-run into a new partition)
 never counts twice.
+
+Two more views follow from ``events``: ``stories``, one row per story cluster (every copy, version
+and rewrite of one story: ``cluster_id``, ``first_seen``, ``last_seen``, ``size`` in events rows,
+``story_ids``, the latest ``headline`` and ``event_id``, ``agencies``, ``revisions`` such as
+update or correction, and ``status``, the latest publication status), and ``latest``, the latest
+version of each ``story_id`` (the current state of each story). Rows written before clustering
+existed count as their own cluster.
 """
 
 from __future__ import annotations
@@ -53,7 +60,29 @@ def connect(lake: str) -> duckdb.DuckDBPyConnection:
     con.execute(
         f"CREATE VIEW {table} AS SELECT * FROM {source} "
         f"QUALIFY row_number() OVER (PARTITION BY {row_id} ORDER BY {_ORDER[table]} DESC NULLS LAST) = 1")
+  _story_views(con)
   return con
+
+
+def _story_views(con: duckdb.DuckDBPyConnection) -> None:
+  """Views ``stories`` (one row per story cluster) and ``latest`` (the latest version of each story)."""
+  present = {row[0] for row in con.execute("DESCRIBE events").fetchall()}
+  col = lambda name: name if name in present else "NULL::VARCHAR"  # noqa: E731 - files of older schemas
+  seen = "COALESCE(published_at, ingested_at)"
+  newest = f"{seen} DESC, version DESC, event_id DESC"
+  con.execute(
+      f"CREATE VIEW latest AS SELECT * FROM events "
+      f"QUALIFY row_number() OVER (PARTITION BY story_id ORDER BY version DESC, {seen} DESC, ingested_at DESC) = 1")
+  con.execute(
+      f"CREATE VIEW stories AS SELECT COALESCE({col('cluster_id')}, story_id) AS cluster_id, "
+      f"min({seen}) AS first_seen, max({seen}) AS last_seen, count(*) AS size, "
+      f"count(DISTINCT story_id) AS story_ids, "
+      f"list(headline ORDER BY {newest})[1] AS headline, list(event_id ORDER BY {newest})[1] AS event_id, "
+      f"list(DISTINCT agency ORDER BY agency) FILTER (WHERE agency IS NOT NULL) AS agencies, "
+      f"list(DISTINCT {col('revision')} ORDER BY {col('revision')}) "
+      f"FILTER (WHERE {col('revision')} IS NOT NULL) AS revisions, "
+      f"list({col('pub_status')} ORDER BY {newest})[1] AS status "
+      f"FROM events GROUP BY 1")
 
 
 def _cell(value: Any, width: int = 60) -> str:
@@ -112,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
   parser = subparsers.add_parser(
-      "query", help="Run SQL over the lake with DuckDB (views events, entities, errors).",
+      "query", help="Run SQL over the lake with DuckDB (views events, entities, errors, stories, latest).",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--lake", required=True, help="Lake directory written by run/stream.")
   parser.add_argument("--format", choices=("table", "csv", "json"), default="table",

@@ -57,6 +57,7 @@ from apache_beam.transforms.window import FixedWindows
 
 from pipelines.common import add_pipeline_arguments, apply_stages, pipeline_options, print_metrics
 from schemas import TABLES
+from transforms.cluster import ClusterStories
 from transforms.dedup import DEFAULT_TTL_SECONDS, DedupStories
 from transforms.parse import ParseStories
 from transforms.pubsub import ReadRawRecordsFromPubSub
@@ -152,7 +153,8 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, tally_id: str | Non
       stories
       | "CountParsed" >> beam.ParDo(_Count("stories_parsed", tally_id))
       | "Dedup" >> DedupStories(ttl_seconds=args.dedup_ttl_seconds)
-      | "CountUnique" >> beam.ParDo(_Count("stories_unique", tally_id)))
+      | "CountUnique" >> beam.ParDo(_Count("stories_unique", tally_id))
+      | "Cluster" >> ClusterStories(ttl_seconds=args.cluster_ttl_seconds, stateful=True))
   stories, stage_errors = apply_stages(stories, args)
   errors = (parse_errors, *stage_errors) | "AllErrors" >> beam.Flatten()
   stories = stories | "CountStories" >> beam.ParDo(_Count("stories_out", tally_id))
