@@ -32,6 +32,8 @@ demo: $(STAMP)
 	$(VENV)/bin/wirestream query --lake $(LAKE) "SELECT source_format, agency, dateline, language, headline, entity_count, top_topic_label FROM events ORDER BY published_at NULLS LAST"
 	$(VENV)/bin/wirestream query --lake $(LAKE) "SELECT label, count(*) AS mentions, count(DISTINCT text) AS distinct_names FROM entities GROUP BY ALL ORDER BY label"
 	$(VENV)/bin/wirestream query --lake $(LAKE) "SELECT text AS person, count(*) AS mentions FROM entities WHERE label = 'PER' GROUP BY ALL ORDER BY mentions DESC, person LIMIT 15"
+	$(VENV)/bin/wirestream query --lake $(LAKE) "SELECT canonical, label, count(*) AS stories, sum(mentions) AS mentions FROM story_entities WHERE label IN ('PER', 'ORG') GROUP BY ALL ORDER BY stories DESC, mentions DESC LIMIT 10"
+	$(VENV)/bin/wirestream query --lake $(LAKE) "SELECT headline, dateline_place, countries, places FROM events"
 	$(VENV)/bin/wirestream query --lake $(LAKE) "SELECT stage, error_type, count(*) AS n FROM errors GROUP BY ALL"
 
 test: $(STAMP)

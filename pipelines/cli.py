@@ -1,8 +1,13 @@
 """The ``wirestream`` command line.
 
 Each command lives in its own module with a ``register(subparsers)`` function; only the
-module of the command being run is imported, so ``wirestream query`` does not pay for
-loading the inference stack.
+module of the command being run is imported (none for ``wirestream --help``), and those
+modules import Beam and the models only when the command runs, so help answers at once.
+
+Options are strict: an unknown option is an error (exit status 2) that names the closest
+known one. The pipeline commands (``run``, ``stream``) also accept every option Beam's own
+pipeline options recognise (``--runner``, ``--direct_num_workers``, ``--project``...) and
+pass those to Beam.
 """
 
 from __future__ import annotations
@@ -10,13 +15,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pipelines.batch", "Run the batch pipeline over story files."),
-    "stream": ("pipelines.stream", "Run the streaming pipeline from a Pub/Sub subscription."),
+    "stream": ("pipelines.stream_options", "Run the streaming pipeline from a Pub/Sub subscription."),
     "publish": ("pipelines.publish", "Publish story files to a Pub/Sub topic, one message per file."),
     "query": ("pipelines.query", "Run SQL over the lake with DuckDB (views events, entities, errors)."),
     "bench": ("pipelines.bench", "Time the fast inference path against a transformers baseline."),
@@ -26,15 +33,47 @@ COMMANDS: dict[str, tuple[str, str]] = {
 #: command group -> model -> module
 GROUPS: dict[str, tuple[str, dict[str, str]]] = {
     "train": ("Train a model (ner, topics).", {"ner": "pipelines.train_ner", "topics": "pipelines.train_topics"}),
-    "eval": ("Evaluate a model (ner, topics) or the story clustering (clusters).",
-             {"ner": "pipelines.eval_ner", "topics": "pipelines.eval_topics", "clusters": "pipelines.eval_clusters"}),
+    "eval": ("Evaluate a model or stage (ner, topics, resolve, clusters).",
+             {"ner": "pipelines.eval_ner", "topics": "pipelines.eval_topics", "resolve": "pipelines.eval_resolve",
+              "clusters": "pipelines.eval_clusters"}),
 }
+#: Our own packages: their warnings and log records are always shown.
+OWN_PACKAGES = ("pipelines", "transforms", "schemas")
 
 
 def _schema(args: argparse.Namespace) -> int:
   from schemas.tables import describe
   print(describe())
   return 0
+
+
+class _Version(argparse.Action):
+  """``--version``: the package version and the ids of the default models (as ``events`` records them)."""
+
+  def __init__(self, option_strings, dest, **kwargs):
+    super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+  def __call__(self, parser, namespace, values, option_string=None):
+    print(version_text())
+    parser.exit()
+
+
+def version_text() -> str:
+  from importlib import metadata
+
+  try:
+    version = metadata.version("wirestream")
+  except metadata.PackageNotFoundError:
+    version = "unknown (not installed)"
+  lines = [f"wirestream {version}"]
+  try:
+    from pipelines.common import default_model_ids
+    models = default_model_ids()
+  except Exception as error:  # noqa: BLE001 - the version is still worth printing
+    lines.append(f"default models: unavailable ({type(error).__name__}: {error})")
+  else:
+    lines += [f"{column}: {value}" for column, value in models.items()]
+  return "\n".join(lines)
 
 
 def _chosen(argv: Sequence[str]) -> tuple[str | None, str | None]:
@@ -44,14 +83,20 @@ def _chosen(argv: Sequence[str]) -> tuple[str | None, str | None]:
   return command, sub
 
 
+def _add_verbose(parser: argparse.ArgumentParser, default=False) -> None:
+  parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                      help="Show INFO logs and the warnings of the libraries (hidden by default).")
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
   """The parser; with ``argv``, only the chosen command's module is imported (all of them without)."""
   command, sub = _chosen(argv) if argv is not None else (None, None)
-  load_all = argv is None or command not in (*COMMANDS, *GROUPS)
+  load_all = argv is None
   parser = argparse.ArgumentParser(
       prog="wirestream",
       description="Wire-news ingestion: story files or Pub/Sub -> NER + IPTC topics -> Parquet tables.")
-  parser.add_argument("-v", "--verbose", action="store_true", help="Log Beam's INFO messages.")
+  _add_verbose(parser)
+  parser.add_argument("--version", action=_Version, help="Print the version and the default model ids.")
   commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
   for name, (module, help_text) in COMMANDS.items():
     if load_all or name == command:
@@ -68,22 +113,72 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         models.add_parser(model)
   schema = commands.add_parser("schema", help="Print the documentation of every table and column (Markdown).")
   schema.set_defaults(func=_schema)
+  for command_parser in _command_parsers(parser):
+    _add_verbose(command_parser, default=argparse.SUPPRESS)
   return parser
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+  for action in parser._actions:
+    if isinstance(action, argparse._SubParsersAction):
+      return dict(action.choices)
+  return {}
+
+
+def _command_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+  """Every parser that runs a command (the leaves below the top-level parser)."""
+  leaves = []
+  for child in _subparsers(parser).values():
+    leaves += _command_parsers(child) if _subparsers(child) else [child]
+  return leaves
+
+
+def _parser_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+  """The parser of the command ``args`` runs."""
+  chosen = _subparsers(parser)[args.command]
+  model = getattr(args, "model", None)
+  return _subparsers(chosen)[model] if model and _subparsers(chosen) else chosen
+
+
+class _QuietLibraries(logging.Filter):
+  """Lets through records of our own packages, and errors of everyone else."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.levelno >= logging.ERROR or record.name.split(".")[0] in OWN_PACKAGES:
+      return True
+    return record.name == "root" and any(f"{os.sep}{package}{os.sep}" in record.pathname
+                                         and "site-packages" not in record.pathname
+                                         for package in OWN_PACKAGES)
+
+
+def configure_output(verbose: bool) -> None:
+  """Logging and warnings: ours always; the libraries' only with ``-v`` (their errors always)."""
+  logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                      format="%(levelname)s %(name)s: %(message)s")
+  if verbose:
+    return
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(_QuietLibraries())
+  warnings.filterwarnings("ignore", module=rf"^(?!(?:{'|'.join(OWN_PACKAGES)})\b)")
+  os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = build_parser(argv)
   args, extra = parser.parse_known_args(argv)
-  if extra and not getattr(args, "accepts_beam_args", False):
-    parser.error(f"unrecognized arguments: {' '.join(extra)}")
-  logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                      format="%(levelname)s %(name)s: %(message)s")
-  if not args.verbose:
-    # The DirectRunner looks for the Prism runner first and falls back with a warning.
-    logging.getLogger("apache_beam.runners.portability").setLevel(logging.ERROR)
+  accepts_beam = getattr(args, "accepts_beam_args", False)
+  if extra:
+    from pipelines.common import parser_options, unknown_argument_message, unknown_arguments
+
+    command_parser = _parser_of(parser, args)
+    unknown, beam_options = unknown_arguments(extra, beam=accepts_beam)
+    if unknown:
+      command_parser.error(unknown_argument_message(unknown, [*parser_options(command_parser), *beam_options]))
+  configure_output(args.verbose)
   try:
-    if getattr(args, "accepts_beam_args", False):
+    if accepts_beam:
       return int(args.func(args, extra) or 0)
     return int(args.func(args) or 0)
   except KeyboardInterrupt:

@@ -33,6 +33,8 @@ from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
 from google.protobuf import json_format
 
+from pipelines.common import add_output_argument
+
 DEFAULT_OUT_DIR = "build/dataflow"
 DRY_RUN_PROJECT = "wirestream-dry-run"
 DRY_RUN_REGION = "us-central1"
@@ -226,9 +228,10 @@ def register(subparsers) -> None:
       "dataflow-dry-run", help="Build the Dataflow batch and streaming jobs offline and write their specs.",
       description="Build both pipelines with --runner=DataflowRunner --dry_run=True (nothing is submitted "
                   "or staged; network access is refused) and write the job specs as JSON. "
-                  "Unrecognised --options are passed to Beam (e.g. --machine_type, --experiments).")
-  parser.add_argument("--out-dir", default=DEFAULT_OUT_DIR,
-                      help=f"Directory for batch-job.json and streaming-job.json (default: {DEFAULT_OUT_DIR}).")
+                  "Beam's own pipeline options pass through to Beam (e.g. --machine_type, --experiments); "
+                  "any other unknown option is an error.")
+  add_output_argument(parser, f"Directory for batch-job.json and streaming-job.json (default: {DEFAULT_OUT_DIR}).",
+                      dest="out_dir", default=DEFAULT_OUT_DIR)
   parser.add_argument("--sdk-container-image", default=DEFAULT_SDK_CONTAINER_IMAGE, metavar="IMAGE",
                       help="Worker image written into the jobs (default: a placeholder).")
   parser.set_defaults(func=run, accepts_beam_args=True)

@@ -53,14 +53,21 @@ def to_cli_argv(argv: Sequence[str]) -> list[str]:
   if pipeline not in PIPELINES:
     raise SystemExit(f"the template needs --{PIPELINE_PARAMETER}={'|'.join(PIPELINES)} (got {pipeline!r})")
   spellings = {}
+  flags = set()
   for dest, action in command_options(command_parsers()[pipeline]).items():
     long = next((option for option in action.option_strings if option.startswith("--")), None)
     if long:
       spellings[f"--{dest}"] = long
+      if isinstance(action, argparse._StoreTrueAction):
+        flags.add(long)
   converted = []
   for arg in rest:
     name, has_value, value = arg.partition("=")
     name = spellings.get(name, name)
+    if name in flags and has_value:  # a template passes flags as name=true|false
+      if value.strip().lower() == "true":
+        converted.append(name)
+      continue
     converted.append(f"{name}={value}" if has_value else name)
   if not any(arg == "--runner" or arg.startswith("--runner=") for arg in converted):
     converted.append("--runner=DataflowRunner")

@@ -18,8 +18,9 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from transforms.pubsub import FORMAT_ATTRIBUTE
+from pipelines.common import pubsub_path_problem, pubsub_problem
 
+PROG = "wirestream publish"
 FORMATS = ("plain", "json", "jsonl", "ninjs", "nitf", "newsml", "reuters-sgml")
 #: Pub/Sub's limit on one message's data.
 MAX_MESSAGE_BYTES = 10_000_000
@@ -54,6 +55,8 @@ def publish_files(topic: str, files: Sequence[Path], *, fmt: str | None = None,
                   stream=sys.stdout) -> tuple[list[str], list[str]]:
   """Publishes each file as one message; returns (message ids, problems)."""
   from google.cloud import pubsub_v1
+
+  from transforms.pubsub import FORMAT_ATTRIBUTE
   publisher = publisher or pubsub_v1.PublisherClient()
   pending = []
   problems = []
@@ -87,20 +90,28 @@ def _attribute(value: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+  problem = pubsub_path_problem("topic", args.topic)
+  if problem:
+    print(f"{PROG}: error: {problem}", file=sys.stderr)
+    return 2
   try:
     files = expand_files(args.files)
   except FileNotFoundError as error:
-    print(f"wirestream publish: error: {error}", file=sys.stderr)
+    print(f"{PROG}: error: {error}", file=sys.stderr)
     return 2
   if not files:
-    print("wirestream publish: error: no files to publish", file=sys.stderr)
+    print(f"{PROG}: error: no files to publish", file=sys.stderr)
+    return 2
+  problem = pubsub_problem("topic", args.topic)
+  if problem:
+    print(f"{PROG}: error: {problem}", file=sys.stderr)
     return 2
   start = time.monotonic()
   ids, problems = publish_files(args.topic, files, fmt=args.format, attributes=dict(args.attribute or ()))
   for problem in problems:
-    print(f"wirestream publish: error: {problem}", file=sys.stderr)
+    print(f"{PROG}: error: {problem}", file=sys.stderr)
   target = f" (emulator {os.environ['PUBSUB_EMULATOR_HOST']})" if os.environ.get("PUBSUB_EMULATOR_HOST") else ""
-  print(f"wirestream publish: {len(ids)} message(s) to {args.topic}{target} in {time.monotonic() - start:.1f}s, "
+  print(f"{PROG}: {len(ids)} message(s) to {args.topic}{target} in {time.monotonic() - start:.1f}s, "
         f"{len(problems)} failed", file=sys.stderr)
   return 1 if problems else 0
 

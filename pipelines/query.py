@@ -1,88 +1,159 @@
 """``wirestream query``: SQL over the lake with DuckDB.
 
-Views ``events``, ``entities`` and ``errors`` read every Parquet file of the lake with
-hive partitioning (column ``date``) and ``union_by_name`` (files of older minor schema
-versions line up). Each view keeps one row per id (``event_id``, ``mention_id``,
-``error_id``), the most recently ingested, so a duplicate that slips through (a
-stream restarted over the same messages, a backfill re-run into a new partition)
-never counts twice.
+The views ``events``, ``entities`` and ``errors`` are the lake's one truth; every reader
+uses the same definitions (``wirestream query --print-views --lake LAKE`` prints them, to
+run in DuckDB or to port to BigQuery). They read every Parquet file of a table with hive
+partitioning (column ``date``) and ``union_by_name`` (files of older minor schema versions
+line up), and keep:
 
-Two more views follow from ``events``: ``stories``, one row per story cluster (every copy, version
-and rewrite of one story: ``cluster_id``, ``first_seen``, ``last_seen``, ``size`` in events rows,
-``story_ids``, the latest ``headline`` and ``event_id``, ``agencies``, ``revisions`` such as
-update or correction, and ``status``, the latest publication status), and ``latest``, the latest
-version of each ``story_id`` (the current state of each story). Rows written before clustering
-existed count as their own cluster.
+* ``events``: one row per ``event_id``, the most recently ingested (a story re-run into
+  the lake, or delivered twice to a stream, counts once);
+* ``entities``: the mentions of each event's current row only (a re-run with other
+  stages, or with ``--stages none``, replaces the earlier mentions; none are left over);
+* ``errors``: one row per ``error_id``, the most recent;
+* ``story_entities``: one row per distinct entity of a story (``events.story_entities``
+  unnested, with ``event_id``, ``story_id``, ``published_at`` and ``date``): "the people most
+  written about this week" is
+  ``SELECT canonical, count(*) FROM story_entities WHERE label = 'PER' AND date >= ... GROUP BY ALL``;
+* ``latest``: the latest version of each ``story_id`` (the current state of each story);
+* ``stories``: one row per story cluster (every copy, version and rewrite of one story):
+  ``cluster_id``, ``first_seen``, ``last_seen``, ``size`` in events rows, ``story_ids``, the
+  latest ``headline`` and ``event_id``, ``agencies``, ``revisions`` such as update or
+  correction, and ``status``, the latest publication status. Rows written before clustering
+  existed count as their own cluster.
+
+``wirestream query`` also gives files of an older minor schema version the columns they lack
+(null), even in a lake that no current version has written to yet.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
-import json
 import sys
 from typing import Any
 
-import duckdb
-import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
+from pipelines.common import OUTPUT_OPTIONS
 
-from schemas import TABLES
-from schemas.tables import ROW_ID
-
-_ORDER = {"events": "ingested_at", "entities": "published_at", "errors": "error_time"}
+TABLE_NAMES = ("events", "entities", "errors")
+_ID = {"events": "event_id", "entities": "mention_id", "errors": "error_id"}
+_ORDER = {"events": "ingested_at", "entities": "ingested_at", "errors": "error_time"}
 
 
-def _has_files(lake: str, table: str) -> bool:
-  try:
-    result = FileSystems.match([f"{lake.rstrip('/')}/{table}/*/*.parquet"])[0]
-  except Exception:  # noqa: BLE001
-    return False
-  return bool(result.metadata_list)
+class NoLake(ValueError):
+  """The path holds none of the lake's tables."""
 
 
-def connect(lake: str) -> duckdb.DuckDBPyConnection:
-  """A DuckDB connection with the lake's views."""
-  con = duckdb.connect()
+def _source(lake: str, table: str) -> str:
+  return (f"read_parquet('{lake}/{table}/*/*.parquet', hive_partitioning = true, union_by_name = true, "
+          f"hive_types = {{'date': DATE}})")
+
+
+def view_sql(lake: str, table: str, source: str | None = None) -> str:
+  """The ``CREATE VIEW`` statement of ``table`` (reading ``source``, by default the lake's files)."""
   lake = lake.rstrip("/")
+  source = source or _source(lake, table)
+  latest = f"row_number() OVER (PARTITION BY {_ID[table]} ORDER BY {_ORDER[table]} DESC NULLS LAST) = 1"
+  if table == "entities":
+    return (f"CREATE OR REPLACE VIEW entities AS\n"
+            f"SELECT m.* FROM {source} AS m\n"
+            f"JOIN events AS e ON e.event_id = m.event_id\n"
+            f"  AND (m.ingested_at = e.ingested_at OR (m.ingested_at IS NULL AND e.entity_count IS NOT NULL))\n"
+            f"WHERE true\n"
+            f"QUALIFY row_number() OVER (PARTITION BY m.mention_id ORDER BY m.ingested_at DESC NULLS LAST) = 1;")
+  return (f"CREATE OR REPLACE VIEW {table} AS\n"
+          f"SELECT * FROM {source}\n"
+          f"WHERE true\n"
+          f"QUALIFY {latest};")
+
+
+STORY_ENTITIES_VIEW = (
+    "CREATE OR REPLACE VIEW story_entities AS\n"
+    "SELECT event_id, story_id, published_at, date, e.entity_key, e.canonical, e.label, e.mentions, e.first_char\n"
+    "FROM (SELECT *, unnest(story_entities) AS e FROM events);")
+
+_SEEN = "COALESCE(published_at, ingested_at)"
+_NEWEST = f"{_SEEN} DESC, version DESC, event_id DESC"
+LATEST_VIEW = (
+    "CREATE OR REPLACE VIEW latest AS\n"
+    "SELECT * FROM events\n"
+    "WHERE true\n"
+    f"QUALIFY row_number() OVER (PARTITION BY story_id ORDER BY version DESC, {_SEEN} DESC, "
+    "ingested_at DESC) = 1;")
+# Rows written before clustering existed (cluster_id null) count as their own cluster.
+STORIES_VIEW = (
+    "CREATE OR REPLACE VIEW stories AS\n"
+    f"SELECT COALESCE(cluster_id, story_id) AS cluster_id, min({_SEEN}) AS first_seen, "
+    f"max({_SEEN}) AS last_seen,\n"
+    "  count(*) AS size, count(DISTINCT story_id) AS story_ids,\n"
+    f"  list(headline ORDER BY {_NEWEST})[1] AS headline,\n"
+    f"  list(event_id ORDER BY {_NEWEST})[1] AS event_id,\n"
+    "  list(DISTINCT agency ORDER BY agency) FILTER (WHERE agency IS NOT NULL) AS agencies,\n"
+    "  list(DISTINCT revision ORDER BY revision) FILTER (WHERE revision IS NOT NULL) AS revisions,\n"
+    f"  list(pub_status ORDER BY {_NEWEST})[1] AS status\n"
+    "FROM events\n"
+    "GROUP BY 1;")
+#: The views computed from ``events``, after the tables' views.
+DERIVED_VIEWS = (STORY_ENTITIES_VIEW, LATEST_VIEW, STORIES_VIEW)
+
+
+def views_sql(lake: str) -> str:
+  """Every view of the lake, in the order they depend on each other (what ``--print-views`` prints)."""
+  return "\n\n".join([*(view_sql(lake, table) for table in TABLE_NAMES), *DERIVED_VIEWS])
+
+
+def lake_tables(lake: str) -> dict[str, bool]:
+  """table -> whether it has Parquet files under ``lake``."""
+  from apache_beam.io.filesystems import FileSystems
+
+  found = {}
+  for table in TABLE_NAMES:
+    try:
+      result = FileSystems.match([f"{lake.rstrip('/')}/{table}/*/*.parquet"])[0]
+    except Exception:  # noqa: BLE001 - an unreadable path holds no table
+      found[table] = False
+    else:
+      found[table] = bool(result.metadata_list)
+  return found
+
+
+def _no_lake_message(lake: str) -> str:
+  import posixpath
+
+  stripped = lake.rstrip("/")
+  parent, name = posixpath.split(stripped)
+  if name in TABLE_NAMES and parent and any(lake_tables(parent).values()):
+    return f"{lake!r} is the {name} table of a lake, not a lake: use --lake {parent}"
+  return (f"{lake!r} holds no lake tables (no events/, entities/ or errors/ folder with Parquet files); "
+          f"give the directory that `wirestream run --output` wrote")
+
+
+def connect(lake: str):
+  """A DuckDB connection with the lake's views; raises :class:`NoLake` when ``lake`` holds no table.
+
+  A table with no files at all (a lake written before every table had its schema file) reads as empty.
+  """
+  import duckdb
+  import pyarrow as pa
+
+  from schemas import TABLES
+
+  lake = lake.rstrip("/")
+  present = lake_tables(lake)
+  if not any(present.values()):
+    raise NoLake(_no_lake_message(lake))
+  con = duckdb.connect()
   if lake.startswith("gs://"):
     con.execute("INSTALL httpfs; LOAD httpfs;")
-  for table, schema in TABLES.items():
-    row_id = ROW_ID[table]
-    if _has_files(lake, table):
-      source = (f"read_parquet('{lake}/{table}/*/*.parquet', hive_partitioning = true, "
-                f"union_by_name = true, hive_types = {{'date': DATE}})")
-    else:
-      empty = pa.Table.from_batches([], schema=schema)
-      con.register(f"_empty_{table}", empty)
-      source = f"(SELECT *, NULL::DATE AS date FROM _empty_{table})"
-    con.execute(
-        f"CREATE VIEW {table} AS SELECT * FROM {source} "
-        f"QUALIFY row_number() OVER (PARTITION BY {row_id} ORDER BY {_ORDER[table]} DESC NULLS LAST) = 1")
-  _story_views(con)
+  for table in TABLE_NAMES:
+    # The current schema's empty table: a table without files reads as empty, and files of an older
+    # minor version get the columns they lack.
+    con.register(f"_empty_{table}", pa.Table.from_batches([], schema=TABLES[table]))
+    empty = f"SELECT *, NULL::DATE AS date FROM _empty_{table}"
+    source = f"(SELECT * FROM {_source(lake, table)} UNION ALL BY NAME {empty})" if present[table] else f"({empty})"
+    con.execute(view_sql(lake, table, source))
+  for view in DERIVED_VIEWS:
+    con.execute(view)
   return con
-
-
-def _story_views(con: duckdb.DuckDBPyConnection) -> None:
-  """Views ``stories`` (one row per story cluster) and ``latest`` (the latest version of each story)."""
-  present = {row[0] for row in con.execute("DESCRIBE events").fetchall()}
-  col = lambda name: name if name in present else "NULL::VARCHAR"  # noqa: E731 - files of older schemas
-  seen = "COALESCE(published_at, ingested_at)"
-  newest = f"{seen} DESC, version DESC, event_id DESC"
-  con.execute(
-      f"CREATE VIEW latest AS SELECT * FROM events "
-      f"QUALIFY row_number() OVER (PARTITION BY story_id ORDER BY version DESC, {seen} DESC, ingested_at DESC) = 1")
-  con.execute(
-      f"CREATE VIEW stories AS SELECT COALESCE({col('cluster_id')}, story_id) AS cluster_id, "
-      f"min({seen}) AS first_seen, max({seen}) AS last_seen, count(*) AS size, "
-      f"count(DISTINCT story_id) AS story_ids, "
-      f"list(headline ORDER BY {newest})[1] AS headline, list(event_id ORDER BY {newest})[1] AS event_id, "
-      f"list(DISTINCT agency ORDER BY agency) FILTER (WHERE agency IS NOT NULL) AS agencies, "
-      f"list(DISTINCT {col('revision')} ORDER BY {col('revision')}) "
-      f"FILTER (WHERE {col('revision')} IS NOT NULL) AS revisions, "
-      f"list({col('pub_status')} ORDER BY {newest})[1] AS status "
-      f"FROM events GROUP BY 1")
 
 
 def _cell(value: Any, width: int = 60) -> str:
@@ -95,20 +166,35 @@ def _cell(value: Any, width: int = 60) -> str:
 
 
 def _json_default(value: Any):
-  if isinstance(value, (dt.datetime, dt.date)):
+  import datetime as dt
+
+  if isinstance(value, (dt.datetime, dt.date, dt.time)):
     return value.isoformat()
   if isinstance(value, bytes):
     return value.decode("latin-1")
   return str(value)
 
 
-def print_result(cursor: duckdb.DuckDBPyConnection, fmt: str, stream=sys.stdout) -> int:
+def _csv_cell(value: Any) -> Any:
+  """A CSV cell: nested values (lists, structs, maps) and bytes as JSON, the rest as they are."""
+  import json
+
+  if isinstance(value, (list, dict, tuple, bytes)):
+    return json.dumps(value, default=_json_default, ensure_ascii=False)
+  return value
+
+
+def print_result(cursor, fmt: str, stream=None) -> int:
+  import csv
+  import json
+
+  stream = stream or sys.stdout
   columns = [d[0] for d in cursor.description or []]
   rows = cursor.fetchall()
   if fmt == "csv":
     writer = csv.writer(stream)
     writer.writerow(columns)
-    writer.writerows(rows)
+    writer.writerows([_csv_cell(v) for v in row] for row in rows)
   elif fmt == "json":
     for row in rows:
       stream.write(json.dumps(dict(zip(columns, row, strict=False)), default=_json_default, ensure_ascii=False) + "\n")
@@ -125,15 +211,24 @@ def print_result(cursor: duckdb.DuckDBPyConnection, fmt: str, stream=sys.stdout)
 
 
 def run(args: argparse.Namespace) -> int:
-  lake = args.lake
-  if "://" not in lake and not FileSystems.exists(lake):
-    print(f"wirestream query: error: lake {lake!r} does not exist", file=sys.stderr)
+  prog = "wirestream query"
+  if args.print_views:
+    print(views_sql(args.lake))
+    return 0
+  if not args.sql:
+    print(f"{prog}: error: give a SQL statement (or --print-views)", file=sys.stderr)
     return 2
-  con = connect(lake)
+  import duckdb
+
+  try:
+    con = connect(args.lake)
+  except NoLake as error:
+    print(f"{prog}: error: {error}", file=sys.stderr)
+    return 2
   try:
     cursor = con.execute(args.sql)
   except duckdb.Error as error:
-    print(f"wirestream query: error: {error}", file=sys.stderr)
+    print(f"{prog}: error: {error}", file=sys.stderr)
     return 1
   print_result(cursor, args.format)
   return 0
@@ -141,10 +236,14 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
   parser = subparsers.add_parser(
-      "query", help="Run SQL over the lake with DuckDB (views events, entities, errors, stories, latest).",
+      "query", help="Run SQL over the lake with DuckDB (views events, entities, errors, story_entities, "
+                    "latest, stories).",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--lake", required=True, help="Lake directory written by run/stream.")
+  parser.add_argument("--lake", *(name for name in OUTPUT_OPTIONS if name != "--lake"), dest="lake",
+                      required=True, metavar="DIR", help="The lake directory (what run or stream wrote with --output).")
   parser.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                      help="Output format; json prints one object per line.")
-  parser.add_argument("sql", help="SQL statement.")
+                      help="Output format; csv writes nested values as JSON, json prints one object per line.")
+  parser.add_argument("--print-views", action="store_true",
+                      help="Print the SQL of the views (DuckDB) and exit: the one definition every reader uses.")
+  parser.add_argument("sql", nargs="?", help="SQL statement.")
   parser.set_defaults(func=run)

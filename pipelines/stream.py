@@ -12,18 +12,27 @@ Windows are applied right after the read, before parsing and inference, and ever
 later stage keeps them. A window's files appear once the watermark passes its end:
 the latency from publish to file is up to one window plus a second or two.
 
-Stopping (``--duration``, or Ctrl-C): on the DirectRunner the read ends, like a
-bounded source: no more pulls, its watermark goes to the end of time, every open
-window fires and is written, and the pipeline finishes (state DONE), usually within
-a second or two; ``--drain-timeout`` bounds the wait, then it is cancelled. The
-DirectRunner acknowledges messages as soon as it pulls them, so cancelling instead
-would lose every message of the open windows. Its pulls also return at once,
-pausing ``--poll-seconds`` when the subscription is empty (Beam's own pull waits up
-to 30 s on an idle subscription, and the DirectRunner has a single worker thread),
-so the watermark follows the wall clock and windows close on time when no messages
-arrive. On other runners ``--duration`` cancels the job after that many seconds;
-drain a Dataflow job (``gcloud dataflow jobs drain``) to stop it without losing
-open windows.
+Delivery on the DirectRunner: at least once. Beam's DirectRunner acknowledges a message
+as soon as it pulls it; here pulled messages are held instead (``transforms.pubsub.Leases``:
+their ack deadlines extended every third of ``--lease-seconds``) and acknowledged once every
+file of their window is written (``acknowledge_when_written``). A message whose window was
+not written (a crash, SIGKILL, a cancel) is delivered again by Pub/Sub, within
+``--lease-seconds`` or at once when the stream could hand it back; a repeat lands as the same
+row (same ``event_id``), which the query views count once.
+
+Stopping: SIGINT and SIGTERM get the stream's own handlers, whatever disposition the
+process inherited (a background job of a non-interactive shell ignores SIGINT). The first
+signal, or the end of ``--duration``, ends the read on the DirectRunner like a bounded
+source: no more pulls, its watermark goes to the end of time, every open window fires, is
+written and acknowledged, and the pipeline finishes (state DONE), usually within a second or
+two plus the enrichment of what the windows hold; ``--drain-timeout`` bounds the wait. Exit
+status 130 / 143 after a signal, 0 after ``--duration``. A further signal cancels at once;
+the messages not written are handed back unacknowledged. Pulls return at once, pausing
+``--poll-seconds`` when the subscription is empty (Beam's own pull waits up to 30 s on an
+idle subscription, and the DirectRunner has a single worker thread), so the watermark
+follows the wall clock and windows close on time when no messages arrive. On other runners
+``--duration`` and signals cancel the job; drain a Dataflow job
+(``gcloud dataflow jobs drain``) to stop it without losing open windows.
 
 Progress lines and the final summary come from counts kept in this process on the
 DirectRunner (its streaming mode does not update a step's Beam metrics after the
@@ -36,16 +45,15 @@ means the same here); ``--streaming`` is always set.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import posixpath
-import re
+import signal
 import sys
 import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -55,16 +63,23 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.window import FixedWindows
 
-from pipelines.common import add_pipeline_arguments, apply_stages, pipeline_options, print_metrics
+from pipelines.common import (
+  apply_stages,
+  pipeline_options,
+  prepare_models,
+  print_metrics,
+  pubsub_path_problem,
+  pubsub_problem,
+)
+from pipelines.stream_options import register  # noqa: F401 - the command's options, kept light for --help
 from schemas import TABLES
 from transforms.cluster import ClusterStories
-from transforms.dedup import DEFAULT_TTL_SECONDS, DedupStories
+from transforms.dedup import DedupStories
 from transforms.parse import ParseStories
-from transforms.pubsub import ReadRawRecordsFromPubSub
-from transforms.write import WriteTables, output_is_writable
+from transforms.pubsub import Leases, ReadRawRecordsFromPubSub
+from transforms.write import WriteTables, ensure_tables, output_is_writable
 
 _LOG = logging.getLogger(__name__)
-_SUBSCRIPTION = re.compile(r"^projects/[^/]+/subscriptions/[^/]+$")
 _DIRECT_RUNNERS = ("DirectRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
 METRICS_NAMESPACE = "wirestream.stream"
@@ -94,11 +109,14 @@ class Tally:
       return dict(self._values)
 
 
+#: In-process state of the streams running in this process, by run id: their tallies, and
+#: the leases of the messages they pulled (DirectRunner).
 _TALLIES: dict[str, Tally] = {}
+_LEASES: dict[str, Leases] = {}
 
 
-def _tally(tally_id: str | None) -> Tally | None:
-  return _TALLIES.get(tally_id) if tally_id else None
+def _tally(run_id: str | None) -> Tally | None:
+  return _TALLIES.get(run_id) if run_id else None
 
 
 class _Count(beam.DoFn):
@@ -137,32 +155,53 @@ class _CountWrittenRows(beam.DoFn):
     yield path
 
 
-def build(pipeline: beam.Pipeline, args: argparse.Namespace, tally_id: str | None = None):
+def build(pipeline: beam.Pipeline, args: argparse.Namespace, run_id: str | None = None):
   """Adds the streaming pipeline's steps to ``pipeline``; returns the PCollection of written files.
 
-  With ``tally_id`` (a key of ``_TALLIES``), the steps also count into that in-process tally.
+  With ``run_id``, the steps also count into the in-process tally ``_TALLIES[run_id]``, and the
+  messages of each window are acknowledged through ``_LEASES[run_id]`` (when there is one) once
+  every file of the window is written.
   """
   records = (
       pipeline
       | "Read" >> ReadRawRecordsFromPubSub(args.subscription)
-      | "CountMessages" >> beam.ParDo(_Count("messages", tally_id)))
+      | "CountMessages" >> beam.ParDo(_Count("messages", run_id)))
   # Windows before parsing and inference: every later stage keeps the element's window.
   windowed = records | "Window" >> beam.WindowInto(FixedWindows(args.window_seconds))
   stories, parse_errors = windowed | "Parse" >> ParseStories(max_story_bytes=args.max_story_bytes)
   stories = (
       stories
-      | "CountParsed" >> beam.ParDo(_Count("stories_parsed", tally_id))
+      | "CountParsed" >> beam.ParDo(_Count("stories_parsed", run_id))
       | "Dedup" >> DedupStories(ttl_seconds=args.dedup_ttl_seconds)
-      | "CountUnique" >> beam.ParDo(_Count("stories_unique", tally_id))
+      | "CountUnique" >> beam.ParDo(_Count("stories_unique", run_id))
       | "Cluster" >> ClusterStories(ttl_seconds=args.cluster_ttl_seconds, stateful=True))
   stories, stage_errors = apply_stages(stories, args)
   errors = (parse_errors, *stage_errors) | "AllErrors" >> beam.Flatten()
-  stories = stories | "CountStories" >> beam.ParDo(_Count("stories_out", tally_id))
-  errors = errors | "CountErrors" >> beam.ParDo(_Count("errors_out", tally_id))
-  return (
+  stories = stories | "CountStories" >> beam.ParDo(_Count("stories_out", run_id))
+  errors = errors | "CountErrors" >> beam.ParDo(_Count("errors_out", run_id))
+  written = (
       (stories, errors)
       | "Write" >> WriteTables(args.output, shards_per_partition=args.shards_per_partition)
-      | "CountWritten" >> beam.ParDo(_CountWrittenRows(tally_id)))
+      | "CountWritten" >> beam.ParDo(_CountWrittenRows(run_id)))
+  if run_id is not None and run_id in _LEASES:
+    acknowledge_when_written(windowed, written, run_id)
+  return written
+
+
+def acknowledge_when_written(windowed_records, written, run_id: str) -> None:
+  """Acknowledges the messages of each window once all files of that window are written.
+
+  Every story, error row and dropped repeat of a message stays in the message's window, and
+  the watermark of the written files passes a window's end only once every file of that
+  window (and of the windows before it) is committed: a ``CoGroupByKey`` of the window's
+  message ids with its written files fires exactly then.
+  """
+  message_ids = windowed_records | "MessageIds" >> beam.Map(lambda record: ("window", record.message_id))
+  files = written | "FileMarks" >> beam.Map(lambda path: ("window", ""))
+  _ = (
+      {"messages": message_ids, "files": files}
+      | "AfterWrite" >> beam.CoGroupByKey()
+      | "Acknowledge" >> beam.ParDo(_AckWritten(run_id)))
 
 
 # --------------------------------------------------------------------------- DirectRunner read control
@@ -171,44 +210,59 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, tally_id: str | Non
 class _PromptPullClient:
   """Wraps a SubscriberClient: pulls return at once, larger pull batches, a pause when empty.
 
+  With ``leases``, every pulled message is held by them, and the wrapped client's own
+  ``acknowledge`` does nothing: the messages are acknowledged once their rows are written.
+
   A client-side deadline is no substitute for ``return_immediately``: a pull abandoned by
   its caller may still take messages on the server, which then wait out their ack
   deadline before they are delivered again.
   """
 
-  def __init__(self, client, poll_seconds: float, max_messages: int):
+  def __init__(self, client, poll_seconds: float, max_messages: int, leases: Leases | None = None):
     self._client = client
     self._poll_seconds = poll_seconds
     self._max_messages = max_messages
+    self._leases = leases
 
   def pull(self, *, subscription, max_messages=None, timeout=None, **kwargs):
     kwargs.pop("return_immediately", None)
     response = self._client.pull(
         subscription=subscription, max_messages=max(max_messages or 0, self._max_messages),
         return_immediately=True, timeout=timeout or 30, **kwargs)
+    if self._leases is not None and response.received_messages:
+      self._leases.hold(response.received_messages)
     if not response.received_messages:
       time.sleep(self._poll_seconds)
     return response
+
+  def acknowledge(self, *args, **kwargs):
+    if self._leases is None:
+      return self._client.acknowledge(*args, **kwargs)
+    return None  # held by the leases until written
 
   def __getattr__(self, name):
     return getattr(self._client, name)
 
 
 class DirectReadControl:
-  """Controls the DirectRunner's Pub/Sub reads in this process: prompt pulls, and a stop switch.
+  """Controls the DirectRunner's Pub/Sub reads in this process: prompt pulls, held acks, a stop switch.
 
   Beam's DirectRunner reads Pub/Sub in ``_PubSubReadEvaluator`` (private to Beam;
-  checked when entered). While the control is active, each pull returns at once and
-  an empty one pauses ``poll_seconds``; after ``stop()`` the read ends: no more
-  messages are pulled (and so none are acknowledged), and its watermark goes to the
-  end of time, so the pipeline writes its open windows and finishes.
+  checked when entered, and pinned by a test of this Beam version): it pulls through the
+  client its ``_get_subscriber_client`` returns and acknowledges every pulled message at
+  once through the same client. While the control is active, that client is wrapped:
+  each pull returns at once and an empty one pauses ``poll_seconds``; with ``leases``,
+  the pulled messages are held by them instead of acknowledged (the pipeline acknowledges
+  them once written); after ``stop()`` the read ends: no more messages are pulled, and its
+  watermark goes to the end of time, so the pipeline writes its open windows and finishes.
   """
 
-  def __init__(self, poll_seconds: float = 0.5, max_messages: int = 100):
+  def __init__(self, poll_seconds: float = 0.5, max_messages: int = 100, leases: Leases | None = None):
     self.poll_seconds = poll_seconds
     self.max_messages = max_messages
+    self.leases = leases
     self._stop = threading.Event()
-    #: Messages pulled (and acknowledged) so far.
+    #: Messages pulled so far.
     self.pulled = 0
     self._saved: dict[str, object] = {}
 
@@ -258,7 +312,8 @@ class DirectReadControl:
       return messages
 
     def get_client(klass, transform):
-      return _PromptPullClient(client_getter(klass, transform), control.poll_seconds, control.max_messages)
+      return _PromptPullClient(client_getter(klass, transform), control.poll_seconds, control.max_messages,
+                               control.leases)
 
     self._saved = {"finish_bundle": original_finish, "_read_from_pubsub": original_read,
                    "_get_subscriber_client": original_client}
@@ -272,6 +327,27 @@ class DirectReadControl:
     for name, value in self._saved.items():
       setattr(cls, name, value)
     self._saved = {}
+
+
+class _AckWritten(beam.DoFn):
+  """(key, {"messages": ids, "files": ...}) of a window whose files are all written -> acknowledges the ids."""
+
+  def __init__(self, run_id: str):
+    self._run_id = run_id
+
+  def process(self, element):
+    _, groups = element
+    leases = _LEASES.get(self._run_id)
+    if leases is None:
+      return
+    try:
+      acked = leases.ack(message_id for message_id in groups["messages"] if message_id)
+    except Exception as error:  # noqa: BLE001 - not acknowledged: delivered again, written again as the same rows
+      _LOG.warning("could not acknowledge the messages of a written window: %s", error)
+      return
+    tally = _tally(self._run_id)
+    if tally is not None:
+      tally.add("messages_acked", acked)
 
 
 # --------------------------------------------------------------------------- running
@@ -305,11 +381,11 @@ def _progress(elapsed: float, c: dict[str, float]) -> str:
   return (f"stream: {elapsed:6.1f}s messages={g('messages')} stories={g('stories_parsed')} "
           f"duplicates={g('stories_parsed') - g('stories_unique')} "
           f"events_written={g('events_rows_written')} errors_written={g('errors_rows_written')} "
-          f"files={g('files_written')}")
+          f"files={g('files_written')} acked={g('messages_acked')}")
 
 
 def _summary(c: dict[str, float], stream=sys.stdout) -> None:
-  names = ("messages", "stories_parsed", "stories_unique", "stories_out", "errors_out", "events_rows_written",
+  names = ("messages", "messages_acked", "stories_parsed", "stories_unique", "stories_out", "errors_out", "events_rows_written",
            "entities_rows_written", "errors_rows_written", "files_written")
   print("summary:", file=stream)
   for name in names:
@@ -319,14 +395,14 @@ def _summary(c: dict[str, float], stream=sys.stdout) -> None:
 
 
 class _Waiter(threading.Thread):
-  """Waits for the pipeline to finish on its own (a failure, or a bounded runner)."""
+  """Waits for the pipeline to finish on its own (a failure, a bounded runner, or a drained read)."""
 
-  def __init__(self, result):
+  def __init__(self, result, wake: threading.Event):
     super().__init__(name="wirestream-stream-wait", daemon=True)
     self.result = result
     self.error: BaseException | None = None
-    # Not is_alive(): on Python 3.11 a join() interrupted by Ctrl-C can leave it wrongly False.
     self.done = threading.Event()
+    self._wake = wake
 
   def run(self) -> None:
     try:
@@ -335,6 +411,40 @@ class _Waiter(threading.Thread):
       self.error = error
     finally:
       self.done.set()
+      self._wake.set()
+
+
+class _StopSignals:
+  """SIGINT and SIGTERM handled by the stream itself, whatever disposition the process inherited.
+
+  A process started in the background by a non-interactive shell inherits SIGINT ignored,
+  and Python then raises no ``KeyboardInterrupt``; SIGTERM (supervisors, ``docker stop``,
+  Kubernetes) kills a Python process at once by default. Each signal is recorded and wakes
+  the main loop, which stops reading at the first and cancels at the second. The previous
+  handlers come back on exit. Outside the main thread nothing is installed.
+  """
+
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+  def __init__(self, wake: threading.Event):
+    self.received: list[int] = []
+    self._wake = wake
+    self._saved: dict[int, object] = {}
+
+  def _handle(self, signum, frame) -> None:
+    self.received.append(signum)
+    self._wake.set()
+
+  def __enter__(self) -> _StopSignals:
+    if threading.current_thread() is threading.main_thread():
+      for signum in self.SIGNALS:
+        self._saved[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for signum, handler in self._saved.items():
+      signal.signal(signum, handler)
+    self._saved = {}
 
 
 def _stream_options(beam_args: Sequence[str]):
@@ -358,45 +468,54 @@ def _is_direct(options) -> bool:
   return runner.rsplit(".", 1)[-1] in _DIRECT_RUNNERS
 
 
-@contextlib.contextmanager
-def _maybe(control: DirectReadControl | None) -> Iterator[None]:
-  if control is None:
-    yield
-  else:
-    with control:
-      yield
-
-
 def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
   prog = "wirestream stream"
-  if not _SUBSCRIPTION.match(args.subscription):
-    print(f"{prog}: error: --subscription must look like projects/PROJECT/subscriptions/NAME", file=sys.stderr)
+  problem = pubsub_path_problem("subscription", args.subscription)
+  if problem:
+    print(f"{prog}: error: {problem}", file=sys.stderr)
     return 2
   if args.window_seconds <= 0 or (args.duration is not None and args.duration <= 0):
     print(f"{prog}: error: --window-seconds and --duration must be positive", file=sys.stderr)
     return 2
-  problem = output_is_writable(args.output)
+  problem = output_is_writable(args.output) or pubsub_problem("subscription", args.subscription)
   if problem:
     print(f"{prog}: error: {problem}", file=sys.stderr)
     return 2
+  prepare_models(args, prog)
+  ensure_tables(args.output, time.strftime("%Y-%m-%d", time.gmtime()))
   options = _stream_options(beam_args)
+  run_id = uuid.uuid4().hex
   control = None
+  client = None
   if _is_direct(options):
     if DirectReadControl.supported():
-      control = DirectReadControl(poll_seconds=args.poll_seconds)
+      from google.cloud import pubsub_v1
+      client = pubsub_v1.SubscriberClient()
+      _LEASES[run_id] = Leases(client, args.subscription, args.lease_seconds)
+      control = DirectReadControl(poll_seconds=args.poll_seconds, leases=_LEASES[run_id])
     else:
-      _LOG.warning("cannot control the DirectRunner's Pub/Sub reads; stopping will lose open windows")
+      _LOG.warning("cannot control the DirectRunner's Pub/Sub reads: messages are acknowledged when pulled, "
+                   "and stopping loses the open windows")
+  _TALLIES[run_id] = Tally()
   pipeline = beam.Pipeline(options=options)
-  tally_id = None
-  if control is not None:
-    tally_id = uuid.uuid4().hex
-    _TALLIES[tally_id] = Tally()
-  build(pipeline, args, tally_id)
+  build(pipeline, args, run_id if control is not None else None)
+  leases = _LEASES.get(run_id)
   try:
-    with _maybe(control):
-      return _run_pipeline(pipeline, args, control, _tally(tally_id))
+    if control is None:
+      return _run_pipeline(pipeline, args, None, None)
+    leases.start()
+    with control:
+      return _run_pipeline(pipeline, args, control, _TALLIES[run_id])
   finally:
-    _TALLIES.pop(tally_id, None)
+    if leases is not None:
+      returned = leases.release()
+      if returned:
+        print(f"{prog}: {returned} message(s) not written were handed back to Pub/Sub for redelivery",
+              file=sys.stderr, flush=True)
+    if client is not None:
+      client.close()
+    _TALLIES.pop(run_id, None)
+    _LEASES.pop(run_id, None)
 
 
 def _run_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, control: DirectReadControl | None,
@@ -404,54 +523,65 @@ def _run_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, control: Di
   prog = "wirestream stream"
   print(f"{prog}: {args.subscription} -> {args.output} (windows of {args.window_seconds:g}s, "
         f"stages: {','.join(args.stages) or 'none'}, "
-        f"{f'for {args.duration:g}s' if args.duration else 'until interrupted'})", file=sys.stderr, flush=True)
-  result = pipeline.run()
-  start = time.monotonic()
-  waiter = _Waiter(result)
-  waiter.start()
-  print(f"{prog}: running", file=sys.stderr, flush=True)
-  interrupted = False
-  try:
+        f"{f'for {args.duration:g}s' if args.duration else 'until stopped'})", file=sys.stderr, flush=True)
+  wake = threading.Event()
+  with _StopSignals(wake) as signals:
+    result = pipeline.run()
+    start = time.monotonic()
+    waiter = _Waiter(result, wake)
+    waiter.start()
+    print(f"{prog}: running", file=sys.stderr, flush=True)
     next_progress = start + args.progress_seconds
-    while not waiter.done.is_set():
+    while not waiter.done.is_set() and not signals.received:
       now = time.monotonic()
       if args.duration is not None and now - start >= args.duration:
         break
       if now >= next_progress:
         print(_progress(now - start, _counts(result, tally)), file=sys.stderr, flush=True)
         next_progress = now + args.progress_seconds
-      waiter.done.wait(min(0.5, max(0.05, next_progress - now)))
-  except KeyboardInterrupt:
-    interrupted = True
-    print(f"{prog}: interrupted, stopping", file=sys.stderr, flush=True)
-  if waiter.done.is_set():
-    return _finish(result, waiter, start, tally)
-  status = _stop(result, waiter, args, control, tally, start)
-  if interrupted and status == 0:
-    status = 130
+      wake.wait(min(0.5, max(0.05, next_progress - now)))
+      wake.clear()
+    if waiter.done.is_set():
+      return _finish(result, waiter, start, tally)
+    first = signals.received[0] if signals.received else None
+    if first is not None:
+      print(f"{prog}: {signal.Signals(first).name} received, stopping", file=sys.stderr, flush=True)
+    status = _stop(result, waiter, args, control, tally, start, signals, wake)
+  if first is not None and status == 0:
+    status = 128 + first
   return status
 
 
 def _stop(result, waiter: _Waiter, args: argparse.Namespace, control: DirectReadControl | None,
-          tally: Tally | None, start: float) -> int:
+          tally: Tally | None, start: float, signals: _StopSignals, wake: threading.Event) -> int:
   prog = "wirestream stream"
   if control is not None:
     control.stop()
     print(f"{prog}: stopped reading after {time.monotonic() - start:.1f}s; writing the open windows",
           file=sys.stderr, flush=True)
-    try:
-      waiter.done.wait(args.drain_timeout)
-    except KeyboardInterrupt:
-      print(f"{prog}: interrupted again: cancelling without writing the open windows",
-            file=sys.stderr, flush=True)
+    # The first signal stopped the read (or --duration did): any further signal cancels.
+    allowed = 1 if signals.received else 0
+    deadline = time.monotonic() + args.drain_timeout
+    while not waiter.done.is_set() and len(signals.received) <= allowed and time.monotonic() < deadline:
+      wake.wait(min(0.5, max(0.01, deadline - time.monotonic())))
+      wake.clear()
     if waiter.done.is_set():
       return _finish(result, waiter, start, tally)
-    print(f"{prog}: warning: the open windows were not written within --drain-timeout "
-          f"{args.drain_timeout:g}s; cancelling", file=sys.stderr, flush=True)
+    if time.monotonic() >= deadline:
+      print(f"{prog}: warning: the open windows were not written within --drain-timeout "
+            f"{args.drain_timeout:g}s; cancelling", file=sys.stderr, flush=True)
+      status = 1
+    else:
+      again = signals.received[-1]
+      print(f"{prog}: {signal.Signals(again).name} received again: cancelling without writing the open "
+            "windows (their messages are not acknowledged)", file=sys.stderr, flush=True)
+      status = 128 + again
+  else:
+    status = 0
   result.cancel()
   print(f"{prog}: cancelled after {time.monotonic() - start:.1f}s", file=sys.stderr, flush=True)
   _report(result, tally)
-  return 1 if control is not None else 0
+  return status
 
 
 def _report(result, tally: Tally | None) -> None:
@@ -470,49 +600,18 @@ def _finish(result, waiter: _Waiter, start: float, tally: Tally | None) -> int:
     return 1
   print(f"{prog}: finished after {time.monotonic() - start:.1f}s, state {result.state}",
         file=sys.stderr, flush=True)
+  if tally is not None and not tally.snapshot().get("messages"):
+    print(f"{prog}: no message arrived on the subscription; nothing was written", file=sys.stderr, flush=True)
+    return 0
   _report(result, tally)
   return 0
 
 
-def register(subparsers) -> None:
-  parser = subparsers.add_parser(
-      "stream", help="Run the streaming pipeline from a Pub/Sub subscription.",
-      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--subscription", required=True, help="projects/PROJECT/subscriptions/NAME")
-  parser.add_argument("--window-seconds", type=float, default=60.0,
-                      help="Length of the fixed windows files are written per (default: 60).")
-  parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                      help="Stop reading after this many seconds, write what was read, and exit "
-                           "(default: run until interrupted).")
-  parser.add_argument("--drain-timeout", type=float, default=None, metavar="SECONDS",
-                      help="Longest wait for the open windows to be written when stopping "
-                           "(default: the window length plus 120 s).")
-  parser.add_argument("--dedup-ttl-seconds", type=float, default=DEFAULT_TTL_SECONDS,
-                      help="How long a (story_id, version) is remembered to drop repeats (default: one day).")
-  parser.add_argument("--poll-seconds", type=float, default=0.5,
-                      help="DirectRunner: pause after a pull that found no messages (default: 0.5).")
-  parser.add_argument("--progress-seconds", type=float, default=5.0,
-                      help="Seconds between progress lines (default: 5).")
-  add_pipeline_arguments(parser)
-  parser.set_defaults(func=_run_with_defaults, accepts_beam_args=True)
-
-
-def _run_with_defaults(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
-  if args.drain_timeout is None:
-    args.drain_timeout = args.window_seconds + 120.0
-  return run(args, beam_args)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
   """``python -m pipelines.stream ...``: the ``stream`` command on its own."""
-  parser = argparse.ArgumentParser(prog="wirestream")
-  parser.add_argument("-v", "--verbose", action="store_true", help="Log Beam's INFO messages.")
-  commands = parser.add_subparsers(dest="command", required=True)
-  register(commands)
-  args, extra = parser.parse_known_args(["stream", *(sys.argv[1:] if argv is None else argv)])
-  logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                      format="%(levelname)s %(name)s: %(message)s")
-  return int(args.func(args, extra) or 0)
+  from pipelines.cli import main as cli_main
+
+  return cli_main(["stream", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipelines.common import add_output_argument
 from transforms import ner_model as nm
 
 
@@ -260,7 +261,7 @@ def command_line(args: argparse.Namespace) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--train", required=True, help="CoNLL-2003 training file (IOB1 or BIO).")
   parser.add_argument("--dev", required=True, help="CoNLL-2003 dev file, scored after every epoch.")
-  parser.add_argument("--out", required=True, help="Directory for the best model (fp16 delta + config).")
+  add_output_argument(parser, "Directory for the best model (fp16 delta + config).", dest="out", required=True)
   parser.add_argument("--epochs", type=int, default=5)
   parser.add_argument("--lr", type=float, default=1e-4)
   parser.add_argument("--batch-size", type=int, default=8)

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines import topics_data as td
+from pipelines.common import add_output_argument
 from transforms import assets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -488,7 +489,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Target of a seed text's topics after its first (below 1: the first should rank first).")
   parser.add_argument("--pseudo-weight", type=float, default=1.0,
                       help="Weight of the World pseudo-labels from the IPTC concept teacher (0: noisy-OR only).")
-  parser.add_argument("--out", default=str(DEFAULT_OUT), help="Output directory of the topic head.")
+  add_output_argument(parser, "Output directory of the topic head.", dest="out", default=str(DEFAULT_OUT))
   parser.add_argument("--encoder", default=str(DEFAULT_ENCODER),
                       help="Encoder: a casing NER model directory whose pass the head shares (default: the "
                            "bundled transforms/assets/ner), or 'base' for the base MiniLM package's own encoder.")

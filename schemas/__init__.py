@@ -8,6 +8,7 @@ from schemas.records import (
     STATUS_SKIPPED_LANGUAGE,
     DeadLetter,
     Entity,
+    GeoPlace,
     RawRecord,
     Story,
     Topic,
@@ -17,6 +18,6 @@ from schemas.tables import ENTITIES, ERRORS, EVENTS, SCHEMA_VERSION, TABLES, ent
 
 __all__ = [
     "RAW_EXCERPT_LIMIT", "STATUS_APPLIED", "STATUS_FAILED", "STATUS_SKIPPED_EMPTY", "STATUS_SKIPPED_LANGUAGE",
-    "DeadLetter", "Entity", "RawRecord", "Story", "Topic", "sha256_hex",
+    "DeadLetter", "Entity", "GeoPlace", "RawRecord", "Story", "Topic", "sha256_hex",
     "ENTITIES", "ERRORS", "EVENTS", "SCHEMA_VERSION", "TABLES", "entity_rows", "error_row", "event_row",
 ]

@@ -45,6 +45,20 @@ class RawRecord:
 
 
 @dataclasses.dataclass
+class GeoPlace:
+  """A gazetteer place a mention was resolved to (GeoNames)."""
+
+  geonameid: int
+  name: str
+  #: ISO 3166-1 alpha-2 code (None for a continent).
+  country_code: str | None
+  latitude: float | None
+  longitude: float | None
+  #: "country", "admin_region", "city" or "continent".
+  feature: str
+
+
+@dataclasses.dataclass
 class Entity:
   """One entity mention. ``body[start_char:end_char] == text`` always holds."""
 
@@ -54,6 +68,15 @@ class Entity:
   end_char: int
   score: float
   sentence_index: int
+  # Filled by the resolve stage.
+  #: The entity's key, the same in every story (see ``transforms/resolve.py``).
+  entity_key: str | None = None
+  #: The entity's name: the fullest form in the story, or the gazetteer's/maintained list's name.
+  canonical: str | None = None
+  #: The place of a LOC mention (None when not geocoded).
+  place: GeoPlace | None = None
+  #: LOC mentions: "resolved", or why not: "not_in_gazetteer", "ambiguous".
+  geo_status: str | None = None
 
 
 @dataclasses.dataclass
@@ -110,6 +133,10 @@ class Story:
   topics: list[Topic] | None = None
   topics_status: str | None = None
   topics_model: str | None = None
+  #: Filled by the resolve stage: ISO 3166-1 alpha-2 codes of the countries the story is about, most
+  #: salient first (from the story's text only, never from ``places``).
+  countries: list[str] | None = None
+  resolve_status: str | None = None
 
   @property
   def key(self) -> tuple[str, int]:

@@ -8,7 +8,13 @@ the field metadata (``doc``), and every file carries the table name,
 schema metadata. ``wirestream schema`` prints them.
 
 Versioning: add nullable columns freely (minor bump); renaming, retyping or
-removing a column is a major bump.
+removing a column is a major bump. Files of an older minor version read under the
+current schema (``union_by_name``): their missing columns are null.
+
+History: 1.1 adds the resolve stage's columns (events: ``countries``,
+``resolve_status``, ``story_entities``; entities: ``entity_key``, ``canonical`` and
+the place columns) and ``entities.ingested_at``, and the story clusters' columns
+(events: ``cluster_id``, ``pub_status``, ``revision``).
 """
 
 from __future__ import annotations
@@ -50,6 +56,14 @@ TOPIC_TYPE = pa.struct([
     _f("code", pa.string(), "IPTC Media Topic qcode, e.g. medtop:11000000.", False),
     _f("label", pa.string(), "English label of the topic.", False),
     _f("score", pa.float32(), "Calibrated probability that the topic applies (0..1).", False),
+])
+
+STORY_ENTITY_TYPE = pa.struct([
+    _f("entity_key", pa.string(), "Entity key (see entities.entity_key).", False),
+    _f("canonical", pa.string(), "Canonical name of the entity.", False),
+    _f("label", pa.string(), "Entity type of its first mention (PER, ORG, LOC, MISC).", False),
+    _f("mentions", pa.int32(), "Mentions of the entity in the story.", False),
+    _f("first_char", pa.int32(), "Offset of its first mention in the body.", False),
 ])
 
 EVENTS = pa.schema([
@@ -98,6 +112,14 @@ EVENTS = pa.schema([
     _f("top_topic_code", pa.string(), "qcode of the highest-scoring topic."),
     _f("top_topic_label", pa.string(), "Label of the highest-scoring topic."),
     _f("top_topic_score", pa.float32(), "Score of the highest-scoring topic."),
+    _f("resolve_status", pa.string(),
+       "applied or failed; null when the resolve stage did not run (it runs on stories whose NER applied)."),
+    _f("countries", pa.list_(pa.string()),
+       "ISO 3166-1 alpha-2 codes of the countries the story is about, most salient first (dateline, headline, "
+       "lead, mentions), from the story's text only (compare with places, the source's own tags)."),
+    _f("story_entities", pa.list_(STORY_ENTITY_TYPE),
+       "The story's distinct entities (one per entity_key), in order of first mention; the query view "
+       "story_entities has one row per item."),
 ], metadata=_table_metadata("events"))
 
 ENTITIES = pa.schema([
@@ -113,6 +135,22 @@ ENTITIES = pa.schema([
     _f("sentence_index", pa.int32(), "0-based index of the sentence of the body holding the mention.", False),
     _f("model", pa.string(), "NER model name."),
     _f("published_at", _TS, "Publication time of the story (UTC)."),
+    _f("ingested_at", _TS,
+       "ingested_at of the events row this mention belongs to: the entities view keeps a mention only "
+       "while that row is the event's current one (schema 1.1)."),
+    _f("entity_key", pa.string(),
+       "The entity's key, the same in every story and run: geo:<geonameid> (a geocoded place), "
+       "loc:<name>, org:<name>, per:<name> or misc:<name> (see transforms/resolve.py)."),
+    _f("canonical", pa.string(),
+       "The entity's name: the fullest form in the story ('Tillerson' -> 'Rex Tillerson'), the maintained "
+       "name of a known organisation, the GeoNames name of a place."),
+    _f("geonameid", pa.int64(), "GeoNames id of the place of a LOC mention (null when not geocoded)."),
+    _f("country_code", pa.string(), "ISO 3166-1 alpha-2 code of the place's country."),
+    _f("latitude", pa.float64(), "Latitude of the place (a country: of its capital)."),
+    _f("longitude", pa.float64(), "Longitude of the place."),
+    _f("feature", pa.string(), "Kind of place: country, admin_region, city or continent."),
+    _f("geo_status", pa.string(),
+       "LOC mentions: resolved, or why not geocoded: not_in_gazetteer, ambiguous."),
 ], metadata=_table_metadata("entities"))
 
 ERRORS = pa.schema([
@@ -196,12 +234,33 @@ def event_row(story: Story) -> dict[str, Any]:
       "top_topic_code": top.code if top else None,
       "top_topic_label": top.label if top else None,
       "top_topic_score": float(top.score) if top else None,
+      "resolve_status": story.resolve_status,
+      "countries": list(story.countries) if story.countries is not None else None,
+      "story_entities": story_entities(story),
   }
+
+
+def story_entities(story: Story) -> list[dict[str, Any]] | None:
+  """The distinct entities of a resolved story, in order of first mention (None when unresolved)."""
+  if story.resolve_status is None or story.entities is None:
+    return None
+  out: dict[str, dict[str, Any]] = {}
+  for entity in sorted(story.entities, key=lambda e: e.start_char):
+    if not entity.entity_key:
+      continue
+    row = out.get(entity.entity_key)
+    if row is None:
+      out[entity.entity_key] = {"entity_key": entity.entity_key, "canonical": entity.canonical or entity.text,
+                                "label": entity.label, "mentions": 1, "first_char": entity.start_char}
+    else:
+      row["mentions"] += 1
+  return list(out.values())
 
 
 def entity_rows(story: Story) -> Iterable[dict[str, Any]]:
   """The ``entities`` rows of a story (none when NER did not run or apply)."""
   for entity in story.entities or ():
+    place = entity.place
     yield {
         "mention_id": f"{story.event_id}:{entity.start_char}:{entity.end_char}",
         "event_id": story.event_id,
@@ -215,6 +274,15 @@ def entity_rows(story: Story) -> Iterable[dict[str, Any]]:
         "sentence_index": entity.sentence_index,
         "model": story.ner_model,
         "published_at": _utc(story.published_at),
+        "ingested_at": _utc(story.ingested_at),
+        "entity_key": entity.entity_key,
+        "canonical": entity.canonical,
+        "geonameid": place.geonameid if place else None,
+        "country_code": place.country_code if place else None,
+        "latitude": place.latitude if place else None,
+        "longitude": place.longitude if place else None,
+        "feature": place.feature if place else None,
+        "geo_status": entity.geo_status,
     }
 
 

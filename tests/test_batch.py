@@ -24,8 +24,8 @@ def test_seed_story_lands_with_its_dateline(tmp_path, capsys):
   lake = tmp_path / "lake"
   assert _run("--input", str(REPO / "seeds" / "000_2caeb3c1602a667c.txt"), "--output", str(lake),
               "--stages", "none") == 0
-  out = capsys.readouterr().out
-  assert "summary:" in out and "parse." in out
+  err = capsys.readouterr().err
+  assert "stories   1 parsed" in err and "events    1 rows" in err
   con = query.connect(str(lake))
   row = con.execute("SELECT dateline, dateline_place, agency, language, body, ner_status FROM events").fetchall()
   assert len(row) == 1

@@ -222,6 +222,13 @@ def test_template_stream_arguments_and_explicit_runner():
                   "--window-seconds=30", "--runner=DirectRunner"]
 
 
+def test_template_flags_take_true_or_false():
+  for value, expected in (("true", ["--fail-on-errors"]), ("false", [])):
+    argv = flex_template.to_cli_argv(["--pipeline=run", "--input=gs://b/x", "--output=gs://b/lake",
+                                      f"--fail_on_errors={value}"])
+    assert argv == ["run", "--input=gs://b/x", "--output=gs://b/lake", *expected, "--runner=DataflowRunner"]
+
+
 def test_template_without_a_pipeline_is_a_clear_error():
   with pytest.raises(SystemExit, match="--pipeline=run"):
     flex_template.to_cli_argv(["--input=gs://b/x", "--output=gs://b/lake"])

@@ -227,3 +227,48 @@ def test_many_unterminated_reuters_elements_each_accounted_for():
   outs = parse(data)
   assert [(type(o).__name__, o.locator) for o in outs] == [("DeadLetter", "newid:1"), ("Story", "newid:2")]
   assert outs[0].error_type == "TruncatedRecord"
+
+
+NOT_STORIES = {
+    "prices.csv": (b"date,ticker,close\n2024-01-02,ABC,10.5\n2024-01-03,ABC,10.7\n", "table"),
+    "prices.tsv": (b"date\tticker\tclose\n2024-01-02\tABC\t10.5\n", "table"),
+    "notes.md": (b"# Release notes\n\nThe pipeline now reads NITF.\n\n## Fixes\n\n- faster\n", "Markdown"),
+    "table.md": (b"Prices this week.\n\n| day | close |\n|---|---|\n| Mon | 10 |\n", "Markdown"),
+    "photo.png": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64), "PNG image"),
+    "photo.jpg": (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(64), "JPEG image"),
+    "scan.pdf": (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", "PDF document"),
+    "photo.png.gz": (gzip.compress(b"\x89PNG\r\n\x1a\n" + bytes(64)), "PNG image"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_STORIES))
+def test_files_that_are_not_stories_are_dead_letters(name):
+  data, what = NOT_STORIES[name]
+  [out] = list(parse_record(RawRecord(uri=f"/in/{name}", data=data), now=NOW))
+  assert isinstance(out, DeadLetter), out
+  assert out.error_type == "NotAStory" and what in out.message
+  assert out.raw_excerpt == data[:RAW_EXCERPT_LIMIT]
+
+
+@pytest.mark.parametrize("text", [
+    "Oil rises, traders say\nLONDON (Reuters) - Oil rose on Monday, traders said\n",
+    "LONDON (Reuters) - Shares rose on Monday.\nTraders said so.\n",
+    "Markets close higher\n\nNEW YORK (AP) - Stocks rose, led by banks, and bonds fell, too.\n\n"
+    "Investors bought tech shares; energy lagged.\n",
+    "PARIS, March 3 (AFP) - France said on Monday it would act.\n\n# of votes: 12\n",
+])
+def test_plain_wire_stories_still_parse(text):
+  [out] = list(parse_record(RawRecord(uri="/in/story.txt", data=text.encode()), now=NOW))
+  assert isinstance(out, Story), out
+
+
+def test_plain_samples_still_parse():
+  for path in [*SEEDS.iterdir(), FIXTURES / "plain_headline.txt"]:
+    outs = list(parse_record(RawRecord(uri=str(path), data=path.read_bytes()), now=NOW))
+    assert outs and all(isinstance(out, Story) for out in outs), (path, outs)
+
+
+def test_a_format_hint_overrides_the_not_a_story_checks():
+  data = b"date,ticker,close\n2024-01-02,ABC,10.5\n"
+  [out] = list(parse_record(RawRecord(uri="m", data=data, format_hint="plain"), now=NOW))
+  assert isinstance(out, Story)

@@ -15,7 +15,7 @@ from apache_beam.transforms import window
 
 from pipelines import query
 from schemas import SCHEMA_VERSION, DeadLetter, Entity, Story, Topic
-from transforms.write import WriteTables, output_is_writable
+from transforms.write import WriteTables, ensure_tables, output_is_writable
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -102,6 +102,10 @@ def test_windowed_file_names_are_globbable(tmp_path):
 
 def test_empty_lake_views_and_formats(tmp_path, capsys):
   (tmp_path / "lake").mkdir()
+  with pytest.raises(query.NoLake):
+    query.connect(str(tmp_path / "lake"))
+  written = ensure_tables(str(tmp_path / "lake"), "2026-11-29")
+  assert len(written) == 3 and ensure_tables(str(tmp_path / "lake"), "2026-11-30") == []
   con = query.connect(str(tmp_path / "lake"))
   for table in ("events", "entities", "errors"):
     assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0

@@ -1,4 +1,4 @@
-"""Dropping repeated story versions from a stream.
+"""Dropping repeated story versions: from a stream (``DedupStories``) and within a batch (``OnePerId``).
 
 Pub/Sub delivers at least once, and a feed may publish the same story twice. A story
 version is identified by ``(story_id, version)``; ``DedupStories`` lets the first
@@ -23,7 +23,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Duration
 
-from schemas import Story
+from schemas import DeadLetter, Story
 
 METRICS_NAMESPACE = "wirestream.dedup"
 
@@ -94,3 +94,33 @@ class DedupStories(beam.PTransform):
           windowing.windowfn, trigger=windowing.triggerfn, accumulation_mode=windowing.accumulation_mode,
           timestamp_combiner=windowing.timestamp_combiner, allowed_lateness=windowing.allowed_lateness)
     return unique
+
+
+def _first(group: tuple[str, Iterable], name: str) -> Story | DeadLetter:
+  _, elements = group
+  ordered = sorted(elements, key=lambda item: (item.input_uri, item.locator))
+  if len(ordered) > 1:
+    Metrics.counter(METRICS_NAMESPACE, f"{name}_repeats").inc(len(ordered) - 1)
+  return ordered[0]
+
+
+class OnePerId(beam.PTransform):
+  """Batch: PCollection[Story] or PCollection[DeadLetter] -> one element per row id.
+
+  Stories are keyed by ``event_id`` (``story_id:version``), dead letters by ``error_id``. Of the
+  elements sharing an id (the same story in two files, a file named twice), the one first in
+  (input_uri, locator) order is kept, so a run writes one row per id and reruns keep the same one.
+  Counts the dropped repeats in ``wirestream.dedup.<name>_repeats``.
+  """
+
+  def __init__(self, name: str):
+    super().__init__()
+    self._name = name
+
+  def expand(self, elements):
+    return (
+        elements
+        | "KeyById" >> beam.Map(lambda item: (item.error_id if isinstance(item, DeadLetter) else item.event_id,
+                                              item))
+        | "GroupById" >> beam.GroupByKey()
+        | "KeepFirst" >> beam.Map(_first, self._name))

@@ -373,7 +373,7 @@ class EnrichModelHandler(ModelHandler[Story, PredictionResult, Enricher]):
     return [PredictionResult(story, result, model.name) for story, result in zip(batch, results, strict=True)]
 
   def get_num_bytes(self, batch: Sequence[Story]) -> int:
-    return sum(len(story.body.encode("utf-8")) for story in batch)
+    return sum(len(story.body.encode("utf-8", "backslashreplace")) for story in batch)
 
   def get_metrics_namespace(self) -> str:
     return NAMESPACE
@@ -489,7 +489,7 @@ class _Failed(beam.DoFn):
 
 
 def _dead_letter(story: Story, stage: str, error: BaseException | str) -> DeadLetter:
-  return DeadLetter.from_raw(story.body.encode("utf-8"), uri=story.input_uri, locator=story.locator,
+  return DeadLetter.from_raw(story.body.encode("utf-8", "backslashreplace"), uri=story.input_uri, locator=story.locator,
                              stage=stage, error=error, message_id=story.message_id, story_id=story.story_id)
 
 

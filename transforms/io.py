@@ -29,20 +29,29 @@ def expand_input(pattern: str) -> str:
   return pattern
 
 
-def match_inputs(patterns: Sequence[str]) -> dict[str, list[str]]:
-  """Matches each pattern; returns pattern -> file paths. Raises ValueError when one matches nothing."""
-  matched: dict[str, list[str]] = {}
+def match_input_files(patterns: Sequence[str]) -> dict[str, dict[str, int]]:
+  """Matches each pattern; returns pattern -> {file path: size in bytes}, in path order.
+
+  Raises ValueError when a pattern matches nothing.
+  """
+  matched: dict[str, dict[str, int]] = {}
   for pattern in patterns:
     expanded = expand_input(pattern)
     try:
       results = FileSystems.match([expanded])[0].metadata_list
     except Exception as error:  # noqa: BLE001 - any filesystem error is a "no match" for the user
       raise ValueError(f"cannot list input {pattern!r}: {error}") from error
-    files = sorted(m.path for m in results if not _hidden(m.path))
+    files = {m.path: int(m.size_in_bytes or 0) for m in sorted(results, key=lambda m: m.path)
+             if not _hidden(m.path)}
     if not files:
       raise ValueError(f"input {pattern!r} matches no files")
     matched[pattern] = files
   return matched
+
+
+def match_inputs(patterns: Sequence[str]) -> dict[str, list[str]]:
+  """Matches each pattern; returns pattern -> file paths. Raises ValueError when one matches nothing."""
+  return {pattern: list(files) for pattern, files in match_input_files(patterns).items()}
 
 
 def _hidden(path: str) -> bool:

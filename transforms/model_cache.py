@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-#: Models kept a process (a worker runs one or two: the fused model, or the NER and topic models).
+#: Models kept a process (a worker runs one or two: the fused model, or the NER and topic models; and
+#: the resolve stage's gazetteer).
 MAX_MODELS = 4
 
 _LOCK = threading.Lock()

@@ -588,7 +588,7 @@ class NerModelHandler(ModelHandler[Story, PredictionResult, NerModel]):
     return [PredictionResult(story, entities, model.name) for story, entities in zip(batch, results, strict=True)]
 
   def get_num_bytes(self, batch: Sequence[Story]) -> int:
-    return sum(len(story.body.encode("utf-8")) for story in batch)
+    return sum(len(story.body.encode("utf-8", "backslashreplace")) for story in batch)
 
   def get_metrics_namespace(self) -> str:
     return METRICS_NAMESPACE
@@ -676,7 +676,7 @@ class _Failed(beam.DoFn):
 
 
 def _dead_letter(story: Story, error: BaseException | str) -> DeadLetter:
-  return DeadLetter.from_raw(story.body.encode("utf-8"), uri=story.input_uri, locator=story.locator,
+  return DeadLetter.from_raw(story.body.encode("utf-8", "backslashreplace"), uri=story.input_uri, locator=story.locator,
                              stage=STAGE, error=error, message_id=story.message_id, story_id=story.story_id)
 
 

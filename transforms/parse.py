@@ -271,7 +271,7 @@ def _build(sub: _Sub, raw: RawRecord, locator: str, max_story_bytes: int, now: d
   guid = F.clean_opt(fields.guid)
   scope = F.clean_opt(fields.scope) or _family(sub.fmt)
   pub_status = normalize_pub_status(fields.pub_status)
-  return Story(
+  story = Story(
       story_id=story_id_for(scope, guid, headline, body),
       version=fields.version if fields.version is not None else 1,
       body=body,
@@ -296,6 +296,30 @@ def _build(sub: _Sub, raw: RawRecord, locator: str, max_story_bytes: int, now: d
       pub_status=pub_status,
       revision=revision_of(headline, body, pub_status),
   )
+  _check_unicode(story)
+  return story
+
+
+class InvalidText(F.ParseProblem):
+  """A text field is not valid Unicode (a lone surrogate, e.g. from a JSON ``"\\ud800"`` escape)."""
+
+
+_TEXT_FIELDS = ("headline", "body", "byline", "dateline", "dateline_place", "agency", "source", "guid",
+                "language")
+
+
+def _check_unicode(story: Story) -> None:
+  """Raises InvalidText when a text field of ``story`` cannot be stored as UTF-8."""
+  for name in (*_TEXT_FIELDS, "source_subjects", "places"):
+    value = getattr(story, name)
+    for text in (value if isinstance(value, list) else [value]):
+      if text is None:
+        continue
+      try:
+        text.encode("utf-8")
+      except UnicodeEncodeError as error:
+        raise InvalidText(f"{name} holds a lone surrogate U+{ord(text[error.start]):04X} at character "
+                          f"{error.start}: not valid Unicode text") from None
 
 
 # --------------------------------------------------------------------------- splitting
@@ -311,6 +335,8 @@ def _split(data: bytes, hint: str | None, max_story_bytes: int, uri: str, depth:
   if not data.strip():
     raise F.EmptyRecord("empty record" if not data else "the record holds only whitespace")
   fmt = hint or _detect(data, uri)
+  if fmt == "plain" and hint is None:
+    _check_not_media(data)
   if fmt == "reuters-sgml":
     return _split_reuters(data)
   if fmt in ("nitf", "newsml"):
@@ -319,6 +345,8 @@ def _split(data: bytes, hint: str | None, max_story_bytes: int, uri: str, depth:
     return _split_json(data, fmt, uri)
   text = _decode_text(data)
   _check_textual(text)
+  if hint is None:
+    _check_prose(text)
   return [_Sub("", data, "plain", extract=lambda: F.plain_fields(text))]
 
 
@@ -377,6 +405,50 @@ def _decode_text(data: bytes) -> str:
   if data.startswith(b"\xff\xfe") or data.startswith(b"\xfe\xff"):
     return data.decode("utf-16")
   return data.decode("utf-8-sig")
+
+
+#: Leading bytes of common non-story files: (magic, what it is).
+_MEDIA_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
+    (b"%PDF-", "a PDF document"), (b"PK\x03\x04", "a ZIP archive (or an Office document)"),
+    (b"\x00\x00\x00\x18ftyp", "an MP4/MOV video"), (b"\x00\x00\x00\x20ftyp", "an MP4/MOV video"),
+    (b"ID3", "an MP3 audio file"), (b"OggS", "an Ogg media file"), (b"\x7fELF", "an executable"),
+)
+_CSV_DELIMITERS = (",", "\t", ";", "|")
+_MARKDOWN_LINE = re.compile(r"^(?:#{1,6} \S|```|~~~|\|?\s*:?-{3,}:?\s*\||\|.*\|$)")
+_SENTENCE_END = tuple('.!?"\'\u201d\u2019)')
+
+
+def _check_not_media(data: bytes) -> None:
+  """Images, PDFs, archives, audio and video are not stories (``NotAStory``)."""
+  head = data[:16]
+  for magic, what in _MEDIA_MAGIC:
+    if head.startswith(magic):
+      raise F.NotAStory(f"the file is {what}, not a story")
+  if head[:4] == b"RIFF" and head[8:12] in (b"WEBP", b"WAVE", b"AVI "):
+    raise F.NotAStory(f"the file is a {head[8:12].decode().strip()} file, not a story")
+
+
+def _check_prose(text: str) -> None:
+  """Tables (CSV/TSV) and Markdown documents are not wire stories (``NotAStory``).
+
+  A table: at least two lines, every one of the first 20 holding the same number (one or more) of
+  one delimiter, none ending like a sentence, none a dateline. Markdown: a heading (``# ...``) as the
+  first line, or two lines among the first 50 that are headings, code fences or table rows.
+  """
+  lines = [line.strip() for line in text.splitlines() if line.strip()][:50]
+  marked = [line for line in lines if _MARKDOWN_LINE.match(line)]
+  if (lines and lines[0].startswith("#") and lines[0] in marked) or len(marked) >= 2:
+    raise F.NotAStory("the text is a Markdown document (headings, code fences or tables), not a story")
+  head = lines[:20]
+  if len(head) < 2 or any(line.endswith(_SENTENCE_END) for line in head):
+    return
+  for delimiter in _CSV_DELIMITERS:
+    counts = {line.count(delimiter) for line in head}
+    if len(counts) == 1 and counts != {0} and not any(F.parse_dateline(line) for line in head):
+      raise F.NotAStory(f"the text is a table ({'tab' if delimiter == chr(9) else repr(delimiter)}-separated "
+                        f"values, {counts.pop() + 1} columns), not a story")
 
 
 def _check_textual(text: str) -> None:

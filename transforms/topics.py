@@ -93,7 +93,7 @@ class TopicModelHandler(ModelHandler[Story, PredictionResult, Any]):
             for story, row in zip(batch, scores, strict=True)]
 
   def get_num_bytes(self, batch: Sequence[Story]) -> int:
-    return sum(len(story.body.encode("utf-8")) for story in batch)
+    return sum(len(story.body.encode("utf-8", "backslashreplace")) for story in batch)
 
   def get_metrics_namespace(self) -> str:
     return NAMESPACE
@@ -169,7 +169,7 @@ class _Failed(beam.DoFn):
       self._failed.inc()
       yield dataclasses.replace(story, topics=None, topics_status=STATUS_FAILED, topics_model=self._model_name)
       yield beam.pvalue.TaggedOutput("errors", DeadLetter.from_raw(
-          story.body.encode("utf-8"), uri=story.input_uri, locator=story.locator, stage=STAGE, error=error,
+          story.body.encode("utf-8", "backslashreplace"), uri=story.input_uri, locator=story.locator, stage=STAGE, error=error,
           message_id=story.message_id, story_id=story.story_id))
 
 
