@@ -39,9 +39,9 @@ import hashlib
 import json
 import random
 import re
+import resource
 import sys
 import time
-import tracemalloc
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -58,9 +58,15 @@ REFILED_CONTAINMENT = 0.5
 REFILED_MIN_SHINGLES = 20
 REFILED_MAX_DF = 50
 REFILED_HEADLINE = 0.5
+REFILED_HOURS = 12
+SAME_LEAD_MIN_WORDS = 15
+SAME_LEAD_JACCARD = 0.8
+SAME_FIGURES_MIN = 6
+SAME_FIGURES_CONTAINMENT = 0.8
 VARIANT_KINDS = ("copy", "repeat", "new_lead", "trimmed", "update", "correction", "reordered", "write_through")
 
 _NUMBER_RE = re.compile(r"\b\d+(?:[.,]\d+)?\b")
+_FIGURE_RE = re.compile(r"\d+(?:[.,]\d+)*")
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
 _LEADS = (
     "{place} - {subject}, according to people familiar with the matter, in a move analysts had expected.",
@@ -198,22 +204,6 @@ def is_base(story: Story) -> bool:
 # --------------------------------------------------------------------------- labels
 
 
-class _UnionFind:
-  def __init__(self, n: int):
-    self.parent = list(range(n))
-
-  def find(self, i: int) -> int:
-    while self.parent[i] != i:
-      self.parent[i] = self.parent[self.parent[i]]
-      i = self.parent[i]
-    return i
-
-  def union(self, i: int, j: int) -> None:
-    a, b = self.find(i), self.find(j)
-    if a != b:
-      self.parent[max(a, b)] = min(a, b)
-
-
 def _shingles(text: str) -> set[str]:
   words = C.tokens(text)
   width = min(C.SHINGLE_WORDS, len(words))
@@ -272,13 +262,75 @@ def refiled_pairs(stories: Sequence[Story], min_containment: float = REFILED_CON
   return pairs
 
 
+def _hours_apart(a: Story, b: Story) -> float:
+  ta, tb = a.published_at or a.ingested_at, b.published_at or b.ingested_at
+  return abs((ta - tb).total_seconds()) / 3600
+
+
+def _lead(story: Story) -> set[str]:
+  """The word pairs of the body's first sentence (empty when it has under ``SAME_LEAD_MIN_WORDS`` words)."""
+  for sentence in _sentences(story.body):
+    words = C.tokens(sentence)
+    if len(words) >= SAME_LEAD_MIN_WORDS:
+      return {f"{a} {b}" for a, b in zip(words, words[1:], strict=False)}
+    break
+  return set()
+
+
+def _figures(story: Story) -> Counter:
+  return Counter(_FIGURE_RE.findall(story.body or ""))
+
+
+def same_news_pairs(stories: Sequence[Story]) -> list[tuple[int, int]]:
+  """Pairs of real stories filed within ``REFILED_HOURS`` of each other that report the same news:
+
+  * the same lead: their first sentences (``SAME_LEAD_MIN_WORDS`` words or more) at word-pair
+    Jaccard >= ``SAME_LEAD_JACCARD`` (a wire story's lead states its news; a rewrite under a new
+    headline keeps it, perhaps with a word changed);
+  * the same figures: ``SAME_FIGURES_CONTAINMENT`` or more of the shorter body's figures (at least
+    ``SAME_FIGURES_MIN``, counted with repeats) are in the other, under similar headlines (word
+    Jaccard >= ``REFILED_HEADLINE``, filing marks removed): a results table or statistics release
+    filed again, reformatted or with a figure amended.
+
+  Candidates share a lead word pair, or a figure found in at most ``REFILED_MAX_DF`` stories."""
+  leads = [_lead(story) for story in stories]
+  figures = [_figures(story) for story in stories]
+  heads = [set(C.tokens(strip_headline_prefixes(story.headline)[0])) for story in stories]
+  df = Counter(f for counts in figures for f in counts)
+  index: dict[str, list[int]] = defaultdict(list)
+  for i in range(len(stories)):
+    for s in leads[i]:
+      index["l" + s].append(i)
+    if sum(figures[i].values()) >= SAME_FIGURES_MIN:
+      for f in figures[i]:
+        if df[f] <= REFILED_MAX_DF:
+          index["f" + f].append(i)
+  pairs = []
+  for i in range(len(stories)):
+    candidates = {j for key in [*("l" + s for s in leads[i]), *("f" + f for f in figures[i])]
+                  for j in index.get(key, ()) if j > i}
+    for j in sorted(candidates):
+      if _hours_apart(stories[i], stories[j]) > REFILED_HOURS:
+        continue
+      lead_union = leads[i] | leads[j]
+      if leads[i] and leads[j] and len(leads[i] & leads[j]) >= SAME_LEAD_JACCARD * len(lead_union):
+        pairs.append((i, j))
+        continue
+      fewer = min(sum(figures[i].values()), sum(figures[j].values()))
+      head_union = heads[i] | heads[j]
+      if (fewer >= SAME_FIGURES_MIN and sum((figures[i] & figures[j]).values()) >= SAME_FIGURES_CONTAINMENT * fewer
+          and head_union and len(heads[i] & heads[j]) >= REFILED_HEADLINE * len(head_union)):
+        pairs.append((i, j))
+  return pairs
+
+
 def _text_key(story: Story) -> str:
   return " ".join(C.tokens(strip_headline_prefixes(story.headline)[0]) + C.tokens(story.body))
 
 
 def build_set(stories: Sequence[Story]) -> tuple[list[Item], dict]:
   """The labelled set: real stories with labels, then their variants."""
-  uf = _UnionFind(len(stories))
+  links: list[tuple[int, int]] = []
   by_text: dict[str, int] = {}
   by_body: dict[str, int] = {}
   exact_pairs = 0
@@ -288,26 +340,26 @@ def build_set(stories: Sequence[Story]) -> tuple[list[Item], dict]:
       if key is None:
         continue
       if key in table:
-        uf.union(table[key], i)
+        links.append((table[key], i))
         exact_pairs += 1
       else:
         table[key] = i
   long_ids = [i for i, s in enumerate(stories) if len(s.body) >= NEAR_COPY_MIN_CHARS]
   near = near_copy_pairs([stories[i].body for i in long_ids])
   near_pairs = [(long_ids[a], long_ids[b]) for a, b, _ in near]
-  for a, b in near_pairs:
-    uf.union(a, b)
   refiled = refiled_pairs(stories)
-  for a, b in refiled:
-    uf.union(a, b)
-  items = [Item(s, uf.find(i), "real", s.event_id) for i, s in enumerate(stories)]
+  same_news = same_news_pairs(stories)
+  components = C.merge_links([*links, *near_pairs, *refiled, *same_news])
+  label = [components.get(i, i) for i in range(len(stories))]
+  items = [Item(s, label[i], "real", s.event_id) for i, s in enumerate(stories)]
   for i, story in enumerate(stories):
     if not is_base(story):
       continue
     for kind in VARIANT_KINDS:
-      items.append(Item(variant(story, kind, _rng(story, kind)), uf.find(i), kind, story.event_id))
+      items.append(Item(variant(story, kind, _rng(story, kind)), label[i], kind, story.event_id))
   info = {"real_stories": len(stories), "bases": sum(1 for s in stories if is_base(s)),
-          "real_exact_pairs": exact_pairs, "real_near_pairs": len(near_pairs), "real_refiled_pairs": len(refiled)}
+          "real_exact_pairs": exact_pairs, "real_near_pairs": len(near_pairs), "real_refiled_pairs": len(refiled),
+          "real_same_news_pairs": len(same_news)}
   return items, {"info": info, "near_pairs": near_pairs}
 
 
@@ -318,16 +370,19 @@ def _pairs(n: int) -> int:
   return n * (n - 1) // 2
 
 
-def cluster_items(items: Sequence[Item], ttl_seconds: float = C.DEFAULT_TTL_SECONDS) -> tuple[list[str], float]:
-  """Cluster ids of ``items`` (in the batch pipeline's order: event time, then id) and the seconds spent."""
+def cluster_items(items: Sequence[Item], ttl_seconds: float = C.DEFAULT_TTL_SECONDS
+                  ) -> tuple[list[str], list[str], float]:
+  """Cluster ids of ``items`` as the batch pipeline writes them (linked clusters merged) and as the
+  stream writes them (each story's id fixed on arrival), both in event-time order, and the seconds spent."""
   started = time.perf_counter()
   sigs = [C.signature(item.story) for item in items]
   order = sorted(range(len(items)), key=lambda i: (sigs[i].time_us, sigs[i].event_id))
   clusterer = C.Clusterer(ttl_seconds=ttl_seconds)
-  ids = [""] * len(items)
+  on_arrival = [""] * len(items)
   for i in order:
-    ids[i] = clusterer.add(sigs[i])
-  return ids, time.perf_counter() - started
+    on_arrival[i] = clusterer.add(sigs[i])
+  merged = clusterer.merged()
+  return [merged.get(cid, cid) for cid in on_arrival], on_arrival, time.perf_counter() - started
 
 
 def score(items: Sequence[Item], ids: Sequence[str], near_pairs: Iterable[tuple[int, int]]) -> dict:
@@ -378,8 +433,11 @@ def score(items: Sequence[Item], ids: Sequence[str], near_pairs: Iterable[tuple[
 def evaluate(paths: Sequence[Path]) -> dict:
   stories = parse_files(paths)
   items, extra = build_set(stories)
-  ids, seconds = cluster_items(items)
+  ids, on_arrival, seconds = cluster_items(items)
   report = score(items, ids, extra["near_pairs"])
+  stream = score(items, on_arrival, extra["near_pairs"])
+  report["stream"] = {key: stream[key] for key in ("precision", "recall", "f1", "clusters", "exact_copy_recall",
+                                                   "near_copy_recall")}
   report.update(extra["info"])
   report["seconds"] = round(seconds, 2)
   report["ms_per_story"] = round(1000 * seconds / len(items), 3)
@@ -410,13 +468,21 @@ def synthetic(stories: Sequence[Story], count: int, per_day: int) -> Iterator[St
     cycle += 1
 
 
+def _rss_peak_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
 def scale(stories: Sequence[Story], count: int, per_day: int, ttl_seconds: float) -> dict:
-  clusterer = C.Clusterer(ttl_seconds=ttl_seconds)
-  tracemalloc.start()
+  """Times ``count`` synthetic stories through the stream's clustering (bounded state, no links kept).
+
+  At every tenth of the run: the cost per story so far, the process's peak resident memory and the
+  members held in the keys' state (expired daily, as the stream's timers do)."""
+  clusterer = C.Clusterer(ttl_seconds=ttl_seconds, keep_links=False)
   started = time.perf_counter()
   checkpoints = {}
   members_peak = 0
   last_day = None
+  rss_start = _rss_peak_mb()
   for i, story in enumerate(synthetic(stories, count, per_day), 1):
     sig = C.signature(story)
     clusterer.add(sig)
@@ -426,14 +492,14 @@ def scale(stories: Sequence[Story], count: int, per_day: int, ttl_seconds: float
       last_day = day
       members_peak = max(members_peak, sum(len(m) for m in clusterer.index.values()))
     if i % (count // 10 or 1) == 0:
-      checkpoints[i] = round(1000 * (time.perf_counter() - started) / i, 3)
+      checkpoints[i] = {"ms_per_story": round(1000 * (time.perf_counter() - started) / i, 3),
+                        "rss_peak_mb": round(_rss_peak_mb(), 1),
+                        "members": sum(len(m) for m in clusterer.index.values())}
   seconds = time.perf_counter() - started
-  _, peak = tracemalloc.get_traced_memory()
-  tracemalloc.stop()
   return {"stories": count, "per_day": per_day, "ttl_seconds": ttl_seconds, "seconds": round(seconds, 2),
-          "ms_per_story": round(1000 * seconds / count, 3), "ms_per_story_so_far": checkpoints,
+          "ms_per_story": round(1000 * seconds / count, 3), "so_far": checkpoints,
           "keys": len(clusterer.index), "members_peak": members_peak,
-          "traced_peak_mb": round(peak / 2**20, 1)}
+          "rss_before_mb": round(rss_start, 1), "rss_peak_mb": round(_rss_peak_mb(), 1)}
 
 
 def _run(args: argparse.Namespace) -> int:

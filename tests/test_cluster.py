@@ -166,6 +166,31 @@ def test_batch_transform_sets_cluster_ids_deterministically():
   assert {s.event_id: clusterer.add(C.signature(s)) for s in ordered} == EXPECTED
 
 
+def _bridged() -> list[Story]:
+  """A and B share too little to be one story; C, filed last, contains both."""
+  return [_story("A", "Northfield to close Hamilton plant", STEEL[:4]),
+          _story("B", "Hamilton mayor laments steel closure", STEEL[2:], minutes=10),
+          _story("C", "NORTHFIELD STEEL PLANT CLOSURE", STEEL, minutes=20)]
+
+
+def test_a_story_that_bridges_two_clusters_merges_them_in_batch_only():
+  a, b, c = (C.signature(s) for s in _bridged())
+  assert not C.similar(a, b) and C.similar(a, c) and C.similar(b, c)
+  clusterer = C.Clusterer()
+  assert [clusterer.add(sig) for sig in (a, b, c)] == ["A", "B", "A"]  # on arrival: what the stream writes
+  assert clusterer.merged() == {"B": "A"}
+  with TestPipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
+    out = p | beam.Create(_bridged()[::-1]) | C.ClusterStories() | beam.Map(lambda s: (s.event_id, s.cluster_id))
+    assert_that(out, equal_to([("A:1", "A"), ("B:1", "A"), ("C:1", "A")]))
+
+
+def test_merge_links_names_each_component_after_its_smallest_root():
+  merged = C.merge_links([((3, "c"), (5, "e")), ((1, "a"), (5, "e")), ((7, "g"), (8, "h"))])
+  assert merged == {(3, "c"): (1, "a"), (5, "e"): (1, "a"), (1, "a"): (1, "a"), (7, "g"): (7, "g"),
+                    (8, "h"): (7, "g")}
+  assert C.proposal_links([(1, 5, "x"), (0, 3, "c"), (0, 1, "a"), (0, 3, "c")]) == [((1, "a"), (3, "c"))]
+
+
 def test_stream_state_joins_a_copy_windows_later_and_keeps_windows():
   options = PipelineOptions(["--runner=BundleBasedDirectRunner"])
   options.view_as(StandardOptions).streaming = True
@@ -236,12 +261,34 @@ def test_eval_labels_and_scores_on_the_fixture():
   items, extra = E.build_set(stories)
   kinds = {item.kind for item in items}
   assert "real" in kinds and kinds <= {"real", *E.VARIANT_KINDS}
-  ids, _ = E.cluster_items(items)
+  ids, _, _ = E.cluster_items(items)
   report = E.score(items, ids, extra["near_pairs"])
   assert report["stories"] == len(items) and 0 < report["clusters"] <= len(items)
   assert report["precision"] == 1.0 and report["recall"] >= 0.9
   lone = E.score(items, [item.story.event_id for item in items], [])
   assert lone["recall"] < 1.0 or lone["true_pairs"] == 0
+
+
+def test_eval_labels_refilings_as_one_story():
+  from pipelines import eval_clusters as E
+
+  def filed(story_id, headline, body, hours):
+    return dataclasses.replace(_story(story_id, headline, body), published_at=T0 + dt.timedelta(hours=hours))
+
+  table = ["Shr 31 cts vs 27 cts", "Net 11.4 mln vs 9,905,528", "Revs 194.3 mln vs 171.7 mln",
+           "Avg shrs 36.6 mln vs 36.4 mln"]
+  lead = ("Brazilian consumer prices rose 13.9 pct in February, compared to January's record rate of 16.8 pct, "
+          "the statistics institute said.")
+  stories = [
+      filed("t1", "SHONEY'S INC <SHON> 1ST QTR NET", table, 0),
+      filed("t2", "SHONEY'S INC <SHON> 1ST QTR FEB 15 NET", [*table[:2], "Revenues 194.3 mln vs 171.7 mln"], 1),
+      filed("t3", "ACME INC <ACM> 1ST QTR NET", ["Shr 12 cts vs 10 cts", "Net 1.4 mln vs 1.1 mln",
+                                                 "Revs 19.3 mln vs 17.1 mln", "Avg shrs 6.6 mln vs 6.4 mln"], 1),
+      filed("l1", "BRAZILIAN INFLATION LOWER IN FEBRUARY", [lead, FLOOD[0]], 0),
+      filed("l2", "BRAZILIAN MONTHLY INFLATION DIPS", [lead.replace("compared to", "compared with"), FLOOD[1]], 2),
+      filed("l3", "BRAZILIAN INFLATION LOWER IN MARCH", [lead, FLOOD[2]], 30),  # a day later: another month's figure
+  ]
+  assert sorted(E.same_news_pairs(stories)) == [(0, 1), (3, 4)]
 
 
 def test_near_copy_pairs_are_exact():

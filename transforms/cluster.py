@@ -42,6 +42,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -76,6 +77,8 @@ STRONG_SENTENCE_CONTAINMENT = 0.8
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
 #: Default number of members each key remembers (the most recent ones).
 DEFAULT_CAP = 32
+#: Tag of the links between clusters (batch).
+LINKS = "links"
 
 _MASK64 = (1 << 64) - 1
 _WORD_RE = re.compile(r"\w+")
@@ -232,32 +235,61 @@ def similar(a: Signature, b: Signature) -> bool:
 Member = tuple[Signature, tuple[int, str]]
 #: A key's answer for one story: (0, root time, root id) joined; (1, own time, own id) alone.
 Proposal = tuple[int, int, str]
+#: Two cluster roots found to be one story (a story that matches members of both).
+Link = tuple[tuple[int, str], tuple[int, str]]
 
 
 def assign(members: list[Member], arrivals: Iterable[Signature], *, ttl_us: int, cap: int
-           ) -> tuple[list[Member], list[tuple[str, Proposal]]]:
+           ) -> tuple[list[Member], list[tuple[str, Proposal]], list[Link]]:
   """Adds ``arrivals`` (in the order given) to one key's ``members`` (in arrival order).
 
   Each arrival joins the earliest cluster among the members it matches (within ``ttl_us`` of event
   time), else starts its own. Returns the members left (the ``cap`` most recent arrivals within
-  ``ttl_us`` of the newest event time) and ``(event_id, proposal)`` for each arrival: ``(0, *root)``
+  ``ttl_us`` of the newest event time), ``(event_id, proposal)`` for each arrival: ``(0, *root)``
   when it joined a cluster, ``(1, *own root)`` when it did not, so the smallest proposal over a
-  story's keys is the cluster it joins.
+  story's keys is the cluster it joins; and a link ``(earliest root, other root)`` for every other
+  cluster an arrival matched (the arrival bridges them: they are one story).
   """
   members = list(members)
   proposals = []
+  links = []
   newest = max((m[0].time_us for m in members), default=None)
   for sig in arrivals:
-    best = None
-    for other, other_root in members:
-      if (best is None or other_root < best) and abs(other.time_us - sig.time_us) <= ttl_us and similar(other, sig):
-        best = other_root
+    matched = {other_root for other, other_root in members
+               if abs(other.time_us - sig.time_us) <= ttl_us and similar(other, sig)}
+    best = min(matched) if matched else None
+    links.extend((best, root) for root in sorted(matched) if root != best)
     members.append((sig, best or sig.root))
     proposals.append((sig.event_id, (0, *best) if best else (1, *sig.root)))
     newest = sig.time_us if newest is None else max(newest, sig.time_us)
     if len(members) > cap or members[0][0].time_us < newest - ttl_us:
       members = [m for m in members if m[0].time_us >= newest - ttl_us][-cap:]
-  return members, proposals
+  return members, proposals, links
+
+
+def proposal_links(proposals: Iterable[Proposal]) -> list[Link]:
+  """Links between the clusters that one story's keys proposed it join (each key saw its own members)."""
+  roots = sorted({(p[1], p[2]) for p in proposals if p[0] == 0})
+  return [(roots[0], root) for root in roots[1:]]
+
+
+def merge_links(links: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
+  """Connected components of linked roots (any ordered values): root -> the component's smallest root,
+  for the linked roots only."""
+  parent: dict[Any, Any] = {}
+
+  def find(root):
+    parent.setdefault(root, root)
+    while parent[root] != root:
+      parent[root] = parent[parent[root]]
+      root = parent[root]
+    return root
+
+  for a, b in links:
+    ra, rb = find(a), find(b)
+    if ra != rb:
+      parent[max(ra, rb)] = min(ra, rb)
+  return {root: find(root) for root in list(parent)}
 
 
 def _arrival_order(sig: Signature) -> tuple[int, str]:
@@ -267,22 +299,37 @@ def _arrival_order(sig: Signature) -> tuple[int, str]:
 class Clusterer:
   """Clustering in one process, one story at a time (the evaluation, tests, small tools).
 
-  Keeps the same per-key members as the pipelines; ``add`` returns the story's cluster root.
+  Keeps the same per-key members as the pipelines. ``add`` returns the story's cluster id on arrival
+  (what the stream writes); ``merged`` maps those ids to the ids after linked clusters are merged
+  (what the batch pipeline writes). ``keep_links=False`` keeps no links (bounded memory).
   """
 
-  def __init__(self, ttl_seconds: float = DEFAULT_TTL_SECONDS, cap: int = DEFAULT_CAP):
+  def __init__(self, ttl_seconds: float = DEFAULT_TTL_SECONDS, cap: int = DEFAULT_CAP, keep_links: bool = True):
     self.ttl_us = int(ttl_seconds * 1_000_000)
     self.cap = cap
     self.index: dict[str, list[Member]] = {}
+    self.links: list[Link] | None = [] if keep_links else None
+    self._roots: dict[str, tuple[int, str]] = {}
 
   def add(self, sig: Signature) -> str:
-    """Adds one story version; returns its cluster id."""
-    best = (1, *sig.root)
+    """Adds one story version; returns its cluster id on arrival."""
+    proposals = []
     for key in keys(sig):
-      members, proposals = assign(self.index.get(key, []), [sig], ttl_us=self.ttl_us, cap=self.cap)
+      members, proposed, links = assign(self.index.get(key, []), [sig], ttl_us=self.ttl_us, cap=self.cap)
       self.index[key] = members
-      best = min(best, proposals[0][1])
+      proposals.append(proposed[0][1])
+      if self.links is not None:
+        self.links.extend(links)
+    best = min(proposals, default=(1, *sig.root))
+    if self.links is not None:
+      self.links.extend(proposal_links(proposals))
+      self._roots[best[2]] = (best[1], best[2])
     return best[2]
+
+  def merged(self) -> dict[str, str]:
+    """Cluster id on arrival -> cluster id once linked clusters are merged (only the ids that change)."""
+    merged = merge_links(self.links or [])
+    return {cid: merged[root][1] for cid, root in self._roots.items() if root in merged and merged[root] != root}
 
   def expire(self, now_us: int) -> None:
     """Drops the keys whose newest member is older than the TTL (the stream's expiry timer)."""
@@ -303,8 +350,10 @@ class _AssignBatch(beam.DoFn):
 
   def process(self, element):
     _, sigs = element
-    _, proposals = assign([], sorted(sigs, key=_arrival_order), ttl_us=self._ttl_us, cap=self._cap)
+    _, proposals, links = assign([], sorted(sigs, key=_arrival_order), ttl_us=self._ttl_us, cap=self._cap)
     yield from proposals
+    for link in links:
+      yield beam.pvalue.TaggedOutput(LINKS, link)
 
 
 _MEMBERS = ReadModifyWriteStateSpec("members", PickleCoder())
@@ -320,13 +369,16 @@ class _AssignStateful(beam.DoFn):
     self._ttl_us = ttl_us
     self._cap = cap
     self._keys = Metrics.counter(METRICS_NAMESPACE, "key_groups")
+    self._bridges = Metrics.counter(METRICS_NAMESPACE, "bridges_not_merged")
 
   def process(self, element, timestamp=beam.DoFn.TimestampParam, members=_MEMBERS_PARAM,
               expiry=_EXPIRY_PARAM) -> Iterator:
     _, sigs = element
     self._keys.inc()
-    state, proposals = assign(members.read() or [], sorted(sigs, key=_arrival_order),
-                              ttl_us=self._ttl_us, cap=self._cap)
+    state, proposals, links = assign(members.read() or [], sorted(sigs, key=_arrival_order),
+                                     ttl_us=self._ttl_us, cap=self._cap)
+    # The stream never rewrites a row it wrote: clusters that a later story bridges stay apart (counted).
+    self._bridges.inc(len(links))
     members.write(state)
     expiry.set(timestamp + Duration(micros=self._ttl_us))
     for proposal in proposals:
@@ -338,6 +390,8 @@ class _AssignStateful(beam.DoFn):
 
 
 class _Attach(beam.DoFn):
+  """(event_id, {story, proposals}) -> the story with the earliest proposed root; links between the others."""
+
   def __init__(self):
     self._stories = Metrics.counter(METRICS_NAMESPACE, "stories")
     self._joined = Metrics.counter(METRICS_NAMESPACE, "joined_earlier_story")
@@ -345,6 +399,8 @@ class _Attach(beam.DoFn):
   def process(self, element):
     _, grouped = element
     proposals = list(grouped["root"])
+    for link in proposal_links(proposals):
+      yield beam.pvalue.TaggedOutput(LINKS, link)
     for story in grouped["story"]:
       best = min(proposals) if proposals else (1, 0, story.story_id)
       self._stories.inc()
@@ -353,12 +409,37 @@ class _Attach(beam.DoFn):
       yield dataclasses.replace(story, cluster_id=best[2])
 
 
+class _Relabel(beam.DoFn):
+  """The story's cluster id after linked clusters are merged (batch)."""
+
+  def __init__(self):
+    self._merged = Metrics.counter(METRICS_NAMESPACE, "merged_by_link")
+
+  def process(self, story, merged):
+    cluster_id = merged.get(story.cluster_id, story.cluster_id)
+    if cluster_id != story.cluster_id:
+      self._merged.inc()
+      story = dataclasses.replace(story, cluster_id=cluster_id)
+    yield story
+
+
+def _merged_ids(links: list[Link]) -> dict[str, str]:
+  return {root[1]: top[1] for root, top in merge_links(links).items() if root != top}
+
+
+def _count_bridge(_link) -> None:
+  Metrics.counter(METRICS_NAMESPACE, "bridges_not_merged").inc()
+
+
 class ClusterStories(beam.PTransform):
   """PCollection[Story] -> the same stories with ``cluster_id`` set (see the module docstring).
 
   ``stateful=False`` (batch): each key's members are grouped and processed at once, in event-time
-  order. ``stateful=True`` (stream): each window's members of a key are grouped, then meet the key's
-  members of earlier windows, kept in state that expires ``ttl_seconds`` after the key's newest member.
+  order; then clusters that one story links (it matches members of both, or its keys proposed both)
+  are merged: connected components over the links, named after the earliest root. ``stateful=True``
+  (stream): each window's members of a key are grouped, then meet the key's members of earlier
+  windows, kept in state that expires ``ttl_seconds`` after the key's newest member; a row once
+  written is never rewritten, so linked clusters stay apart (counted as ``bridges_not_merged``).
   The input's windowing is kept (merging windows are not supported).
   """
 
@@ -390,8 +471,15 @@ class ClusterStories(beam.PTransform):
             windowing.windowfn, trigger=windowing.triggerfn, accumulation_mode=windowing.accumulation_mode,
             timestamp_combiner=windowing.timestamp_combiner, allowed_lateness=windowing.allowed_lateness)
     else:
-      proposals = grouped | "Assign" >> beam.ParDo(_AssignBatch(self._ttl_us, self._cap))
-    roots = proposals | "Earliest" >> beam.CombinePerKey(min)
+      proposals, key_links = grouped | "Assign" >> beam.ParDo(
+          _AssignBatch(self._ttl_us, self._cap)).with_outputs(LINKS, main="proposals")
     by_event = stories | "ByEvent" >> beam.Map(lambda story: (story.event_id, story))
-    return ({"story": by_event, "root": roots} | "Join" >> beam.CoGroupByKey()
-            | "Attach" >> beam.ParDo(_Attach()))
+    attached, story_links = ({"story": by_event, "root": proposals} | "Join" >> beam.CoGroupByKey()
+                             | "Attach" >> beam.ParDo(_Attach()).with_outputs(LINKS, main="stories"))
+    if self._stateful:
+      _ = story_links | "CountBridges" >> beam.Map(_count_bridge)
+      return attached
+    merged = ((key_links, story_links) | "AllLinks" >> beam.Flatten()
+              | "Links" >> beam.combiners.ToList()
+              | "Merge" >> beam.Map(_merged_ids))
+    return attached | "Relabel" >> beam.ParDo(_Relabel(), merged=beam.pvalue.AsSingleton(merged))
