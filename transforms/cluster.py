@@ -11,8 +11,9 @@ What counts as one story (:func:`similar`, on two stories' :class:`Signature`\\ 
   trimmed tail, reordered paragraphs, a new lead, a write-through that keeps half the sentences
   under a new headline);
 * short stories (under ``SHORT_TOKENS`` words: briefs, dividend notices, results tables whose
-  bodies are templates) only with the same headline as well, so two companies' identical
-  "Qtly div 10 cts vs 10 cts prior" notices stay apart.
+  bodies are templates) by MinHash only under the same headline, else by sentences only when
+  ``STRONG_SENTENCE_CONTAINMENT`` of the shorter one's sentences (2 or more) are shared, so two
+  companies' identical "Qtly div 10 cts vs 10 cts prior" notices stay apart.
 
 Candidates come from keys, never from comparing a story with every other one: the story id, the
 exact text, 21 LSH bands of 3 MinHash rows (a pair at Jaccard 0.5 shares a band with probability
@@ -168,10 +169,20 @@ def _micros(when: dt.datetime) -> int:
   return int(round(when.timestamp() * 1_000_000))
 
 
+def _words(story: Story) -> tuple[list[str], list[str]]:
+  """(headline words without filing marks, headline and body words)."""
+  head_words = tokens(strip_headline_prefixes(story.headline)[0])
+  return head_words, head_words + tokens(story.body)
+
+
+def can_bridge(n_tokens: int) -> bool:
+  """Whether a story is long enough to link two clusters it matches (a short item matching two
+  clusters more likely shares their boilerplate than their news)."""
+  return n_tokens >= SHORT_TOKENS
+
+
 def signature(story: Story) -> Signature:
-  headline, _ = strip_headline_prefixes(story.headline)
-  head_words = tokens(headline)
-  words = head_words + tokens(story.body)
+  head_words, words = _words(story)
   mh, n_shingles = minhash(words)
   sentence_hashes = sorted({_h64(" ".join(s).encode("utf-8")) for s in sentences(story.body)
                             if len(s) >= MIN_SENTENCE_TOKENS})
@@ -258,7 +269,8 @@ def assign(members: list[Member], arrivals: Iterable[Signature], *, ttl_us: int,
     matched = {other_root for other, other_root in members
                if abs(other.time_us - sig.time_us) <= ttl_us and similar(other, sig)}
     best = min(matched) if matched else None
-    links.extend((best, root) for root in sorted(matched) if root != best)
+    if can_bridge(sig.n_tokens):
+      links.extend((best, root) for root in sorted(matched) if root != best)
     members.append((sig, best or sig.root))
     proposals.append((sig.event_id, (0, *best) if best else (1, *sig.root)))
     newest = sig.time_us if newest is None else max(newest, sig.time_us)
@@ -322,7 +334,8 @@ class Clusterer:
         self.links.extend(links)
     best = min(proposals, default=(1, *sig.root))
     if self.links is not None:
-      self.links.extend(proposal_links(proposals))
+      if can_bridge(sig.n_tokens):
+        self.links.extend(proposal_links(proposals))
       self._roots[best[2]] = (best[1], best[2])
     return best[2]
 
@@ -399,9 +412,10 @@ class _Attach(beam.DoFn):
   def process(self, element):
     _, grouped = element
     proposals = list(grouped["root"])
-    for link in proposal_links(proposals):
-      yield beam.pvalue.TaggedOutput(LINKS, link)
     for story in grouped["story"]:
+      if can_bridge(len(_words(story)[1])):
+        for link in proposal_links(proposals):
+          yield beam.pvalue.TaggedOutput(LINKS, link)
       best = min(proposals) if proposals else (1, 0, story.story_id)
       self._stories.inc()
       if best[0] == 0 and best[2] != story.story_id:
