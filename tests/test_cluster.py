@@ -306,4 +306,7 @@ def test_eval_on_one_reuters_file():
   from pipelines import eval_clusters as E
   report = E.evaluate(E.select_files(REUTERS, "000"))
   assert report["exact_copy_recall"] == 1.0 and report["near_copy_recall"] == 1.0
-  assert report["precision"] >= 0.99 and report["recall"] >= 0.98
+  # Measured on this file: batch P 0.990, R 0.992 (a third of its false pairs: one Federal Reserve report
+  # filed whole and in parts); the stream's ids are fixed on arrival, so its recall is at most the batch's.
+  assert report["precision"] >= 0.985 and report["recall"] >= 0.985
+  assert report["stream"]["recall"] <= report["recall"] and report["stream"]["exact_copy_recall"] >= 0.99
