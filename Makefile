@@ -49,10 +49,10 @@ stream-demo: $(STAMP)
 dataflow-dry-run: $(STAMP)
 	$(VENV)/bin/wirestream dataflow-dry-run --out-dir build/dataflow
 
-# Fast path vs a plain transformers baseline on 200 Reuters stories (needs ../shared/data).
+# The enrichment core (onnx int8, torch fp32) vs a plain transformers baseline on 200 Reuters stories (needs ../shared/data).
 bench: $(STAMP)
 	$(VENV)/bin/wirestream bench --input '../shared/data/reuters21578/*.sgm' --limit 200 \
-	  --conll ../shared/data/conll2003/eng.testa --levers
+	  --conll ../shared/data/conll2003/eng.testa
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -100,22 +100,23 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
   if note:
     print(note, file=sys.stderr, flush=True)
   start = time.monotonic()
-  prepare_models(args, PROG)
-  import apache_beam as beam
+  # From here on SIGTERM and SIGINT stop the run at once, also while models load or tables are prepared.
+  with _exit_on_signals():
+    prepare_models(args, PROG)
+    import apache_beam as beam
 
-  ensure_tables(args.output, dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"))
-  run_id = uuid.uuid4().hex
-  progress.register(run_id, progress.Progress(
-      len(paths), size, bool(args.stages), args.progress_seconds,
-      printer=lambda line: print(line, file=sys.stderr, flush=True)))
-  try:
-    pipeline = beam.Pipeline(options=pipeline_options(beam_args))
-    build(pipeline, args, run_id=run_id, files=len(paths), size=size)
-    with _exit_on_signals():
+    ensure_tables(args.output, dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"))
+    run_id = uuid.uuid4().hex
+    progress.register(run_id, progress.Progress(
+        len(paths), size, bool(args.stages), args.progress_seconds,
+        printer=lambda line: print(line, file=sys.stderr, flush=True)))
+    try:
+      pipeline = beam.Pipeline(options=pipeline_options(beam_args))
+      build(pipeline, args, run_id=run_id, files=len(paths), size=size)
       result = pipeline.run()
       result.wait_until_finish()
-  finally:
-    progress.unregister(run_id)
+    finally:
+      progress.unregister(run_id)
   counters = metric_counters(result)
   for line in progress.summary(counters, time.monotonic() - start, args.output, PROG):
     print(line, file=sys.stderr)

@@ -26,16 +26,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stream": ("pipelines.stream_options", "Run the streaming pipeline from a Pub/Sub subscription."),
     "publish": ("pipelines.publish", "Publish story files to a Pub/Sub topic, one message per file."),
     "query": ("pipelines.query", "Run SQL over the lake with DuckDB (views events, entities, errors)."),
-    "bench": ("pipelines.bench", "Time the fast inference path against a transformers baseline."),
+    "bench": ("pipelines.training.bench", "Time the fast inference path against a transformers baseline."),
     "dataflow-dry-run": ("pipelines.dataflow_dry_run",
                          "Build the Dataflow batch and streaming jobs offline and write their specs."),
 }
 #: command group -> model -> module
 GROUPS: dict[str, tuple[str, dict[str, str]]] = {
-    "train": ("Train a model (ner, topics).", {"ner": "pipelines.train_ner", "topics": "pipelines.train_topics"}),
+    "train": ("Train a model (ner, topics).",
+              {"ner": "pipelines.training.train_ner", "topics": "pipelines.training.train_topics"}),
     "eval": ("Evaluate a model or stage (ner, topics, resolve, clusters).",
-             {"ner": "pipelines.eval_ner", "topics": "pipelines.eval_topics", "resolve": "pipelines.eval_resolve",
-              "clusters": "pipelines.eval_clusters"}),
+             {"ner": "pipelines.training.eval_ner", "topics": "pipelines.training.eval_topics",
+              "resolve": "pipelines.training.eval_resolve", "clusters": "pipelines.training.eval_clusters"}),
 }
 #: Our own packages: their warnings and log records are always shown.
 OWN_PACKAGES = ("pipelines", "transforms", "schemas")

@@ -166,101 +166,67 @@ def resolve_backend(requested: str | None) -> str:
   return "onnx"
 
 
-def _fused(args: argparse.Namespace) -> bool:
-  """True when the stages run as one fused ONNX stage (both stages, ONNX, our own models)."""
-  if set(getattr(args, "stages", ())) != set(ALL_STAGES):
-    return False
-  if resolve_backend(getattr(args, "inference_backend", None)) != "onnx":
-    return False
-  from transforms.enrich import is_fusable
-  return is_fusable(getattr(args, "ner_model", None), getattr(args, "topics_model", None))
+def _our_onnx_models(args: argparse.Namespace):
+  """(ner, topics) specs of our own models that the stages run on ONNX Runtime, or None."""
+  stages = tuple(getattr(args, "stages", ()))
+  if not stages or resolve_backend(getattr(args, "inference_backend", None)) != "onnx":
+    return None
+  from transforms import spec as sp
+
+  ner = sp.read_ner(getattr(args, "ner_model", None)) if "ner" in stages else None
+  topics = (sp.read_topics(getattr(args, "topics_model", None), getattr(args, "topics_taxonomy", None))
+            if "topics" in stages else None)
+  ner = ner if ner is not None and ner.casing else None
+  topics = topics if topics is not None and topics.is_head else None
+  return (ner, topics) if ner or topics else None
 
 
 def prepare_models(args: argparse.Namespace, prog: str, stream=None) -> None:
-  """Exports the fused ONNX graph before the pipeline starts, saying so, when it is not cached yet.
+  """Exports our models' ONNX graph before the pipeline starts, saying so, when it is not cached yet.
 
   The export happens once per model version (10-30 s); the workers then open the cached graph.
   """
-  if not _fused(args):
+  models = _our_onnx_models(args)
+  if models is None:
     return
-  from pathlib import Path
-
-  from transforms import ner_model as nm
   from transforms import onnx_backend as ob
-  from transforms.enrich import TOPICS_DEFAULT_DIR
 
-  ner_dir = Path(args.ner_model) if args.ner_model else nm.DEFAULT_MODEL_DIR
-  topic_dir = Path(args.topics_model) if args.topics_model else TOPICS_DEFAULT_DIR
-  target = ob.cache_root() / ob.cache_key(ner_dir, topic_dir)
+  target = ob.cache_root() / ob.cache_key(*models)
   if (target / ob.META_FILE).is_file():
     return
   stream = stream or sys.stderr
   print(f"{prog}: first use of these models: exporting them to ONNX once (10-30 s), cached in "
         f"{ob.cache_root()}", file=stream, flush=True)
-  ob.ensure_exported(ner_dir, topic_dir)
+  ob.ensure_exported(*models)
 
 
 def default_model_ids() -> dict[str, str]:
   """The ``ner_model`` and ``topics_model`` values the default stages record in ``events``."""
-  from transforms import ner as ner_stage
-  from transforms.enrich import TOPICS_DEFAULT_DIR, TopicInfo
+  from transforms import spec as sp
 
-  return {"ner_model": ner_stage.describe_model(None)["name"],
-          "topics_model": TopicInfo.read(TOPICS_DEFAULT_DIR).name}
+  return {"ner_model": sp.read_ner(None).name, "topics_model": sp.read_topics(None).name}
 
 
 def apply_stages(stories, args: argparse.Namespace):
-  """Applies the enrichment stages named by ``args.stages``, then the resolve stage after NER
-  (entity keys, canonical names, geocoded places, the story's countries: ``transforms.resolve``).
+  """Applies the enrichment stages named by ``args.stages`` as one ``Enrich`` step (one encoder pass for
+  our models, on the backend ``--inference-backend`` names), then the resolve stage after NER (entity keys,
+  canonical names, geocoded places, the story's countries: ``transforms.resolve``).
   Returns ``(stories, [error PCollections])``."""
-  stories, errors = _apply_models(stories, args)
-  if "ner" in tuple(args.stages):
-    from transforms.resolve import ResolveEntities
-    stories, resolve_errors = stories | "Resolve" >> ResolveEntities()
-    errors = [*errors, resolve_errors]
-  return stories, errors
-
-
-def _apply_models(stories, args: argparse.Namespace):
-  """Applies the model stages named by ``args.stages``.
-
-  With the ONNX backend (the default) and our own models, NER and topics run as one fused stage
-  (``Enrich``: one encoder pass, int8); otherwise each stage runs by itself (NER on ONNX Runtime when
-  it is our model, topics in torch). Returns ``(stories, [error PCollections])``.
-  """
-  errors = []
   stages = tuple(args.stages)
   if not stages:
-    return stories, errors
-  backend = resolve_backend(getattr(args, "inference_backend", None))
-  ner_model = getattr(args, "ner_model", None)
-  topics_model = getattr(args, "topics_model", None)
-  if _fused(args):
-    from transforms.enrich import Enrich
-    stories, stage_errors = stories | "Enrich" >> Enrich(ner_model, topics_model)
-    return stories, [stage_errors]
+    return stories, []
+  from transforms.enrich import Enrich
+
+  stories, errors = stories | "Enrich" >> Enrich(
+      getattr(args, "ner_model", None), getattr(args, "topics_model", None), stages=stages,
+      taxonomy=getattr(args, "topics_taxonomy", None),
+      backend=resolve_backend(getattr(args, "inference_backend", None)))
+  errors = [errors]
   if "ner" in stages:
-    from transforms.ner import ExtractEntities
-    handler = None
-    if backend == "onnx":
-      from transforms import ner_model as nm
-      from transforms.enrich import OnnxNerModelHandler
-      if nm.is_casing_model_dir(ner_model or nm.DEFAULT_MODEL_DIR):
-        handler = OnnxNerModelHandler(ner_model)
-    if handler is not None:
-      from transforms.ner import describe_model
-      info = describe_model(ner_model)
-      stage = ExtractEntities(ner_model, handler=handler, languages=info["languages"],
-                              model_name=info["name"])
-    else:
-      stage = ExtractEntities(ner_model)
-    stories, stage_errors = stories | "NER" >> stage
-    errors.append(stage_errors)
-  if "topics" in stages:
-    from transforms.topics import ClassifyTopics
-    stories, stage_errors = stories | "Topics" >> ClassifyTopics(
-        topics_model, getattr(args, "topics_taxonomy", None))
-    errors.append(stage_errors)
+    from transforms.resolve import ResolveEntities
+
+    stories, resolve_errors = stories | "Resolve" >> ResolveEntities()
+    errors.append(resolve_errors)
   return stories, errors
 
 

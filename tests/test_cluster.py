@@ -256,7 +256,7 @@ def test_views_on_files_without_cluster_columns(tmp_path):
 
 
 def test_eval_labels_and_scores_on_the_fixture():
-  from pipelines import eval_clusters as E
+  from pipelines.training import eval_clusters as E
   stories = E.parse_files([FIXTURES / "reuters_sample.sgm"])
   items, extra = E.build_set(stories)
   kinds = {item.kind for item in items}
@@ -270,7 +270,7 @@ def test_eval_labels_and_scores_on_the_fixture():
 
 
 def test_eval_labels_refilings_as_one_story():
-  from pipelines import eval_clusters as E
+  from pipelines.training import eval_clusters as E
 
   def filed(story_id, headline, body, hours):
     return dataclasses.replace(_story(story_id, headline, body), published_at=T0 + dt.timedelta(hours=hours))
@@ -292,7 +292,7 @@ def test_eval_labels_refilings_as_one_story():
 
 
 def test_near_copy_pairs_are_exact():
-  from pipelines import eval_clusters as E
+  from pipelines.training import eval_clusters as E
   words = " ".join(f"w{i}" for i in range(40))
   near = words.replace("w39", "x39")  # 35 of 37 shingles shared: Jaccard 35/37
   far = " ".join(f"w{i}" for i in range(20)) + " " + " ".join(f"y{i}" for i in range(20))
@@ -303,7 +303,7 @@ def test_near_copy_pairs_are_exact():
 @pytest.mark.slow
 @pytest.mark.skipif(not (REUTERS / "reut2-000.sgm").exists(), reason="Reuters-21578 not available")
 def test_eval_on_one_reuters_file():
-  from pipelines import eval_clusters as E
+  from pipelines.training import eval_clusters as E
   report = E.evaluate(E.select_files(REUTERS, "000"))
   assert report["exact_copy_recall"] == 1.0 and report["near_copy_recall"] == 1.0
   # Measured on this file: batch P 0.990, R 0.992 (a third of its false pairs: one Federal Reserve report

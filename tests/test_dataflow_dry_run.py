@@ -10,8 +10,8 @@ import pytest
 from pipelines import dataflow_dry_run as dry
 
 IMAGE = "europe-west1-docker.pkg.dev/test-project/wirestream/wirestream:test"
-#: NER and topics run as separate steps, or fused into one ``Enrich`` step (ONNX backend, our models).
-SEPARATE, FUSED = ("NER", "Topics"), ("Enrich",)
+#: NER and topics run in one ``Enrich`` step, whatever the backend.
+ENRICH = ("Enrich",)
 
 
 def _write(tmp_path_factory, pipeline_args=()):
@@ -30,7 +30,7 @@ def specs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def torch_specs(tmp_path_factory):
-  """The jobs with the torch backend: NER and topics as separate steps."""
+  """The jobs with the torch backend."""
   return _write(tmp_path_factory, ["--inference-backend", "torch"])
 
 
@@ -53,11 +53,8 @@ def _urns(spec) -> set[str]:
 
 
 def _enrichment_steps(steps: list[str]) -> tuple[str, ...]:
-  if all(step in steps for step in SEPARATE):
-    return SEPARATE
-  if all(step in steps for step in FUSED):
-    return FUSED
-  raise AssertionError(f"neither NER and Topics steps nor a fused Enrich step in {steps}")
+  assert all(step in steps for step in ENRICH), f"no Enrich step in {steps}"
+  return ENRICH
 
 
 @pytest.mark.parametrize("name", ["batch", "streaming"])
@@ -68,7 +65,6 @@ def test_job_carries_the_steps(specs, torch_specs, name):
       assert step in steps, f"{name}: no {step} step in {steps}"
     order = [steps.index(step) for step in ("Parse", *_enrichment_steps(steps), "Write")]
     assert order == sorted(order), steps
-  assert _enrichment_steps(_top_level_steps(torch_specs[name])) == SEPARATE
 
 
 @pytest.mark.parametrize("name", ["batch", "streaming"])

@@ -6,7 +6,6 @@ and model handler is pickled across the process boundary and each process loads 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -25,8 +24,12 @@ SEEDS = REPO / "seeds"
 
 
 def _stages() -> tuple[str, ...]:
-  """The enrichment stages this checkout has (the batch pipeline's default is all of them)."""
-  return tuple(stage for stage in ALL_STAGES if importlib.util.find_spec(f"transforms.{stage}") is not None)
+  """The enrichment stages whose bundled model this checkout has (the batch pipeline runs all of them)."""
+  from transforms import assets
+
+  ready = {"ner": (assets.NER_DIR / "model.safetensors").is_file(),
+           "topics": (assets.TOPICS_DIR / "topic_head.json").is_file()}
+  return tuple(stage for stage in ALL_STAGES if ready[stage])
 
 
 def _seed_stories() -> set[tuple[str, int]]:
@@ -41,6 +44,7 @@ def _seed_stories() -> set[tuple[str, int]]:
   return expected
 
 
+@pytest.mark.slow
 def test_batch_pipeline_on_two_worker_processes(tmp_path):
   expected = _seed_stories()
   assert expected, "seeds/ holds no story"
@@ -70,8 +74,3 @@ def test_batch_pipeline_on_two_worker_processes(tmp_path):
     assert mentions[0] == sum(count or 0 for *_, count in rows)
   if "topics" in stages:
     assert all(topics_status is not None for _, _, _, topics_status, _ in rows)
-
-
-@pytest.mark.parametrize("stage", ALL_STAGES)
-def test_every_enrichment_stage_exists(stage):
-  assert importlib.util.find_spec(f"transforms.{stage}") is not None, f"transforms/{stage}.py is missing"

@@ -15,15 +15,19 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipelines.training import conll
 from schemas.records import (
-    STATUS_APPLIED,
-    STATUS_FAILED,
-    STATUS_SKIPPED_EMPTY,
-    STATUS_SKIPPED_LANGUAGE,
-    Story,
+  STATUS_APPLIED,
+  STATUS_FAILED,
+  STATUS_SKIPPED_EMPTY,
+  STATUS_SKIPPED_LANGUAGE,
+  Entity,
+  Story,
 )
-from transforms import ner
+from transforms import core, decode, enrich
 from transforms import ner_model as nm
+from transforms import spec as sp
+from transforms import windows as wd
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -44,21 +48,21 @@ STORY = (
 # --- A rule-based stand-in for the network (windows and merging must not depend on training) -----------
 
 
-class CapitalisedIsPerson(ner.NerModel):
-  """Labels every capitalised piece PER: ``B`` after a non-capitalised piece *within the window*, else ``I``.
+class CapitalisedIsPerson:
+  """A rule backend: labels every capitalised piece PER, ``B`` after a non-capitalised piece *within the
+  window*, else ``I``.
 
   Because the decision looks at the previous piece of the same window, a name cut by a core boundary
   is only joined when that window carries left context, which is what the overlap is for.
   """
 
   def __init__(self, max_window: int = 16, casing: bool = True) -> None:
-    tokenizer = nm.load_fast_tokenizer(nm.base_model_dir())
-    super().__init__(object(), tokenizer, dict(enumerate(nm.LABELS)), name="rule", casing=casing,
-                     languages=["en"], max_window=max_window, prefix=[101], suffix=[102], pad_id=0)
+    self.tokenizer = nm.load_fast_tokenizer(nm.base_model_dir())
+    self.max_window = max_window
+    self.casing = casing
     self.calls: list[tuple[int, int]] = []
 
   def predict(self, input_ids, token_types, attention_mask):
-    self.calls.append(input_ids.shape)
     b_per, i_per = nm.LABELS.index("B-PER"), nm.LABELS.index("I-PER")
     probs = np.zeros(input_ids.shape + (len(nm.LABELS),), dtype=np.float32)
     probs[..., 0] = 1.0
@@ -72,6 +76,32 @@ class CapitalisedIsPerson(ner.NerModel):
           probs[row, col, 0] = 0.1
         prev = title
     return probs
+
+  def run(self, input_ids, token_types, attention_mask):
+    """The backend contract: logits whose softmax is :meth:`predict`'s probabilities."""
+    self.calls.append(input_ids.shape)
+    return np.log(self.predict(input_ids, token_types, attention_mask) + 1e-12), None
+
+  def enrichment(self) -> core.Enrichment:
+    spec = sp.NerSpec(ref="rule", path=None, name="rule", languages=("en",), labels=nm.LABELS,
+                      casing=self.casing, bio=False, max_window=self.max_window)
+    return core.Enrichment([core.Enricher(self, self.tokenizer, spec, None, [101], [102], 0,
+                                          nm.casing_class if self.casing else None, self.max_window)])
+
+
+def annotate(model, texts, sentences=None, overlap=wd.DEFAULT_CONTEXT, batch_tokens=wd.DEFAULT_BATCH_TOKENS):
+  """Mentions of ``texts`` by the core: a loaded model with the pipeline's windows, or the rule backend
+  with windows filled with context (``overlap`` pieces at least)."""
+  if isinstance(model, core.Enrichment):
+    return [r.entities for r in model(texts, sentences=sentences, batch_tokens=batch_tokens)]
+  results = model.enrichment()(texts, sentences=sentences, context=overlap, fill=True, batch_tokens=batch_tokens)
+  return [r.entities for r in results]
+
+
+def prepare(model, text, overlap=wd.DEFAULT_CONTEXT):
+  encoded = wd.encode_text(model.tokenizer, text, wd.split_sentences(text), nm.casing_class)
+  windows = wd.plan_windows(encoded.word_start, encoded.sentence, model.max_window - 2, overlap)
+  return encoded, windows
 
 
 def check_offsets(text, entities):
@@ -91,7 +121,7 @@ def check_offsets(text, entities):
 
 def test_split_sentences_keeps_abbreviations_and_paragraphs():
   text = "Mr. Smith went to the U.S. on Monday. He met Dr. Jones.\n\nA new paragraph"
-  spans = ner.split_sentences(text)
+  spans = wd.split_sentences(text)
   assert [text[a:b] for a, b in spans] == [
       "Mr. Smith went to the U.S. on Monday.", "He met Dr. Jones.", "A new paragraph"]
 
@@ -122,11 +152,11 @@ def test_casing_classes_agree_with_their_definition():
 
 
 def test_iob1_to_bio():
-  assert nm.iob1_to_bio(["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG", "I-MISC"]) == [
+  assert conll.iob1_to_bio(["I-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG", "I-MISC"]) == [
       "B-PER", "I-PER", "O", "B-LOC", "B-LOC", "B-ORG", "B-MISC"]
-  assert nm.split_tag("S-LOC") == ("B", "LOC")
-  assert nm.split_tag("PER") == ("I", "PER")
-  assert nm.split_tag("O") == ("O", None)
+  assert decode.split_tag("S-LOC") == ("B", "LOC")
+  assert decode.split_tag("PER") == ("I", "PER")
+  assert decode.split_tag("O") == ("O", None)
 
 
 # --- Windows and merging -------------------------------------------------------------------------------
@@ -154,7 +184,7 @@ def test_plan_windows_cover_every_piece_once(sentence_lengths, max_pieces, overl
     for k in range(length):
       sentence.append(s)
       word_start.append(k == 0 or rnd.random() < 0.6)
-  windows = ner.plan_windows(word_start, sentence, max_pieces, overlap)
+  windows = wd.plan_windows(word_start, sentence, max_pieces, overlap)
   _check_plan(windows, len(sentence), max_pieces, word_start)
 
 
@@ -162,35 +192,15 @@ def test_name_across_a_core_boundary_is_one_span_thanks_to_overlap():
   model = CapitalisedIsPerson(max_window=16)
   # One long sentence, so cores must cut it; names everywhere so some straddle a cut.
   text = " ".join(["and Rex Tillerson met Jim Mattis"] * 12)
-  prepared = ner.prepare(model, text, overlap=4)
-  assert len(prepared.windows) > 4
-  entities = ner.annotate(model, [text], overlap=4)[0]
+  _, windows = prepare(model, text, overlap=4)
+  assert len(windows) > 4
+  entities = annotate(model, [text], overlap=4)[0]
   check_offsets(text, entities)
   assert [e.text for e in entities] == ["Rex Tillerson", "Jim Mattis"] * 12
   # Without context the rule cannot tell a continuation at a core start: names get cut.
-  cut = ner.annotate(model, [text], overlap=0)[0]
+  cut = annotate(model, [text], overlap=0)[0]
   check_offsets(text, cut)
   assert len(cut) > len(entities)
-
-
-def test_core_predictions_win_over_context():
-  """Each piece takes the probabilities of the window whose core holds it."""
-
-  class WindowIndex(CapitalisedIsPerson):
-    def predict(self, input_ids, token_types, attention_mask):
-      probs = np.zeros(input_ids.shape + (len(nm.LABELS),), dtype=np.float32)
-      for row in range(input_ids.shape[0]):
-        # Mark the window by its first text piece id: label index = (id % 8) + 1.
-        probs[row, :, (int(input_ids[row, 1]) % 8) + 1] = 1.0
-      return probs
-
-  model = WindowIndex(max_window=12)
-  text = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
-  prepared = ner.prepare(model, text, overlap=3)
-  probs = ner.predict_windows(model, [prepared])[0]
-  for w in prepared.windows:
-    expected = (prepared.encoded.ids[w.start] % 8) + 1
-    assert (probs[w.core_start:w.core_end].argmax(-1) == expected).all()
 
 
 def test_long_article_over_2000_tokens_is_covered_end_to_end():
@@ -198,14 +208,14 @@ def test_long_article_over_2000_tokens_is_covered_end_to_end():
   paragraph = ("officials said on tuesday that talks between the two sides would continue next week, "
                "and that Rex Tillerson would attend. ")
   text = "\n\n".join(f"{paragraph * 3}section {i} ends here." for i in range(60))
-  prepared = ner.prepare(model, text)
-  assert len(prepared.encoded.ids) > 2000
-  entities = ner.annotate(model, [text])[0]
+  encoded, _ = prepare(model, text)
+  assert len(encoded.ids) > 2000
+  entities = annotate(model, [text])[0]
   check_offsets(text, entities)
   assert [e.text for e in entities] == ["Rex Tillerson"] * 180
   # The last mention is found too: nothing at the end was truncated.
   assert entities[-1].start_char == text.rindex("Rex Tillerson")
-  sentences = ner.split_sentences(text)
+  sentences = wd.split_sentences(text)
   for e in entities:
     a, b = sentences[e.sentence_index]
     assert a <= e.start_char and e.end_char <= b
@@ -214,7 +224,7 @@ def test_long_article_over_2000_tokens_is_covered_end_to_end():
 def test_windows_of_many_texts_are_batched_by_length():
   model = CapitalisedIsPerson(max_window=32)
   texts = ["Short one by Ann Lee.", "word " * 300 + "Bob Stone.", "Another Short Text."]
-  results = ner.annotate(model, texts, batch_tokens=128)
+  results = annotate(model, texts, batch_tokens=128)
   assert [e.text for e in results[0]] == ["Short", "Ann Lee"]
   assert [e.text for e in results[1]] == ["Bob Stone"]
   widths = [shape[1] for shape in model.calls]
@@ -243,7 +253,7 @@ def test_glued_words_follow_their_first_word_and_separators_are_trimmed():
   model = LabelByPiece({"u": "B-LOC", ".": "B-MISC", "s": "B-ORG", "-": "I-LOC", "china": "B-LOC",
                         "washington": "B-LOC", "reuters": "B-ORG", "(": "B-ORG", "smith": "B-PER"})
   text = "U.S.-China talks (Reuters) in Washington. Smith said"
-  entities = ner.annotate(model, [text])[0]
+  entities = annotate(model, [text])[0]
   check_offsets(text, entities)
   # "U.S." is one unit labelled by "u"; the hyphen is trimmed; "Washington." keeps the stop out only
   # because the model labels it (B-MISC here, so it is its own mention, and "." alone is dropped).
@@ -254,14 +264,14 @@ def test_glued_words_follow_their_first_word_and_separators_are_trimmed():
 def test_a_closing_bracket_stays_when_its_opening_one_is_in_the_mention():
   model = LabelByPiece({"mla": "B-ORG", "(": "I-ORG", "b": "I-ORG", ")": "I-ORG", "ra": "B-ORG"})
   text = "Mladost (BJ) beat Rad) 2-0"
-  entities = ner.annotate(model, [text])[0]
+  entities = annotate(model, [text])[0]
   check_offsets(text, entities)
   assert [(e.text, e.label) for e in entities] == [("Mladost (BJ)", "ORG"), ("Rad", "ORG")]
 
 
 def test_bio_viterbi_keeps_valid_sequences_and_mends_invalid_ones():
   labels = nm.LABELS
-  allowed, may_start = nm.bio_transitions(labels)
+  allowed, may_start = decode.bio_transitions(labels)
   o, b_per, i_per, i_loc = (labels.index(x) for x in ("O", "B-PER", "I-PER", "I-LOC"))
   assert not may_start[i_per] and may_start[b_per] and may_start[o]
   assert allowed[b_per, i_per] and allowed[i_per, i_per] and not allowed[o, i_per] and not allowed[b_per, i_loc]
@@ -274,31 +284,31 @@ def test_bio_viterbi_keeps_valid_sequences_and_mends_invalid_ones():
     return np.log(out)
 
   valid = rows({"B-PER": 0.9, "O": 0.1}, {"I-PER": 0.8, "O": 0.2}, {"O": 1.0})
-  assert nm.bio_viterbi(valid, allowed, may_start) == [b_per, i_per, o]
+  assert decode.bio_viterbi(valid, allowed, may_start) == [b_per, i_per, o]
   # "Rex" is slightly more O than B-PER, "Tillerson" clearly I-PER: the valid reading is one name.
   mended = rows({"O": 0.55, "B-PER": 0.45}, {"I-PER": 0.9, "B-PER": 0.05, "O": 0.05})
-  assert nm.bio_viterbi(mended, allowed, may_start) == [b_per, i_per]
+  assert decode.bio_viterbi(mended, allowed, may_start) == [b_per, i_per]
   # A lone I-LOC after PER becomes its own B-LOC when nothing favours joining.
   switch = rows({"B-PER": 0.9}, {"I-LOC": 0.6, "B-LOC": 0.3, "I-PER": 0.1})
-  assert [labels[i] for i in nm.bio_viterbi(switch, allowed, may_start)] == ["B-PER", "B-LOC"]
-  assert nm.bio_viterbi(np.zeros((0, len(labels))), allowed, may_start) == []
+  assert [labels[i] for i in decode.bio_viterbi(switch, allowed, may_start)] == ["B-PER", "B-LOC"]
+  assert decode.bio_viterbi(np.zeros((0, len(labels))), allowed, may_start) == []
 
 
 def test_bio_decoding_reads_each_sentence_as_a_whole():
   model = CapitalisedIsPerson(max_window=64)
   text = "Rex Tillerson met her.\n\nTillerson left."
-  prepared = ner.prepare(model, text)
-  probs = np.zeros((len(prepared.encoded.ids), len(nm.LABELS)), dtype=np.float32)
+  encoded, _ = prepare(model, text)
+  probs = np.zeros((len(encoded.ids), len(nm.LABELS)), dtype=np.float32)
   probs[:, 0] = 1.0
   first_pieces = {"rex": {"O": 0.55, "B-PER": 0.45}, "till": {"I-PER": 0.8, "B-PER": 0.15, "O": 0.05}}
-  for k, (a, b) in enumerate(prepared.encoded.offsets):
-    dist = first_pieces.get(text[a:b].lower()) if prepared.encoded.word_start[k] else None
+  for k, (a, b) in enumerate(encoded.offsets):
+    dist = first_pieces.get(text[a:b].lower()) if encoded.word_start[k] else None
     if dist:
       probs[k] = 0.0
       for label, p in dist.items():
         probs[k, nm.LABELS.index(label)] = p
-  plain = ner.decode_entities(prepared, probs, model.id2label)
-  constrained = ner.decode_entities(prepared, probs, model.id2label, bio=True)
+  plain = decode.decode_entities(text, encoded, probs, nm.LABELS)
+  constrained = decode.decode_entities(text, encoded, probs, nm.LABELS, bio=True)
   check_offsets(text, constrained)
   # Argmax per word: "Rex" is O, so the name starts at "Tillerson"; as BIO the whole name is kept.
   assert [e.text for e in plain] == ["Tillerson", "Tillerson"]
@@ -311,7 +321,7 @@ def test_bio_decoding_reads_each_sentence_as_a_whole():
 def test_entities_never_cross_sentences():
   model = CapitalisedIsPerson(max_window=64)
   text = "He met Ann.\n\nBob Stone left."
-  entities = ner.annotate(model, [text])[0]
+  entities = annotate(model, [text])[0]
   assert [(e.text, e.sentence_index) for e in entities] == [("He", 0), ("Ann", 0), ("Bob Stone", 1)]
 
 
@@ -323,13 +333,13 @@ TEXT_ALPHABET = st.sampled_from(list("abcXYZ \n\t.,'\u2019\"-()éÉßçÇ日本�
 @given(st.lists(TEXT_ALPHABET, max_size=120).map("".join), st.integers(min_value=8, max_value=40))
 def test_offset_invariant_holds_for_any_text(text, max_window):
   model = CapitalisedIsPerson(max_window=max_window)
-  entities = ner.annotate(model, [text])[0]
+  entities = annotate(model, [text])[0]
   check_offsets(text, entities)
 
 
 def test_offsets_on_fixture_story():
   model = CapitalisedIsPerson(max_window=24)
-  entities = ner.annotate(model, [STORY])[0]
+  entities = annotate(model, [STORY])[0]
   check_offsets(STORY, entities)
   assert "Rex Tillerson" in [e.text for e in entities]
   assert "Z\u00fcrich" in [e.text for e in entities]
@@ -338,9 +348,9 @@ def test_offsets_on_fixture_story():
 # --- Beam stage ----------------------------------------------------------------------------------------
 
 
-class RuleHandler(ner.NerModelHandler):
+class RuleHandler(enrich.EnrichModelHandler):
   def load_model(self):
-    return CapitalisedIsPerson(max_window=32)
+    return CapitalisedIsPerson(max_window=32).enrichment()
 
   def run_inference(self, batch, model, inference_args=None):
     if any("EXPLODE" in story.body for story in batch):
@@ -364,11 +374,10 @@ def test_stage_routes_languages_and_failures():
   ]
   with test_pipeline.TestPipeline(runner="DirectRunner") as p:
     out, errors = (p | beam.Create(stories)
-                   | ner.ExtractEntities(handler=RuleHandler(max_batch_chars=10), languages=["en"],
-                                         model_name="rule"))
+                   | enrich.Enrich(stages=("ner",), handler=RuleHandler(stages=("ner",), max_batch_chars=10)))
     summary = out | beam.Map(lambda s: (s.story_id, s.ner_status,
                                         None if s.entities is None else [e.text for e in s.entities]))
-    expected_en = [e.text for e in ner.annotate(CapitalisedIsPerson(max_window=32), [STORY])[0]]
+    expected_en = [e.text for e in annotate(CapitalisedIsPerson(max_window=32), [STORY])[0]]
     assert_that(summary, equal_to([
         ("en", STATUS_APPLIED, expected_en),
         ("de", STATUS_SKIPPED_LANGUAGE, None),
@@ -401,45 +410,46 @@ def tiny_hf_model(tmp_path_factory):
 
 
 def test_loader_reads_a_standard_hf_directory(tiny_hf_model):
-  model = ner.load_ner_model(str(tiny_hf_model), threads=1)
-  assert model.casing is False
-  assert model.id2label[1] == "I-PER"
-  assert model.max_window == 64
-  assert model.prefix == [101] and model.suffix == [102]
+  model = core.load(str(tiny_hf_model), stages=("ner",), threads=1)
+  part = model.parts[0]
+  assert part.casing is None and not part.ner.casing
+  assert part.ner.labels[1] == "I-PER"
+  assert part.max_window == 64
+  assert part.prefix == [101] and part.suffix == [102]
   text = STORY * 3
-  entities = ner.annotate(model, [text])[0]
+  entities = model([text])[0].entities
   check_offsets(text, entities)
   assert {e.label for e in entities} <= {"PER", "LOC"}
 
 
 def test_loader_rejects_missing_models(tmp_path):
   with pytest.raises(FileNotFoundError, match="not found"):
-    ner.load_ner_model(str(tmp_path / "no-such-dir"))
+    sp.read_ner(str(tmp_path / "no-such-dir"))
   with pytest.raises(FileNotFoundError, match="offline"):
-    ner.load_ner_model("nobody-here/no-such-ner-model")
+    sp.read_ner("nobody-here/no-such-ner-model")
 
 
 # --- Eval and train ------------------------------------------------------------------------------------
 
 
 def test_conll_round_trip_scores_perfectly():
-  from pipelines import eval_ner
-  from pipelines.train_ner import score_bio
+  from pipelines.training import eval_ner
+  from pipelines.training.metrics import score_bio
 
-  sentences = nm.read_conll(TINY_CONLL)
-  assert len(sentences) == 6 and len(nm.documents(sentences)) == 2
+  sentences = conll.read_conll(TINY_CONLL)
+  assert len(sentences) == 6 and len(conll.documents(sentences)) == 2
   text, spans, words = eval_ner.document_text(sentences[:3])
   gold, pred = [], []
   for sentence, span, word_spans in zip(sentences[:3], spans, words, strict=True):
     entities = []
     for i, tag in enumerate(sentence.tags):
-      prefix, kind = nm.split_tag(tag)
+      prefix, kind = decode.split_tag(tag)
       if prefix == "B":
         j = i + 1
         while j < len(sentence.tags) and sentence.tags[j] == "I-" + kind:
           j += 1
         a, b = word_spans[i][0], word_spans[j - 1][1]
-        entities.append(ner.Entity(text[a:b], kind, a, b, 1.0, 0))
+        entities.append(Entity(text[a:b], kind, a, b, 1.0, 0))
     gold.append(sentence.tags)
     pred.append(eval_ner.tags_from_entities(entities, word_spans, span))
   assert pred == gold
@@ -447,27 +457,28 @@ def test_conll_round_trip_scores_perfectly():
 
 
 def test_eval_cli_prints_json_last_line(tiny_hf_model, capsys):
-  from pipelines import eval_ner
+  from pipelines.training import eval_ner
 
   assert eval_ner.main(["--conll", str(TINY_CONLL), "--ner-model", str(tiny_hf_model), "--threads", "1"]) == 0
   last = capsys.readouterr().out.strip().splitlines()[-1]
   scores = json.loads(last)
-  assert set(scores) == {"precision", "recall", "f1", "per_type", "sentences"}
+  assert set(scores) == {"precision", "recall", "f1", "per_type", "sentences", "backend"}
   assert scores["sentences"] == 6
   assert set(scores["per_type"]) == {"PER", "LOC", "ORG", "MISC"}
 
 
 def test_eval_cli_reports_missing_model(capsys, tmp_path):
-  from pipelines import eval_ner
+  from pipelines.training import eval_ner
 
   assert eval_ner.main(["--conll", str(TINY_CONLL), "--ner-model", str(tmp_path / "nope")]) == 2
   assert "not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_smoke_end_to_end(tmp_path):
   from safetensors import safe_open
 
-  from pipelines import train_ner
+  from pipelines.training import train_ner
 
   out = tmp_path / "model"
   code = train_ner.main(["--train", str(TINY_CONLL), "--dev", str(TINY_CONLL), "--out", str(out),
@@ -483,9 +494,9 @@ def test_train_smoke_end_to_end(tmp_path):
     assert str(f.get_tensor("classifier.weight").dtype) == "torch.float16"
   summary = json.loads((out / "training.json").read_text())
   assert summary["best_epoch"] == 1 and "f1" in summary["dev"]
-  model = ner.load_ner_model(str(out), threads=1)
-  assert model.casing and model.languages == ("en",)
-  entities = ner.annotate(model, [STORY])[0]
+  model = core.load(str(out), stages=("ner",), backend="torch", threads=1)
+  assert model.ner.casing and model.ner.languages == ("en",)
+  entities = annotate(model, [STORY])[0]
   check_offsets(STORY, entities)
 
 
@@ -494,8 +505,8 @@ def test_train_smoke_end_to_end(tmp_path):
 
 @pytest.mark.skipif(not DEFAULT_MODEL_READY, reason="bundled NER model not built")
 def test_default_model_finds_the_seed_people():
-  model = ner.load_ner_model(threads=1)
-  entities = ner.annotate(model, [STORY])[0]
+  model = core.load(stages=("ner",), threads=1)
+  entities = annotate(model, [STORY])[0]
   check_offsets(STORY, entities)
   found = {(e.text, e.label) for e in entities}
   assert {("Rex Tillerson", "PER"), ("Jim Mattis", "PER"), ("Yang Jiechi", "PER")} <= found
@@ -507,7 +518,7 @@ def test_default_model_finds_the_seed_people():
 def default_model():
   if not DEFAULT_MODEL_READY:
     pytest.skip("bundled NER model not built")
-  return ner.load_ner_model(threads=1)
+  return core.load(stages=("ner",), threads=1)
 
 
 def test_default_model_on_the_seed_story(default_model):
@@ -515,7 +526,7 @@ def test_default_model_on_the_seed_story(default_model):
   if not seed.is_file():
     pytest.skip("seed story absent")
   text = seed.read_text(encoding="utf-8")
-  entities = ner.annotate(default_model, [text])[0]
+  entities = annotate(default_model, [text])[0]
   check_offsets(text, entities)
   people = {e.text for e in entities if e.label == "PER"}
   assert {"Rex Tillerson", "Jim Mattis", "Yang Jiechi", "Fang Fenghui"} <= people
@@ -527,12 +538,12 @@ def test_default_model_on_the_seed_story(default_model):
                                                                  HealthCheck.function_scoped_fixture])
 @given(st.lists(TEXT_ALPHABET, max_size=80).map("".join))
 def test_default_model_offset_invariant(default_model, text):
-  check_offsets(text, ner.annotate(default_model, [text])[0])
+  check_offsets(text, annotate(default_model, [text])[0])
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL_READY, reason="bundled NER model not built")
 def test_default_model_on_tiny_conll(capsys):
-  from pipelines import eval_ner
+  from pipelines.training import eval_ner
 
   assert eval_ner.main(["--conll", str(TINY_CONLL), "--threads", "1"]) == 0
   scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -542,7 +553,7 @@ def test_default_model_on_tiny_conll(capsys):
 @pytest.mark.skipif(not (SHARED / "data" / "conll2003" / "eng.testa").is_file() or not DEFAULT_MODEL_READY,
                     reason="CoNLL-2003 dev data or bundled model absent")
 def test_default_model_on_a_slice_of_conll_dev():
-  from pipelines import eval_ner
+  from pipelines.training import eval_ner
 
   scores = eval_ner.evaluate_conll(SHARED / "data" / "conll2003" / "eng.testa", threads=1, limit_documents=8)
   assert scores["f1"] >= 0.85

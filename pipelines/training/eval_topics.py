@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.training.metrics import top1_report
+
 
 def read_jsonl(path: Path) -> tuple[list[str], list[list[str]]]:
   texts, labels = [], []
@@ -33,19 +35,18 @@ def read_jsonl(path: Path) -> tuple[list[str], list[list[str]]]:
 
 
 def evaluate_jsonl(model, path: Path, batch_size: int = 32) -> dict:
-  """Top-1 accuracy, per-label precision/recall/support and mean multi-label size of ``model`` on ``path``."""
-  from pipelines.train_topics import top1_report
-
+  """Top-1 accuracy, per-label precision/recall/support and mean multi-label size of ``model`` (a
+  :class:`transforms.core.Enrichment` with a topic model) on ``path``."""
   texts, labels = read_jsonl(path)
   started = time.time()
-  scores = np.concatenate([model.scores(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
-                          ) if texts else np.zeros((0, len(model.labels)))
-  codes = [code for code, _ in model.labels]
+  results = [r for i in range(0, len(texts), batch_size)
+             for r in model(texts[i:i + batch_size], ner_flags=[False] * len(texts[i:i + batch_size]))]
+  codes = [code for code, _ in model.topics.labels]
+  scores = np.stack([r.topic_scores for r in results]) if results else np.zeros((0, len(codes)))
   report = top1_report(scores, labels, codes)
   if len(texts):
-    top = scores.max(axis=1)
-    report["mean_top_score"] = round(float(top.mean()), 4)
-    report["mean_topics_per_text"] = round(float(np.mean([len(model.topics(row)) for row in scores])), 3)
+    report["mean_top_score"] = round(float(scores.max(axis=1).mean()), 4)
+    report["mean_topics_per_text"] = round(float(np.mean([len(r.topics) for r in results])), 3)
   report["model"] = model.name
   report["file"] = str(path)
   report["seconds"] = round(time.time() - started, 2)
@@ -53,13 +54,10 @@ def evaluate_jsonl(model, path: Path, batch_size: int = 32) -> dict:
 
 
 def _run(args: argparse.Namespace) -> int:
-  from transforms import topics_model
+  from transforms import core
 
-  if args.threads:
-    import torch
-
-    torch.set_num_threads(args.threads)
-  model = topics_model.load_topic_model(args.topics_model, args.topics_taxonomy)
+  model = core.load(topics_ref=args.topics_model, stages=("topics",), backend=args.inference_backend,
+                    threads=args.threads or None, taxonomy=args.topics_taxonomy)
   report = evaluate_jsonl(model, Path(args.jsonl))
   if args.verbose_labels:
     for code, row in sorted(report["per_label"].items()):
@@ -74,7 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Topic model directory (ours or a HF sequence-classification model); "
                            "default: the bundled one.")
   parser.add_argument("--topics-taxonomy", default=None, help="CSV of code,label for --topics-model's labels.")
-  parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice).")
+  parser.add_argument("--threads", type=int, default=0, help="Inference threads (default: all cores).")
+  parser.add_argument("--inference-backend", choices=("onnx", "torch"), default="onnx",
+                      help="Backend of our models (default: onnx, int8, as the pipeline runs them).")
   parser.add_argument("--verbose-labels", action="store_true", help="Also print one line per label.")
 
 

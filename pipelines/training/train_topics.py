@@ -9,11 +9,11 @@ Data (see ``pipelines/topics_data.py`` for the label mapping):
 * Every active IPTC Media Topics concept: "label. definition" is a positive example of its top-level topic
   (the only data for arts, culture, entertainment and media; extra data for politics and the rest).
 * Optionally Reuters-21578 stories with TOPICS tags (all economic -> 04; ``jobs`` also -> labour 09).
-* ``pipelines/data/topics_seed_en.jsonl``: short news-style texts written for this project, each with its
+* ``pipelines/training/data/topics_seed_en.jsonl``: short news-style texts written for this project, each with its
   main topic first (further topics get ``--seed-secondary-target``): arts/entertainment (AG News has no
   such class, and definitions alone do not carry over to news text), politics told through a policy
   area, business, technology and the weather (5 IPTC concepts only); and
-  ``pipelines/data/topics_articles_en.jsonl``: whole articles in the BBC News desks' style (business,
+  ``pipelines/training/data/topics_articles_en.jsonl``: whole articles in the BBC News desks' style (business,
   entertainment, politics, sport, technology), also written for this project, read in up to
   ``--seed-windows`` windows each. Topics in ``--seed-negatives`` are sure negatives of a seed text unless
   it names them; ``transforms/assets/topics/README.md`` has the counts.
@@ -44,11 +44,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines import topics_data as td
 from pipelines.common import add_output_argument
+from pipelines.training import encoder as te
+from pipelines.training import topics_data as td
+from pipelines.training.metrics import expected_calibration_error, top1_report
 from transforms import assets
+from transforms import spec as sp
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "data"
 DEFAULT_OUT = assets.TOPICS_DIR
 #: The NER model whose encoder pass the head shares, and the layer it reads (see transforms/assets/topics/README.md).
@@ -112,8 +115,7 @@ def extract_features(encoder, texts: Sequence[str], layer: int, max_length: int,
 
 def cached_sentences(encoder, texts: Sequence[str], cache_dir: Path | None, name: str,
                      log: Callable[[str], None] = print) -> np.ndarray:
-  """Sentence vectors (:func:`transforms.topics_model.sentence_embeddings`), cached like the features."""
-  from transforms import topics_model as tm
+  """Sentence vectors (:func:`transforms.te.sentence_embeddings`), cached like the features."""
 
   digest = hashlib.sha1("\x1e".join(texts).encode("utf-8")).hexdigest()[:12]
   path = cache_dir / f"{encoder.cache_key}-sent-{name}-{digest}.npy" if cache_dir else None
@@ -121,7 +123,7 @@ def cached_sentences(encoder, texts: Sequence[str], cache_dir: Path | None, name
     log(f"  sentence vectors {name}: cached {path.name}")
     return np.load(path)
   log(f"  sentence vectors {name}: {len(texts)} texts")
-  vectors = tm.sentence_embeddings(encoder, texts)
+  vectors = te.sentence_embeddings(encoder, texts)
   if path is not None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
@@ -266,40 +268,6 @@ def fit_temperature(logits, examples: Sequence[td.Example]) -> float:
     return float((lo + hi) / 2)
 
 
-# --- Metrics ----------------------------------------------------------------------------------------
-
-
-def top1_report(scores: np.ndarray, allowed: Sequence[Sequence[str]], codes: Sequence[str] = td.CODES
-                ) -> dict:
-  """Top-1 accuracy (correct when the top topic is one of the allowed ones) and per-label precision and
-  recall of the top-1 prediction (support: rows that allow the label)."""
-  top = [codes[i] for i in np.argmax(scores, axis=1)]
-  correct = [t in ok for t, ok in zip(top, allowed, strict=True)]
-  per_label = {}
-  for code in sorted(set(top) | {c for ok in allowed for c in ok}):
-    predicted = sum(1 for t in top if t == code)
-    hits = sum(1 for t, ok in zip(top, allowed, strict=True) if t == code and code in ok)
-    support = sum(1 for ok in allowed if code in ok)
-    per_label[code] = {"precision": round(hits / predicted, 4) if predicted else None,
-                       "recall": round(hits / support, 4) if support else None,
-                       "support": support, "predicted": predicted}
-  return {"top1_accuracy": round(float(np.mean(correct)), 4) if correct else None, "n": len(correct),
-          "per_label": per_label}
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
-  """ECE with equal-width bins."""
-  confidence = np.asarray(confidence, float)
-  correct = np.asarray(correct, float)
-  edges = np.linspace(0, 1, bins + 1)
-  ece = 0.0
-  for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-    inside = (confidence > lo) & (confidence <= hi) if lo > 0 else (confidence <= hi)
-    if inside.any():
-      ece += inside.mean() * abs(confidence[inside].mean() - correct[inside].mean())
-  return float(ece)
-
-
 def calibration_report(scores: np.ndarray, examples: Sequence[td.Example]) -> dict:
   """Top-1 ECE (score of the top topic vs. it being right) and label ECE over the sure targets
   (weight 1: e.g. sport on a Sports row, or any excluded topic on a World row)."""
@@ -375,12 +343,13 @@ def train(args: argparse.Namespace) -> dict:
   log(f"data: AG train {len(ag_train)}, AG dev {len(ag_dev)} (fixed 10% hash split), "
       f"IPTC definitions {len(iptc)}, Reuters {len(reuters)}, seed texts {len(seed_rows)}")
   cache = Path(args.cache_dir) if args.cache_dir else None
-  base = args.encoder == tm.BASE_ENCODER
-  encoder = tm.Encoder(args.encoder)
-  fingerprint = tm.encoder_fingerprint(encoder)  # sha1 of the encoder's weights (None for the base)
+  base = args.encoder == te.BASE_ENCODER
+  encoder = te.Encoder(args.encoder)
+  # the head fits this encoder only: its weights' sha1 goes into the config (None for the base)
+  fingerprint = None if base else sp.fingerprint([encoder.directory / sp.NER_WEIGHTS], algorithm="sha1")
   encoder.cache_key = "base" if base else "enc-" + fingerprint[:10]
   if args.pseudo_weight > 0:
-    teacher = encoder if not encoder.casing else tm.Encoder(tm.BASE_ENCODER)
+    teacher = encoder if not encoder.casing else te.Encoder(te.BASE_ENCODER)
     teacher.cache_key = "base"
     world = [e for e in ag_train if e.any_of.any()]
     concepts = cached_sentences(teacher, [e.text for e in iptc], cache, "iptc", log)
@@ -433,7 +402,7 @@ def train(args: argparse.Namespace) -> dict:
   }
   config = {
       "format": "wirestream-topic-head/1",
-      "encoder": tm.BASE_ENCODER if base else (
+      "encoder": te.BASE_ENCODER if base else (
           args.encoder_ref or os.path.relpath(encoder.directory.resolve(), Path(args.out).resolve())),
       "feature_layer": layer,
       "casing_token_types": encoder.casing,
@@ -458,9 +427,10 @@ def train(args: argparse.Namespace) -> dict:
   out = Path(args.out)
   tm.save_head(head, out, config)
   if args.eval_jsonl:
-    from pipelines import eval_topics
+    from pipelines.training import eval_topics
+    from transforms import core
 
-    model = tm.load_topic_model(out)
+    model = core.load(topics_ref=str(out), stages=("topics",), backend="torch")
     for path in args.eval_jsonl:
       metrics[f"eval:{Path(path).name}"] = eval_topics.evaluate_jsonl(model, Path(path))
   metrics["seconds"] = round(time.time() - started, 1)

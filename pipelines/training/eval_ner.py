@@ -1,8 +1,8 @@
 """``wirestream eval ner``: entity-level scores of an NER model on a CoNLL file.
 
 Each ``-DOCSTART-`` document is rebuilt as text (words joined by spaces, one sentence per line) and run
-through the same code as the pipeline stage (sentence windows with overlap, batched, merged back into
-character spans). The spans are then mapped back onto the CoNLL tokens and scored with seqeval (default
+through the pipeline's own inference path (:mod:`transforms.core`, on the ONNX int8 backend unless
+``--inference-backend torch``). The spans are then mapped back onto the CoNLL tokens and scored with seqeval (default
 mode, as conlleval). The last line printed is one JSON object.
 """
 
@@ -12,15 +12,16 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pipelines.training import conll
+from pipelines.training.metrics import score_bio
 from schemas.records import Entity
-from transforms import ner as ner_stage
-from transforms import ner_model as nm
+from transforms.decode import split_tag
 
 
-def document_text(sentences: Sequence[nm.ConllSentence]) -> tuple[str, list[tuple[int, int]], list[list[tuple[int, int]]]]:
+def document_text(sentences: Sequence[conll.ConllSentence]) -> tuple[str, list[tuple[int, int]], list[list[tuple[int, int]]]]:
   """Text of a document, the character range of every sentence and of every word."""
   parts: list[str] = []
   pos = 0
@@ -59,34 +60,40 @@ def tags_from_entities(entities: Sequence[Entity], word_spans: Sequence[tuple[in
   return tags
 
 
-def evaluate_conll(conll: str | Path, model_ref: str | None = None, *, threads: int | None = None,
-                   limit_documents: int = 0, overlap: int = ner_stage.DEFAULT_OVERLAP) -> dict:
+def evaluate_conll(conll_file: str | Path, model_ref: str | None = None, *, threads: int | None = None,
+                   limit_documents: int = 0, backend: str = "onnx") -> dict:
   """Scores of ``model_ref`` (default: ours) on a CoNLL file, through the pipeline's inference code."""
-  from pipelines.train_ner import score_bio
+  from transforms import core
 
-  model = ner_stage.load_ner_model(model_ref, threads=threads)
-  sentences = nm.read_conll(conll)
-  docs = nm.documents(sentences)
-  if limit_documents:
-    docs = docs[:limit_documents]
-  gold: list[list[str]] = []
-  predicted: list[list[str]] = []
+  model = core.load(model_ref, stages=("ner",), backend=backend, threads=threads)
   started = time.time()
+  scores = conll_scores(lambda texts, spans: [r.entities for r in model(texts, sentences=spans)], conll_file,
+                        limit_documents)
+  scores["seconds"] = round(time.time() - started, 1)
+  scores["model"] = model.name
+  scores["backend"] = backend
+  return scores
+
+
+def conll_scores(annotate: Callable[[list[str], list[list[tuple[int, int]]]], list], conll_file: str | Path,
+                 limit_documents: int = 0) -> dict:
+  """Entity-level scores on a CoNLL file; ``annotate(texts, sentence_ranges)`` gives the mentions of each
+  document text."""
+  sentences = conll.read_conll(conll_file)
+  docs = conll.documents(sentences)[:limit_documents or None]
   texts, sent_spans, word_spans = [], [], []
   for doc in docs:
     text, spans, words = document_text([sentences[i] for i in doc])
     texts.append(text)
     sent_spans.append(spans)
     word_spans.append(words)
-  results = ner_stage.annotate(model, texts, sent_spans, overlap=overlap)
-  for doc, spans, words, entities in zip(docs, sent_spans, word_spans, results, strict=True):
+  gold: list[list[str]] = []
+  predicted: list[list[str]] = []
+  for doc, spans, words, entities in zip(docs, sent_spans, word_spans, annotate(texts, sent_spans), strict=True):
     for i, span, sentence_words in zip(doc, spans, words, strict=True):
       gold.append(_to_bio(sentences[i].tags))
       predicted.append(tags_from_entities(entities, sentence_words, span))
-  scores = score_bio(gold, predicted)
-  scores["seconds"] = round(time.time() - started, 1)
-  scores["model"] = model.name
-  return scores
+  return score_bio(gold, predicted)
 
 
 def _to_bio(tags: Sequence[str]) -> list[str]:
@@ -94,7 +101,7 @@ def _to_bio(tags: Sequence[str]) -> list[str]:
   out = []
   prev = None
   for tag in tags:
-    prefix, kind = nm.split_tag(tag)
+    prefix, kind = split_tag(tag)
     if kind is None:
       out.append("O")
     elif prefix == "B" or prev != kind:
@@ -111,13 +118,13 @@ def _run(args: argparse.Namespace) -> int:
     return 2
   try:
     scores = evaluate_conll(args.conll, args.ner_model, threads=args.threads,
-                            limit_documents=args.limit_documents)
+                            limit_documents=args.limit_documents, backend=args.inference_backend)
   except FileNotFoundError as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
   for kind, row in scores["per_type"].items():
     print(f"{kind:6s} P {row['precision']:.4f} R {row['recall']:.4f} F1 {row['f1']:.4f} (n={row['support']})")
-  print(json.dumps({k: scores[k] for k in ("precision", "recall", "f1", "per_type", "sentences")}))
+  print(json.dumps({k: scores[k] for k in ("precision", "recall", "f1", "per_type", "sentences", "backend")}))
   return 0
 
 
@@ -125,7 +132,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--conll", required=True, help="CoNLL-2003 style file (word first, NER tag last).")
   parser.add_argument("--ner-model", default=None,
                       help="Model directory or Hugging Face id (default: the bundled wirestream model).")
-  parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads.")
+  parser.add_argument("--threads", type=int, default=None, help="Inference threads (default: all cores).")
+  parser.add_argument("--inference-backend", choices=("onnx", "torch"), default="onnx",
+                      help="Backend of our models (default: onnx, int8, as the pipeline runs them).")
   parser.add_argument("--limit-documents", type=int, default=0, help="Score only the first N documents.")
 
 

@@ -267,18 +267,15 @@ def hide_tags(story):
 def run_stages(stories: Sequence, threads: int | None = None) -> tuple[list, dict[str, float]]:
   """NER (the fused ONNX path, as the pipeline runs it) and the resolve stage over ``stories``;
   the resolved stories and the seconds each took."""
-  from pipelines.bench import story_batches
+  from pipelines.training.bench import run_core
   from schemas.records import STATUS_APPLIED
-  from transforms import enrich, resolve
+  from transforms import core, resolve
 
-  enricher = enrich.load_enricher(threads=threads)
+  enrichment = core.load(threads=threads)
   started = time.perf_counter()
-  tagged = []
-  for batch in story_batches(list(stories)):
-    results = enrich.enrich_texts(enricher, [s.body for s in batch], [s.headline for s in batch])
-    for story, result in zip(batch, results, strict=True):
-      tagged.append(dataclasses.replace(story, entities=result.entities, topics=result.topics,
-                                        ner_status=STATUS_APPLIED, topics_status=STATUS_APPLIED))
+  tagged = [dataclasses.replace(story, entities=result.entities, topics=result.topics,
+                                ner_status=STATUS_APPLIED, topics_status=STATUS_APPLIED)
+            for story, result in zip(stories, run_core(enrichment, list(stories)), strict=True)]
   enrich_seconds = time.perf_counter() - started
   started = time.perf_counter()
   resolver = resolve.load_resolver()
@@ -291,7 +288,7 @@ def run_stages(stories: Sequence, threads: int | None = None) -> tuple[list, dic
 
 
 def _run(args: argparse.Namespace) -> int:
-  from pipelines.bench import load_stories
+  from pipelines.training.bench import load_stories
   from transforms import resolve
 
   missing = [path for path in args.reuters if not Path(path).is_file()]

@@ -19,10 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.common import add_output_argument
+from pipelines.training import conll
+from pipelines.training.metrics import score_bio
 from transforms import ner_model as nm
 
 
-def _chunks(encoded: Sequence[nm.EncodedSentence], docs: Sequence[Sequence[int]], budget: int,
+def _chunks(encoded: Sequence[conll.EncodedSentence], docs: Sequence[Sequence[int]], budget: int,
             rng: random.Random | None) -> list[list[tuple[int, int, int]]]:
   """Chunks as lists of (sentence, piece_start, piece_end) parts; ``budget`` in pieces."""
   out: list[list[tuple[int, int, int]]] = []
@@ -40,12 +42,12 @@ def _chunks(encoded: Sequence[nm.EncodedSentence], docs: Sequence[Sequence[int]]
       continue
     first = rng.randint(0, 4) if rng is not None else 0
     lengths = [end - start for _, start, end in parts]
-    for group in nm.pack_sentences(lengths, budget, first_chunk=first):
+    for group in conll.pack_sentences(lengths, budget, first_chunk=first):
       out.append([parts[i] for i in group])
   return out
 
 
-def _sentence_chunks(encoded: Sequence[nm.EncodedSentence], budget: int) -> list[list[tuple[int, int, int]]]:
+def _sentence_chunks(encoded: Sequence[conll.EncodedSentence], budget: int) -> list[list[tuple[int, int, int]]]:
   out = []
   for s, enc in enumerate(encoded):
     for start in range(0, len(enc.ids), budget):
@@ -93,7 +95,7 @@ def evaluate_chunks(model, sentences, encoded, chunks, tokenizer, labels: Sequen
   order = sorted(range(len(chunks)), key=lambda i: sum(b - a for _, a, b in chunks[i]))
   model.eval()
   with torch.inference_mode():
-    for batch_idx in nm.iter_batches(order, batch_size):
+    for batch_idx in conll.iter_batches(order, batch_size):
       batch = [chunks[i] for i in batch_idx]
       inputs = _collate(batch, encoded, cls_id, sep_id, pad_id)
       inputs.pop("labels")
@@ -107,25 +109,6 @@ def evaluate_chunks(model, sentences, encoded, chunks, tokenizer, labels: Sequen
               predicted[s][enc.word_index[k]] = labels[row[pos]]
             pos += 1
   return score_bio([s.tags for s in sentences], predicted)
-
-
-def score_bio(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict:
-  """seqeval entity-level precision/recall/F1 (default mode, as conlleval), overall and per type."""
-  from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
-
-  report = classification_report(gold, predicted, output_dict=True, zero_division=0)
-  per_type = {
-      k: {"precision": round(float(v["precision"]), 4), "recall": round(float(v["recall"]), 4),
-          "f1": round(float(v["f1-score"]), 4), "support": int(v["support"])}
-      for k, v in sorted(report.items()) if " avg" not in k
-  }
-  return {
-      "precision": round(float(precision_score(gold, predicted, zero_division=0)), 4),
-      "recall": round(float(recall_score(gold, predicted, zero_division=0)), 4),
-      "f1": round(float(f1_score(gold, predicted, zero_division=0)), 4),
-      "per_type": per_type,
-      "sentences": len(gold),
-  }
 
 
 def seed_everything(seed: int) -> None:
@@ -153,16 +136,16 @@ def train(args: argparse.Namespace) -> dict:
   tokenizer = nm.load_fast_tokenizer(nm.base_model_dir())
   cls_id, sep_id, pad_id = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
 
-  train_sents = nm.read_conll(args.train)
-  dev_sents = nm.read_conll(args.dev)
+  train_sents = conll.read_conll(args.train)
+  dev_sents = conll.read_conll(args.dev)
   if args.limit_sentences:
     train_sents = train_sents[:args.limit_sentences]
     dev_sents = dev_sents[:args.limit_sentences]
-  train_enc = [nm.encode_sentence(tokenizer, s.words, s.tags, label2id) for s in train_sents]
-  dev_enc = [nm.encode_sentence(tokenizer, s.words, s.tags, label2id) for s in dev_sents]
+  train_enc = [conll.encode_sentence(tokenizer, s.words, s.tags, label2id) for s in train_sents]
+  dev_enc = [conll.encode_sentence(tokenizer, s.words, s.tags, label2id) for s in dev_sents]
   budget = (args.context or args.sentence_pieces) - 2
-  train_docs = nm.documents(train_sents)
-  dev_docs = nm.documents(dev_sents)
+  train_docs = conll.documents(train_sents)
+  dev_docs = conll.documents(dev_sents)
 
   def epoch_chunks(rng):
     if args.context:
@@ -201,7 +184,7 @@ def train(args: argparse.Namespace) -> dict:
     rng.shuffle(chunks)
     epoch_start = time.time()
     running = 0.0
-    for i, batch in enumerate(nm.iter_batches(chunks, args.batch_size), 1):
+    for i, batch in enumerate(conll.iter_batches(chunks, args.batch_size), 1):
       inputs = _collate(batch, train_enc, cls_id, sep_id, pad_id)
       loss = model(**inputs).loss
       loss.backward()

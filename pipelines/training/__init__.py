@@ -1,0 +1,2 @@
+"""Model development: training, evaluation, datasets, metrics and the benchmark (never imported by the
+runtime pipelines)."""
