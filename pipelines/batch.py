@@ -36,6 +36,7 @@ def build(pipeline, args: argparse.Namespace, *, run_id: str | None = None, file
 
   from pipelines.common import apply_stages
   from pipelines.progress import CountErrors, Tick
+  from transforms.cluster import ClusterStories
   from transforms.dedup import OnePerId
   from transforms.io import ReadRawRecords
   from transforms.parse import ParseStories
@@ -51,6 +52,7 @@ def build(pipeline, args: argparse.Namespace, *, run_id: str | None = None, file
   records = tick(records, "files")
   stories, parse_errors = records | "Parse" >> ParseStories(max_story_bytes=args.max_story_bytes)
   stories = tick(stories, "stories") | "OneStoryPerId" >> OnePerId("stories")
+  stories = stories | "Cluster" >> ClusterStories(ttl_seconds=args.cluster_ttl_seconds)
   stories, stage_errors = apply_stages(stories, args)
   if args.stages:
     stories = tick(stories, "enriched")

@@ -34,9 +34,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 GROUPS: dict[str, tuple[str, dict[str, str]]] = {
     "train": ("Train a model (ner, topics).",
               {"ner": "pipelines.training.train_ner", "topics": "pipelines.training.train_topics"}),
-    "eval": ("Evaluate a model or stage (ner, topics, resolve).",
+    "eval": ("Evaluate a model or stage (ner, topics, resolve, clusters).",
              {"ner": "pipelines.training.eval_ner", "topics": "pipelines.training.eval_topics",
-              "resolve": "pipelines.training.eval_resolve"}),
+              "resolve": "pipelines.training.eval_resolve", "clusters": "pipelines.training.eval_clusters"}),
 }
 #: Our own packages: their warnings and log records are always shown.
 OWN_PACKAGES = ("pipelines", "transforms", "schemas")

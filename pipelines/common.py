@@ -78,6 +78,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                            f"at most {MAX_STORY_BYTES_LIMIT}).")
   parser.add_argument("--shards-per-partition", type=bounded(int, 1, 1024), default=1, metavar="N",
                       help="Files per table, date partition and window (default: 1).")
+  parser.add_argument("--cluster-ttl-seconds", type=bounded(float, 1), default=7 * 24 * 3600, metavar="SECONDS",
+                      help="Story clusters: how long (event time) a story stays joinable by its copies, versions "
+                           "and rewrites (default: a week).")
 
 
 # --------------------------------------------------------------------------- strict options

@@ -14,7 +14,13 @@ line up), and keep:
 * ``story_entities``: one row per distinct entity of a story (``events.story_entities``
   unnested, with ``event_id``, ``story_id``, ``published_at`` and ``date``): "the people most
   written about this week" is
-  ``SELECT canonical, count(*) FROM story_entities WHERE label = 'PER' AND date >= ... GROUP BY ALL``.
+  ``SELECT canonical, count(*) FROM story_entities WHERE label = 'PER' AND date >= ... GROUP BY ALL``;
+* ``latest``: the latest version of each ``story_id`` (the current state of each story);
+* ``stories``: one row per story cluster (every copy, version and rewrite of one story):
+  ``cluster_id``, ``first_seen``, ``last_seen``, ``size`` in events rows, ``story_ids``, the
+  latest ``headline`` and ``event_id``, ``agencies``, ``revisions`` such as update or
+  correction, and ``status``, the latest publication status. Rows written before clustering
+  existed count as their own cluster.
 
 ``wirestream query`` also gives files of an older minor schema version the columns they lack
 (null), even in a lake that no current version has written to yet.
@@ -65,10 +71,34 @@ STORY_ENTITIES_VIEW = (
     "SELECT event_id, story_id, published_at, date, e.entity_key, e.canonical, e.label, e.mentions, e.first_char\n"
     "FROM (SELECT *, unnest(story_entities) AS e FROM events);")
 
+_SEEN = "COALESCE(published_at, ingested_at)"
+_NEWEST = f"{_SEEN} DESC, version DESC, event_id DESC"
+LATEST_VIEW = (
+    "CREATE OR REPLACE VIEW latest AS\n"
+    "SELECT * FROM events\n"
+    "WHERE true\n"
+    f"QUALIFY row_number() OVER (PARTITION BY story_id ORDER BY version DESC, {_SEEN} DESC, "
+    "ingested_at DESC) = 1;")
+# Rows written before clustering existed (cluster_id null) count as their own cluster.
+STORIES_VIEW = (
+    "CREATE OR REPLACE VIEW stories AS\n"
+    f"SELECT COALESCE(cluster_id, story_id) AS cluster_id, min({_SEEN}) AS first_seen, "
+    f"max({_SEEN}) AS last_seen,\n"
+    "  count(*) AS size, count(DISTINCT story_id) AS story_ids,\n"
+    f"  list(headline ORDER BY {_NEWEST})[1] AS headline,\n"
+    f"  list(event_id ORDER BY {_NEWEST})[1] AS event_id,\n"
+    "  list(DISTINCT agency ORDER BY agency) FILTER (WHERE agency IS NOT NULL) AS agencies,\n"
+    "  list(DISTINCT revision ORDER BY revision) FILTER (WHERE revision IS NOT NULL) AS revisions,\n"
+    f"  list(pub_status ORDER BY {_NEWEST})[1] AS status\n"
+    "FROM events\n"
+    "GROUP BY 1;")
+#: The views computed from ``events``, after the tables' views.
+DERIVED_VIEWS = (STORY_ENTITIES_VIEW, LATEST_VIEW, STORIES_VIEW)
+
 
 def views_sql(lake: str) -> str:
   """Every view of the lake, in the order they depend on each other (what ``--print-views`` prints)."""
-  return "\n\n".join([*(view_sql(lake, table) for table in TABLE_NAMES), STORY_ENTITIES_VIEW])
+  return "\n\n".join([*(view_sql(lake, table) for table in TABLE_NAMES), *DERIVED_VIEWS])
 
 
 def lake_tables(lake: str) -> dict[str, bool]:
@@ -121,7 +151,8 @@ def connect(lake: str):
     empty = f"SELECT *, NULL::DATE AS date FROM _empty_{table}"
     source = f"(SELECT * FROM {_source(lake, table)} UNION ALL BY NAME {empty})" if present[table] else f"({empty})"
     con.execute(view_sql(lake, table, source))
-  con.execute(STORY_ENTITIES_VIEW)
+  for view in DERIVED_VIEWS:
+    con.execute(view)
   return con
 
 
@@ -205,7 +236,8 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
   parser = subparsers.add_parser(
-      "query", help="Run SQL over the lake with DuckDB (views events, entities, errors, story_entities).",
+      "query", help="Run SQL over the lake with DuckDB (views events, entities, errors, story_entities, "
+                    "latest, stories).",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--lake", *(name for name in OUTPUT_OPTIONS if name != "--lake"), dest="lake",
                       required=True, metavar="DIR", help="The lake directory (what run or stream wrote with --output).")

@@ -73,6 +73,7 @@ from pipelines.common import (
 )
 from pipelines.stream_options import register  # noqa: F401 - the command's options, kept light for --help
 from schemas import TABLES
+from transforms.cluster import ClusterStories
 from transforms.dedup import DedupStories
 from transforms.parse import ParseStories
 from transforms.pubsub import Leases, ReadRawRecordsFromPubSub
@@ -172,7 +173,8 @@ def build(pipeline: beam.Pipeline, args: argparse.Namespace, run_id: str | None 
       stories
       | "CountParsed" >> beam.ParDo(_Count("stories_parsed", run_id))
       | "Dedup" >> DedupStories(ttl_seconds=args.dedup_ttl_seconds)
-      | "CountUnique" >> beam.ParDo(_Count("stories_unique", run_id)))
+      | "CountUnique" >> beam.ParDo(_Count("stories_unique", run_id))
+      | "Cluster" >> ClusterStories(ttl_seconds=args.cluster_ttl_seconds, stateful=True))
   stories, stage_errors = apply_stages(stories, args)
   errors = (parse_errors, *stage_errors) | "AllErrors" >> beam.Flatten()
   stories = stories | "CountStories" >> beam.ParDo(_Count("stories_out", run_id))

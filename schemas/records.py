@@ -120,6 +120,12 @@ class Story:
   #: Places named by the input's metadata (Reuters PLACES, NITF locations...).
   places: list[str] = dataclasses.field(default_factory=list)
   message_id: str | None = None
+  #: Publication status from the input: usable, withheld, canceled or embargoed (None when not given).
+  pub_status: str | None = None
+  #: Kind of filing: update, correction, refile, repeat, kill or withdrawal (None for a plain story).
+  revision: str | None = None
+  #: Story cluster (copies, versions and rewrites of one story share it); set by the clustering stage.
+  cluster_id: str | None = None
   # Filled by enrichment stages.
   entities: list[Entity] | None = None
   ner_status: str | None = None

@@ -13,7 +13,8 @@ current schema (``union_by_name``): their missing columns are null.
 
 History: 1.1 adds the resolve stage's columns (events: ``countries``,
 ``resolve_status``, ``story_entities``; entities: ``entity_key``, ``canonical`` and
-the place columns) and ``entities.ingested_at``.
+the place columns) and ``entities.ingested_at``, and the story clusters' columns
+(events: ``cluster_id``, ``pub_status``, ``revision``).
 """
 
 from __future__ import annotations
@@ -92,6 +93,13 @@ EVENTS = pa.schema([
     _f("locator", pa.string(), "Lineage: the record's place in the input (e.g. 'line:3', 'record:12', 'msg:ID').", False),
     _f("raw_sha256", pa.string(), "Lineage: sha256 of the raw record bytes.", False),
     _f("message_id", pa.string(), "Pub/Sub message id (streaming only)."),
+    _f("cluster_id", pa.string(),
+       "Story cluster: the story_id of the first story of its copies, versions and rewrites "
+       "(null in files written before clustering existed)."),
+    _f("pub_status", pa.string(), "Publication status from the input: usable, withheld, canceled, embargoed."),
+    _f("revision", pa.string(),
+       "Kind of filing: update, correction, refile, repeat, kill or withdrawal (from headline marks such "
+       "as 'UPDATE 1-', 'CORRECTED-', 'RPT-', a '(Corrects ...)' line, or the publication status)."),
     _f("ner_status", pa.string(),
        "applied, skipped_language, skipped_empty or failed; null when the NER stage did not run."),
     _f("ner_model", pa.string(), "Name of the NER model that produced the entities."),
@@ -213,6 +221,9 @@ def event_row(story: Story) -> dict[str, Any]:
       "locator": story.locator,
       "raw_sha256": story.raw_sha256,
       "message_id": story.message_id,
+      "cluster_id": story.cluster_id,
+      "pub_status": story.pub_status,
+      "revision": story.revision,
       "ner_status": story.ner_status,
       "ner_model": story.ner_model,
       "entity_count": entity_count,

@@ -91,6 +91,8 @@ class Fields:
   scope: str | None = None
   #: Media items (pictures, video, audio, graphics) count as stories only with a caption/body.
   media_type: str | None = None
+  #: Publication status as written (ninjs pubstatus, NewsML-G2 pubStatus, NITF management-status).
+  pub_status: str | None = None
 
 
 # --------------------------------------------------------------------------- text helpers
@@ -657,7 +659,8 @@ def ninjs_fields(obj: dict) -> Fields:
   fields = Fields(guid=_name_of(obj.get("uri") or obj.get("guid")), language=_name_of(obj.get("language")),
                   version=parse_version(obj.get("version")), headline=_ninjs_headline(obj),
                   dateline_place=clean_opt(obj.get("located")) if isinstance(obj.get("located"), str) else None,
-                  media_type=kind if kind in _MEDIA_TYPES else None)
+                  media_type=kind if kind in _MEDIA_TYPES else None,
+                  pub_status=_name_of(obj.get("pubstatus") or obj.get("pubStatus")))
   if version == 1:
     body = ""
     for key, is_markup in (("body_text", False), ("body_xhtml", True), ("body_html5", True)):
@@ -742,6 +745,8 @@ def nitf_fields(root: Element) -> Fields:
       pubdata.get("date.publication") if pubdata is not None else None,
       child(docdata, "date.issue").get("norm") if child(docdata, "date.issue") is not None else None,
       child(docdata, "date.release").get("norm") if child(docdata, "date.release") is not None else None)
+  if docdata is not None:
+    fields.pub_status = clean_opt(docdata.get("management-status"))
   du_key = child(docdata, "du-key")
   if du_key is not None:
     fields.version = parse_version(du_key.get("version"))
@@ -905,6 +910,8 @@ def newsml_fields(item: Element) -> Fields:
         itertext(child(item_meta, "versionCreated")), itertext(child(item_meta, "firstCreated")),
         itertext(child(meta, "contentModified")), itertext(child(meta, "contentCreated")))
   if item_meta is not None:
+    status = child(item_meta, "pubStatus")
+    fields.pub_status = clean_opt(status.get("qcode") or status.get("uri")) if status is not None else None
     provider = child(item_meta, "provider")
     fields.source = _qcode_name(provider)
     if fields.published_at is None:

@@ -88,6 +88,7 @@ from apache_beam.metrics import Metrics
 from schemas.records import DeadLetter, RawRecord, Story
 from transforms import formats as F
 from transforms.language import detect_language, normalize_language
+from transforms.revision import normalize_pub_status, revision_of
 
 DEFAULT_MAX_STORY_BYTES = 5_000_000
 #: A decompressed gzip record may hold at most this many times the story cap.
@@ -269,6 +270,7 @@ def _build(sub: _Sub, raw: RawRecord, locator: str, max_story_bytes: int, now: d
     language_source = "detected" if language else None
   guid = F.clean_opt(fields.guid)
   scope = F.clean_opt(fields.scope) or _family(sub.fmt)
+  pub_status = normalize_pub_status(fields.pub_status)
   story = Story(
       story_id=story_id_for(scope, guid, headline, body),
       version=fields.version if fields.version is not None else 1,
@@ -291,6 +293,8 @@ def _build(sub: _Sub, raw: RawRecord, locator: str, max_story_bytes: int, now: d
       source_subjects=[s for s in (F.clean_text(x) for x in fields.source_subjects) if s],
       places=[p for p in (F.clean_text(x) for x in fields.places) if p],
       message_id=raw.message_id,
+      pub_status=pub_status,
+      revision=revision_of(headline, body, pub_status),
   )
   _check_unicode(story)
   return story

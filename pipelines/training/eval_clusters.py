@@ -1,0 +1,538 @@
+"""``wirestream eval clusters``: story clustering on a labelled set built from Reuters-21578 files.
+
+The set: every story of the given ``reut2-*.sgm`` files, plus, for each story long enough to rewrite
+(``MIN_BASE_SENTENCES`` sentences of 6 words or more), variants made the way wire desks change a
+story (each seeded by the story's id, so the set is the same on every run):
+
+* ``copy``: the same story under another guid; ``repeat``: ``RPT-``/``REFILE-`` headline, same text;
+* ``new_lead``: a new first paragraph; ``trimmed``: the tail cut to 50-80% of the paragraphs;
+* ``update``: ``UPDATE n-`` headline, a figure changed and a paragraph of new facts appended;
+* ``correction``: ``CORRECTED-`` headline, a ``(Corrects ...)`` line, one figure changed;
+* ``reordered``: the lead kept, the other paragraphs shuffled;
+* ``write_through``: a new headline over about half the sentences in another order.
+
+Labels: a story and its variants are one story. Real stories are one story when they are the same
+text, have the same body of 200 characters or more, bodies of 200 characters or more at 5-word
+shingle Jaccard >= 0.8 (exact, found by prefix filtering, not by the clustering under test), or
+similar headlines (word Jaccard >= 0.5) over bodies where half or more of the shorter one's 5-word
+shingles (20 or more) are in the other: the same story filed again (Reuters-21578 holds many
+refilings with amended figures or a reworded headline; templated stories about different events,
+such as two bond issues, differ in their headlines). Two more kinds of refiling are one story when
+filed within 12 hours of each other (:func:`same_news_pairs`): the same lead sentence (a rewrite
+under a new headline, perhaps with a word changed), and the same figures under a similar headline (a
+results table filed again, reformatted: "Qtly div" corrected to "Shr", "Sales" to "Revs", a figure
+amended; the 5-word shingles of such tables break at every edit, so body overlap misses them).
+Exact sets decide, not the clustering under test.
+Everything else must stay apart, among them thousands of same-topic stories about different events
+(earnings, acquisitions, commodities).
+
+Printed: one JSON line with pairwise precision, recall and F1 (over all pairs of stories) of the
+ids the batch pipeline writes (linked clusters merged), the same for the ids the stream writes
+(``stream``: each id fixed when the story arrives), the
+number of clusters, seconds spent clustering, and recalls per variant kind, for exact copies and
+for real near copies; ``apart_merged`` counts merged pairs of different stories that share a
+Reuters topic. ``--scale N`` instead times N synthetic stories (variants of the files' stories,
+spread over time at ``--per-day`` stories a day) and reports the cost per story and the state size.
+
+    wirestream eval clusters --reuters ../shared/data/reuters21578 --files 007-013
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import random
+import re
+import resource
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from schemas import RawRecord, Story
+from transforms import cluster as C
+from transforms.parse import parse_record
+from transforms.revision import strip_headline_prefixes
+
+MIN_BASE_SENTENCES = 4
+NEAR_COPY_JACCARD = 0.8
+NEAR_COPY_MIN_CHARS = 200
+REFILED_CONTAINMENT = 0.5
+REFILED_MIN_SHINGLES = 20
+REFILED_MAX_DF = 50
+REFILED_HEADLINE = 0.5
+REFILED_HOURS = 12
+SAME_LEAD_MIN_WORDS = 15
+SAME_LEAD_JACCARD = 0.8
+SAME_FIGURES_MIN = 6
+SAME_FIGURES_CONTAINMENT = 0.8
+VARIANT_KINDS = ("copy", "repeat", "new_lead", "trimmed", "update", "correction", "reordered", "write_through")
+
+_NUMBER_RE = re.compile(r"\b\d+(?:[.,]\d+)?\b")
+_FIGURE_RE = re.compile(r"\d+(?:[.,]\d+)*")
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
+_LEADS = (
+    "{place} - {subject}, according to people familiar with the matter, in a move analysts had expected.",
+    "{place} - Markets reacted on {day} after {subject}, traders and officials said.",
+    "{place} - {subject}, officials told reporters on {day}, adding that further details would follow.",
+)
+_ADDED = (
+    "In a statement issued later on {day}, a spokesman said the figures would be reviewed again next month.",
+    "Analysts polled on {day} said they expected the trend to continue into the next quarter.",
+    "Further details were not immediately available, a spokeswoman said late on {day}.",
+)
+_CORRECTIONS = ("(Corrects figure in paragraph {n})", "(Corrects spelling of name in paragraph {n})",
+                "(Corrects date in paragraph {n} to {day})")
+
+
+@dataclasses.dataclass
+class Item:
+  story: Story
+  label: int
+  kind: str  # "real" or a variant kind
+  base: str  # event_id of the real story it derives from
+
+
+def parse_files(paths: Sequence[Path]) -> list[Story]:
+  stories = []
+  for path in paths:
+    for out in parse_record(RawRecord(uri=str(path), data=path.read_bytes())):
+      if isinstance(out, Story):
+        stories.append(out)
+  return stories
+
+
+def select_files(directory: Path, spec: str) -> list[Path]:
+  """``000-006`` or ``007,009`` -> the ``reut2-NNN.sgm`` files."""
+  numbers: list[int] = []
+  for part in spec.split(","):
+    low, _, high = part.partition("-")
+    numbers.extend(range(int(low), int(high or low) + 1))
+  paths = [directory / f"reut2-{n:03d}.sgm" for n in numbers]
+  missing = [str(p) for p in paths if not p.exists()]
+  if missing:
+    raise FileNotFoundError(f"missing: {', '.join(missing)}")
+  return paths
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def _paragraphs(body: str) -> list[str]:
+  return [p for p in body.split("\n\n") if p.strip()]
+
+
+def _sentences(body: str) -> list[str]:
+  out = []
+  for paragraph in _paragraphs(body):
+    out.extend(s.strip() for s in C._SENTENCE_END_RE.split(paragraph) if s.strip())
+  return out
+
+
+def _change_figure(text: str, rng: random.Random) -> str:
+  numbers = list(_NUMBER_RE.finditer(text))
+  if not numbers:
+    return text
+  match = rng.choice(numbers)
+  value = match.group(0)
+  digits = [i for i, ch in enumerate(value) if ch.isdigit()]
+  i = rng.choice(digits)
+  changed = value[:i] + str((int(value[i]) + rng.randint(1, 8)) % 10) + value[i + 1:]
+  return text[:match.start()] + changed + text[match.end():]
+
+
+def _subject(story: Story) -> str:
+  words = (story.headline or "story").split()
+  return " ".join(words[:8]).capitalize()
+
+
+def variant(story: Story, kind: str, rng: random.Random) -> Story:
+  """One wire-desk variant of ``story`` (a new guid, an event time minutes to days later)."""
+  paragraphs = _paragraphs(story.body)
+  headline = story.headline or ""
+  day = rng.choice(_WEEKDAYS)
+  place = story.dateline_place or "NEW YORK"
+  body = story.body
+  if kind == "repeat":
+    headline = rng.choice(("RPT-", "REFILE-")) + headline
+  elif kind == "new_lead":
+    body = "\n\n".join([rng.choice(_LEADS).format(place=place, subject=_subject(story), day=day), *paragraphs])
+  elif kind == "trimmed":
+    keep = max(2, round(len(paragraphs) * rng.uniform(0.5, 0.8)))
+    body = "\n\n".join(paragraphs[:keep])
+  elif kind == "update":
+    headline = f"UPDATE {rng.randint(1, 4)}-{headline}"
+    edited = list(paragraphs)
+    if len(edited) > 1:
+      at = rng.randrange(1, len(edited))
+      edited[at] = _change_figure(edited[at], rng)
+    body = "\n\n".join([*edited, rng.choice(_ADDED).format(day=day)])
+  elif kind == "correction":
+    edited = list(paragraphs)
+    at = rng.randrange(len(edited))
+    edited[at] = _change_figure(edited[at], rng)
+    note = rng.choice(_CORRECTIONS).format(n=at + 1, day=day)
+    headline = "CORRECTED-" + headline
+    body = "\n\n".join([note, *edited])
+  elif kind == "reordered":
+    rest = paragraphs[1:]
+    rng.shuffle(rest)
+    body = "\n\n".join(paragraphs[:1] + rest)
+  elif kind == "write_through":
+    sentences = _sentences(story.body)
+    kept = rng.sample(sentences, max(2, round(len(sentences) * rng.uniform(0.45, 0.6))))
+    rng.shuffle(kept)
+    lead_words = kept[0].split()[:9]
+    headline = " ".join(lead_words).rstrip(".,").upper()
+    body = "\n\n".join(kept)
+  elif kind != "copy":
+    raise ValueError(f"unknown variant kind {kind!r}")
+  delay = dt.timedelta(minutes=rng.randint(1, 3 * 24 * 60))
+  published = (story.published_at or story.ingested_at) + delay
+  guid = f"{story.guid}-{kind}"
+  story_id = hashlib.sha256(f"eval|{guid}".encode()).hexdigest()[:32]
+  return dataclasses.replace(story, story_id=story_id, guid=guid, headline=headline, body=body,
+                             published_at=published, locator=f"{story.locator}/{kind}")
+
+
+def _rng(story: Story, salt: str = "") -> random.Random:
+  return random.Random(int.from_bytes(hashlib.sha256(f"{story.story_id}|{salt}".encode()).digest()[:8], "big"))
+
+
+def is_base(story: Story) -> bool:
+  long_sentences = [s for s in C.sentences(story.body) if len(s) >= C.MIN_SENTENCE_TOKENS]
+  return len(long_sentences) >= MIN_BASE_SENTENCES
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _shingles(text: str) -> set[str]:
+  words = C.tokens(text)
+  width = min(C.SHINGLE_WORDS, len(words))
+  return {" ".join(words[i:i + width]) for i in range(len(words) - width + 1)} if words else set()
+
+
+def near_copy_pairs(bodies: Sequence[str], threshold: float = NEAR_COPY_JACCARD) -> list[tuple[int, int, float]]:
+  """All pairs of texts at 5-word shingle Jaccard >= threshold (exact: prefix filtering)."""
+  sets = [_shingles(b) for b in bodies]
+  df = Counter(s for shingles in sets for s in shingles)
+  index: dict[str, list[int]] = defaultdict(list)
+  pairs = []
+  for i, shingles in enumerate(sets):
+    if not shingles:
+      continue
+    ordered = sorted(shingles, key=lambda s: (df[s], s))
+    prefix = ordered[:int((1 - threshold) * len(ordered)) + 1]
+    candidates = {j for s in prefix for j in index[s]}
+    for j in sorted(candidates):
+      other = sets[j]
+      if min(len(other), len(shingles)) < threshold * max(len(other), len(shingles)):
+        continue
+      jac = len(shingles & other) / len(shingles | other)
+      if jac >= threshold:
+        pairs.append((j, i, jac))
+    for s in prefix:
+      index[s].append(i)
+  return pairs
+
+
+def refiled_pairs(stories: Sequence[Story], min_containment: float = REFILED_CONTAINMENT) -> list[tuple[int, int]]:
+  """Pairs of real stories with similar headlines (word Jaccard >= ``REFILED_HEADLINE``, filing marks
+  removed) where half or more of the shorter body's 5-word shingles (at least ``REFILED_MIN_SHINGLES``)
+  are in the other body: one story filed again with changes. Exact counts; candidates share a shingle
+  found in at most ``REFILED_MAX_DF`` stories."""
+  sets = [_shingles(story.body) for story in stories]
+  heads = [set(C.tokens(strip_headline_prefixes(story.headline)[0])) for story in stories]
+  df = Counter(s for shingles in sets for s in shingles)
+  index: dict[str, list[int]] = defaultdict(list)
+  for i, shingles in enumerate(sets):
+    for s in shingles:
+      if df[s] <= REFILED_MAX_DF:
+        index[s].append(i)
+  pairs = []
+  for i, shingles in enumerate(sets):
+    if len(shingles) < REFILED_MIN_SHINGLES:
+      continue
+    candidates = {j for s in shingles if df[s] <= REFILED_MAX_DF for j in index[s] if j > i}
+    for j in sorted(candidates):
+      small = min(len(shingles), len(sets[j]))
+      if small < REFILED_MIN_SHINGLES or len(shingles & sets[j]) < min_containment * small:
+        continue
+      union = heads[i] | heads[j]
+      if union and len(heads[i] & heads[j]) >= REFILED_HEADLINE * len(union):
+        pairs.append((i, j))
+  return pairs
+
+
+def _hours_apart(a: Story, b: Story) -> float:
+  ta, tb = a.published_at or a.ingested_at, b.published_at or b.ingested_at
+  return abs((ta - tb).total_seconds()) / 3600
+
+
+def _lead(story: Story) -> set[str]:
+  """The word pairs of the body's first sentence (empty when it has under ``SAME_LEAD_MIN_WORDS`` words)."""
+  for sentence in _sentences(story.body):
+    words = C.tokens(sentence)
+    if len(words) >= SAME_LEAD_MIN_WORDS:
+      return {f"{a} {b}" for a, b in zip(words, words[1:], strict=False)}
+    break
+  return set()
+
+
+def _figures(story: Story) -> Counter:
+  return Counter(_FIGURE_RE.findall(story.body or ""))
+
+
+def same_news_pairs(stories: Sequence[Story]) -> list[tuple[int, int]]:
+  """Pairs of real stories filed within ``REFILED_HOURS`` of each other that report the same news:
+
+  * the same lead: their first sentences (``SAME_LEAD_MIN_WORDS`` words or more) at word-pair
+    Jaccard >= ``SAME_LEAD_JACCARD`` (a wire story's lead states its news; a rewrite under a new
+    headline keeps it, perhaps with a word changed);
+  * the same figures: ``SAME_FIGURES_CONTAINMENT`` or more of the shorter body's figures (at least
+    ``SAME_FIGURES_MIN``, counted with repeats) are in the other, under similar headlines (word
+    Jaccard >= ``REFILED_HEADLINE``, filing marks removed): a results table or statistics release
+    filed again, reformatted or with a figure amended.
+
+  Candidates share a lead word pair, or a figure found in at most ``REFILED_MAX_DF`` stories."""
+  leads = [_lead(story) for story in stories]
+  figures = [_figures(story) for story in stories]
+  heads = [set(C.tokens(strip_headline_prefixes(story.headline)[0])) for story in stories]
+  df = Counter(f for counts in figures for f in counts)
+  index: dict[str, list[int]] = defaultdict(list)
+  for i in range(len(stories)):
+    for s in leads[i]:
+      index["l" + s].append(i)
+    if sum(figures[i].values()) >= SAME_FIGURES_MIN:
+      for f in figures[i]:
+        if df[f] <= REFILED_MAX_DF:
+          index["f" + f].append(i)
+  pairs = []
+  for i in range(len(stories)):
+    candidates = {j for key in [*("l" + s for s in leads[i]), *("f" + f for f in figures[i])]
+                  for j in index.get(key, ()) if j > i}
+    for j in sorted(candidates):
+      if _hours_apart(stories[i], stories[j]) > REFILED_HOURS:
+        continue
+      lead_union = leads[i] | leads[j]
+      if leads[i] and leads[j] and len(leads[i] & leads[j]) >= SAME_LEAD_JACCARD * len(lead_union):
+        pairs.append((i, j))
+        continue
+      fewer = min(sum(figures[i].values()), sum(figures[j].values()))
+      head_union = heads[i] | heads[j]
+      if (fewer >= SAME_FIGURES_MIN and sum((figures[i] & figures[j]).values()) >= SAME_FIGURES_CONTAINMENT * fewer
+          and head_union and len(heads[i] & heads[j]) >= REFILED_HEADLINE * len(head_union)):
+        pairs.append((i, j))
+  return pairs
+
+
+def _text_key(story: Story) -> str:
+  return " ".join(C.tokens(strip_headline_prefixes(story.headline)[0]) + C.tokens(story.body))
+
+
+def build_set(stories: Sequence[Story]) -> tuple[list[Item], dict]:
+  """The labelled set: real stories with labels, then their variants."""
+  links: list[tuple[int, int]] = []
+  by_text: dict[str, int] = {}
+  by_body: dict[str, int] = {}
+  exact_pairs = 0
+  for i, story in enumerate(stories):
+    for table, key in ((by_text, _text_key(story)),
+                       (by_body, " ".join(C.tokens(story.body)) if len(story.body) >= NEAR_COPY_MIN_CHARS else None)):
+      if key is None:
+        continue
+      if key in table:
+        links.append((table[key], i))
+        exact_pairs += 1
+      else:
+        table[key] = i
+  long_ids = [i for i, s in enumerate(stories) if len(s.body) >= NEAR_COPY_MIN_CHARS]
+  near = near_copy_pairs([stories[i].body for i in long_ids])
+  near_pairs = [(long_ids[a], long_ids[b]) for a, b, _ in near]
+  refiled = refiled_pairs(stories)
+  same_news = same_news_pairs(stories)
+  components = C.merge_links([*links, *near_pairs, *refiled, *same_news])
+  label = [components.get(i, i) for i in range(len(stories))]
+  items = [Item(s, label[i], "real", s.event_id) for i, s in enumerate(stories)]
+  for i, story in enumerate(stories):
+    if not is_base(story):
+      continue
+    for kind in VARIANT_KINDS:
+      items.append(Item(variant(story, kind, _rng(story, kind)), label[i], kind, story.event_id))
+  info = {"real_stories": len(stories), "bases": sum(1 for s in stories if is_base(s)),
+          "real_exact_pairs": exact_pairs, "real_near_pairs": len(near_pairs), "real_refiled_pairs": len(refiled),
+          "real_same_news_pairs": len(same_news)}
+  return items, {"info": info, "near_pairs": near_pairs}
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _pairs(n: int) -> int:
+  return n * (n - 1) // 2
+
+
+def cluster_items(items: Sequence[Item], ttl_seconds: float = C.DEFAULT_TTL_SECONDS
+                  ) -> tuple[list[str], list[str], float]:
+  """Cluster ids of ``items`` as the batch pipeline writes them (linked clusters merged) and as the
+  stream writes them (each story's id fixed on arrival), both in event-time order, and the seconds spent."""
+  started = time.perf_counter()
+  sigs = [C.signature(item.story) for item in items]
+  order = sorted(range(len(items)), key=lambda i: (sigs[i].time_us, sigs[i].event_id))
+  clusterer = C.Clusterer(ttl_seconds=ttl_seconds)
+  on_arrival = [""] * len(items)
+  for i in order:
+    on_arrival[i] = clusterer.add(sigs[i])
+  merged = clusterer.merged()
+  return [merged.get(cid, cid) for cid in on_arrival], on_arrival, time.perf_counter() - started
+
+
+def score(items: Sequence[Item], ids: Sequence[str], near_pairs: Iterable[tuple[int, int]]) -> dict:
+  cells = Counter(zip(ids, (item.label for item in items), strict=True))
+  tp = sum(_pairs(n) for n in cells.values())
+  predicted = sum(_pairs(n) for n in Counter(ids).values())
+  actual = sum(_pairs(n) for n in Counter(item.label for item in items).values())
+  precision = tp / predicted if predicted else 1.0
+  recall = tp / actual if actual else 1.0
+  f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+  base_index = {item.story.event_id: i for i, item in enumerate(items) if item.kind == "real"}
+  by_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+  for i, item in enumerate(items):
+    if item.kind != "real":
+      by_kind[item.kind][0] += ids[i] == ids[base_index[item.base]]
+      by_kind[item.kind][1] += 1
+  exact = [0, 0]
+  groups: dict[str, list[int]] = defaultdict(list)
+  for i, item in enumerate(items):
+    groups[_text_key(item.story)].append(i)
+  for members in groups.values():
+    for j in members[1:]:
+      exact[0] += ids[j] == ids[members[0]]
+      exact[1] += 1
+  near = [0, 0]
+  for a, b in near_pairs:
+    near[0] += ids[a] == ids[b]
+    near[1] += 1
+  apart = 0
+  topic_members: dict[tuple[str, str], list[int]] = defaultdict(list)
+  for i, item in enumerate(items):
+    for topic in item.story.source_subjects:
+      topic_members[(ids[i], topic)].append(i)
+  for members in topic_members.values():
+    labels = Counter(items[i].label for i in members)
+    apart += _pairs(len(members)) - sum(_pairs(n) for n in labels.values())
+  return {
+      "precision": round(precision, 5), "recall": round(recall, 5), "f1": round(f1, 5),
+      "clusters": len(set(ids)), "labelled_stories": len(set(item.label for item in items)),
+      "stories": len(items), "true_pairs": actual, "predicted_pairs": predicted,
+      "exact_copy_recall": round(exact[0] / exact[1], 5) if exact[1] else None, "exact_copy_pairs": exact[1],
+      "near_copy_recall": round(near[0] / near[1], 5) if near[1] else None, "near_copy_pairs": near[1],
+      "variant_recall": {kind: round(hit / total, 4) for kind, (hit, total) in sorted(by_kind.items())},
+      "apart_merged": apart,
+  }
+
+
+def evaluate(paths: Sequence[Path]) -> dict:
+  stories = parse_files(paths)
+  items, extra = build_set(stories)
+  ids, on_arrival, seconds = cluster_items(items)
+  report = score(items, ids, extra["near_pairs"])
+  stream = score(items, on_arrival, extra["near_pairs"])
+  report["stream"] = {key: stream[key] for key in ("precision", "recall", "f1", "clusters", "exact_copy_recall",
+                                                   "near_copy_recall")}
+  report.update(extra["info"])
+  report["seconds"] = round(seconds, 2)
+  report["ms_per_story"] = round(1000 * seconds / len(items), 3)
+  report["files"] = [p.name for p in paths]
+  return report
+
+
+# --------------------------------------------------------------------------- scale
+
+
+def synthetic(stories: Sequence[Story], count: int, per_day: int) -> Iterator[Story]:
+  """``count`` stories: the files' stories, then their variants (copies of stories too short to rewrite),
+  re-dated ``per_day`` a day, in time order."""
+  start = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+  bases = [s for s in stories if s.body]
+  n = 0
+  cycle = 0
+  while True:
+    for story in bases:
+      kind = (VARIANT_KINDS[(n // len(bases)) % len(VARIANT_KINDS)] if is_base(story) else "copy") if cycle else None
+      out = variant(story, kind, _rng(story, f"{kind}{cycle}")) if kind else story
+      when = start + dt.timedelta(days=n / per_day)
+      out = dataclasses.replace(out, story_id=hashlib.sha256(f"{out.story_id}|{cycle}".encode()).hexdigest()[:32],
+                                published_at=when)
+      yield out
+      n += 1
+      if n >= count:
+        return
+    cycle += 1
+
+
+def _rss_peak_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def scale(stories: Sequence[Story], count: int, per_day: int, ttl_seconds: float) -> dict:
+  """Times ``count`` synthetic stories through the stream's clustering (bounded state, no links kept).
+
+  At every tenth of the run: the cost per story so far, the process's peak resident memory and the
+  members held in the keys' state (expired daily, as the stream's timers do)."""
+  clusterer = C.Clusterer(ttl_seconds=ttl_seconds, keep_links=False)
+  started = time.perf_counter()
+  checkpoints = {}
+  members_peak = 0
+  last_day = None
+  rss_start = _rss_peak_mb()
+  for i, story in enumerate(synthetic(stories, count, per_day), 1):
+    sig = C.signature(story)
+    clusterer.add(sig)
+    day = sig.time_us // 86_400_000_000
+    if day != last_day:
+      clusterer.expire(sig.time_us)
+      last_day = day
+      members_peak = max(members_peak, sum(len(m) for m in clusterer.index.values()))
+    if i % (count // 10 or 1) == 0:
+      checkpoints[i] = {"ms_per_story": round(1000 * (time.perf_counter() - started) / i, 3),
+                        "rss_peak_mb": round(_rss_peak_mb(), 1),
+                        "members": sum(len(m) for m in clusterer.index.values())}
+  seconds = time.perf_counter() - started
+  return {"stories": count, "per_day": per_day, "ttl_seconds": ttl_seconds, "seconds": round(seconds, 2),
+          "ms_per_story": round(1000 * seconds / count, 3), "so_far": checkpoints,
+          "keys": len(clusterer.index), "members_peak": members_peak,
+          "rss_before_mb": round(rss_start, 1), "rss_peak_mb": round(_rss_peak_mb(), 1)}
+
+
+def _run(args: argparse.Namespace) -> int:
+  try:
+    paths = select_files(Path(args.reuters), args.files)
+  except (FileNotFoundError, ValueError) as error:
+    print(f"wirestream eval clusters: error: {error}", file=sys.stderr)
+    return 2
+  if args.scale:
+    report = scale(parse_files(paths), args.scale, args.per_day, args.ttl_seconds)
+  else:
+    report = evaluate(paths)
+  print(json.dumps(report))
+  return 0
+
+
+def register(subparsers) -> None:
+  parser = subparsers.add_parser(
+      "clusters", help="Evaluate story clustering on a labelled set built from Reuters-21578 files.",
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--reuters", required=True, metavar="DIR", help="Directory of reut2-NNN.sgm files.")
+  parser.add_argument("--files", default="007-013", help="File numbers, e.g. 007-013 or 000,003 (default: 007-013).")
+  parser.add_argument("--scale", type=int, default=0, metavar="N",
+                      help="Time N synthetic stories instead (cost per story, state size).")
+  parser.add_argument("--per-day", type=int, default=5000, help="--scale: stories per day of event time.")
+  parser.add_argument("--ttl-seconds", type=float, default=C.DEFAULT_TTL_SECONDS,
+                      help="--scale: how long a story stays joinable (default: a week).")
+  parser.set_defaults(func=_run)

@@ -1,0 +1,499 @@
+"""Story clusters: every copy, version and rewrite of one story gets the same ``cluster_id``.
+
+What counts as one story (:func:`similar`, on two stories' :class:`Signature`\\ s):
+
+* the same ``story_id`` (every version of one guid), or the same text (headline without its filing
+  marks, plus body: an exact copy under another guid): always;
+* near copies: MinHash (64 hashes over 5-word shingles of headline and body) estimates a Jaccard
+  similarity of at least ``NEAR_JACCARD``;
+* rewrites that keep whole sentences: at least ``MIN_SHARED_SENTENCES`` sentences of 6 words or more
+  in common, making up at least ``MIN_SENTENCE_CONTAINMENT`` of the shorter story's sentences (a
+  trimmed tail, reordered paragraphs, a new lead, a write-through that keeps half the sentences
+  under a new headline);
+* short stories (under ``SHORT_TOKENS`` words: briefs, dividend notices, results tables whose
+  bodies are templates) by MinHash only under the same headline, else by sentences only when
+  ``STRONG_SENTENCE_CONTAINMENT`` of the shorter one's sentences (2 or more) are shared, so two
+  companies' identical "Qtly div 10 cts vs 10 cts prior" notices stay apart.
+
+Candidates come from keys, never from comparing a story with every other one: the story id, the
+exact text, 21 LSH bands of 3 MinHash rows (a pair at Jaccard 0.5 shares a band with probability
+0.94) and the story's 8 smallest sentence hashes (a bottom-k sketch of its sentence set). Each key
+keeps its most recent ``cap`` members within ``ttl_seconds`` of event time, so the work per story
+and the state are bounded however large the lake grows.
+
+The cluster id is the ``story_id`` of the cluster's first story (earliest event time, then the
+smallest id). A key's members are processed in event-time order; a story joins the earliest
+cluster among the members it matches, per key, and the earliest over its keys. The batch pipeline
+sees every story of a key at once (deterministic: the same input gives the same ids on every run
+and runner); the stream keeps each key's members in keyed state across windows with an expiry
+timer, like :mod:`transforms.dedup`, so a story arriving days after its copy (within the TTL) still
+joins, and the job scales out by key with no central index. Each window's stories are sorted
+before they meet the state, so a stream that receives stories in event-time order assigns the same
+ids as the batch pipeline.
+
+Hashes are blake2b (never Python's salted ``hash()``) and the MinHash coefficients are derived
+from fixed strings, so signatures are identical in every process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.coders import PickleCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindows, TimestampedValue
+from apache_beam.utils.timestamp import Duration
+
+from schemas import Story
+from transforms.revision import strip_headline_prefixes
+
+METRICS_NAMESPACE = "wirestream.cluster"
+
+SHINGLE_WORDS = 5
+NUM_HASHES = 64
+BANDS = 21
+ROWS = 3
+SENTENCE_KEYS = 8
+SENTENCE_SKETCH = 32
+MIN_SENTENCE_TOKENS = 6
+SHORT_TOKENS = 40
+
+NEAR_JACCARD = 0.5
+SAME_HEADLINE_JACCARD = 0.4
+MIN_SHARED_SENTENCES = 2
+MIN_SENTENCE_CONTAINMENT = 0.5
+STRONG_SENTENCE_CONTAINMENT = 0.8
+
+#: Default time a story stays joinable: a week of event time.
+DEFAULT_TTL_SECONDS = 7 * 24 * 3600
+#: Default number of members each key remembers (the most recent ones).
+DEFAULT_CAP = 32
+#: Tag of the links between clusters (batch).
+LINKS = "links"
+
+_MASK64 = (1 << 64) - 1
+_WORD_RE = re.compile(r"\w+")
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def _h64(data: bytes) -> int:
+  return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def _coefficients(name: str, count: int, odd: bool) -> np.ndarray:
+  values = [_h64(f"wirestream-minhash-{name}-{i}".encode()) for i in range(count)]
+  return np.array([(v | 1) if odd else v for v in values], dtype=np.uint64)
+
+
+_A = _coefficients("a", NUM_HASHES, odd=True)
+_B = _coefficients("b", NUM_HASHES, odd=False)
+_SHINGLE_MIX = _coefficients("shingle", SHINGLE_WORDS, odd=True)
+
+
+@lru_cache(maxsize=1 << 18)
+def _word_hash(word: str) -> int:
+  return _h64(word.encode("utf-8"))
+
+
+def tokens(text: str | None) -> list[str]:
+  """Lower-case word tokens (Unicode letters and digits)."""
+  return _WORD_RE.findall((text or "").lower())
+
+
+def sentences(body: str | None) -> list[list[str]]:
+  """The body's sentences (split at paragraph breaks and sentence ends) as token lists."""
+  out = []
+  for paragraph in (body or "").split("\n"):
+    for sentence in _SENTENCE_END_RE.split(paragraph):
+      words = tokens(sentence)
+      if words:
+        out.append(words)
+  return out
+
+
+def minhash(words: Sequence[str]) -> tuple[np.ndarray, int]:
+  """(MinHash of the 5-word shingles as ``NUM_HASHES`` uint32, number of distinct shingles)."""
+  if not words:
+    return np.full(NUM_HASHES, 0xFFFFFFFF, dtype=np.uint32), 0
+  hashes = np.array([_word_hash(w) for w in words], dtype=np.uint64)
+  width = min(SHINGLE_WORDS, len(hashes))
+  count = len(hashes) - width + 1
+  shingles = np.zeros(count, dtype=np.uint64)
+  for offset in range(width):
+    shingles += hashes[offset:offset + count] * _SHINGLE_MIX[offset]
+  shingles = np.unique(shingles ^ (shingles >> np.uint64(31)))
+  values = (shingles[:, None] * _A[None, :] + _B[None, :]) >> np.uint64(32)
+  return values.min(axis=0).astype(np.uint32), len(shingles)
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+  """What clustering keeps of one story version (small; picklable)."""
+
+  event_id: str
+  story_id: str
+  #: Event time (publication, else ingest) in microseconds since the epoch.
+  time_us: int
+  #: Hash of the text (headline without filing marks, and body).
+  exact: int
+  #: Hash of the headline without filing marks (0 when there is none).
+  headline: int
+  n_tokens: int
+  n_shingles: int
+  minhash: bytes
+  #: The smallest ``SENTENCE_SKETCH`` sentence hashes, ascending.
+  sentences: tuple[int, ...]
+  n_sentences: int
+
+  @property
+  def root(self) -> tuple[int, str]:
+    return (self.time_us, self.story_id)
+
+
+def event_time(story: Story) -> dt.datetime:
+  when = story.published_at or story.ingested_at
+  return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+def _micros(when: dt.datetime) -> int:
+  return int(round(when.timestamp() * 1_000_000))
+
+
+def _words(story: Story) -> tuple[list[str], list[str]]:
+  """(headline words without filing marks, headline and body words)."""
+  head_words = tokens(strip_headline_prefixes(story.headline)[0])
+  return head_words, head_words + tokens(story.body)
+
+
+def can_bridge(n_tokens: int) -> bool:
+  """Whether a story is long enough to link two clusters it matches (a short item matching two
+  clusters more likely shares their boilerplate than their news)."""
+  return n_tokens >= SHORT_TOKENS
+
+
+def signature(story: Story) -> Signature:
+  head_words, words = _words(story)
+  mh, n_shingles = minhash(words)
+  sentence_hashes = sorted({_h64(" ".join(s).encode("utf-8")) for s in sentences(story.body)
+                            if len(s) >= MIN_SENTENCE_TOKENS})
+  return Signature(
+      event_id=story.event_id, story_id=story.story_id, time_us=_micros(event_time(story)),
+      exact=_h64(" ".join(words).encode("utf-8")), headline=_h64(" ".join(head_words).encode()) if head_words else 0,
+      n_tokens=len(words), n_shingles=n_shingles, minhash=mh.tobytes(),
+      sentences=tuple(sentence_hashes[:SENTENCE_SKETCH]), n_sentences=len(sentence_hashes))
+
+
+def keys(sig: Signature) -> list[str]:
+  """The candidate keys of a story: id, exact text, LSH bands, smallest sentence hashes."""
+  out = [f"s:{sig.story_id}", f"x:{sig.exact:016x}"]
+  if sig.n_shingles:
+    for band in range(BANDS):
+      chunk = sig.minhash[band * ROWS * 4:(band + 1) * ROWS * 4]
+      out.append(f"b{band}:{_h64(bytes([band]) + chunk):016x}")
+  out.extend(f"t:{h:016x}" for h in sig.sentences[:SENTENCE_KEYS])
+  return out
+
+
+def jaccard(a: Signature, b: Signature) -> float:
+  """MinHash estimate of the shingle sets' Jaccard similarity."""
+  if not a.n_shingles or not b.n_shingles:
+    return 0.0
+  x = np.frombuffer(a.minhash, dtype=np.uint32)
+  y = np.frombuffer(b.minhash, dtype=np.uint32)
+  return float(np.count_nonzero(x == y)) / NUM_HASHES
+
+
+def shared_sentences(a: Signature, b: Signature) -> float:
+  """Number of sentences the two stories share (exact when both sketches hold every sentence)."""
+  sa, sb = set(a.sentences), set(b.sentences)
+  if a.n_sentences <= SENTENCE_SKETCH and b.n_sentences <= SENTENCE_SKETCH:
+    return float(len(sa & sb))
+  union_sketch = sorted(sa | sb)[:SENTENCE_SKETCH]
+  both = sum(1 for h in union_sketch if h in sa and h in sb)
+  j = both / len(union_sketch)
+  return j * (a.n_sentences + b.n_sentences) / (1.0 + j)
+
+
+def similar(a: Signature, b: Signature) -> bool:
+  """Whether two story versions are one story (see the module docstring)."""
+  if a.story_id == b.story_id or a.exact == b.exact:
+    return True
+  j = jaccard(a, b)
+  shared = shared_sentences(a, b)
+  fewest = min(a.n_sentences, b.n_sentences)
+  contained = shared / fewest if fewest else 0.0
+  if a.headline and a.headline == b.headline:
+    return j >= SAME_HEADLINE_JACCARD or (shared >= MIN_SHARED_SENTENCES and contained >= MIN_SENTENCE_CONTAINMENT)
+  if min(a.n_tokens, b.n_tokens) < SHORT_TOKENS:
+    return shared >= MIN_SHARED_SENTENCES and contained >= STRONG_SENTENCE_CONTAINMENT
+  return (j >= NEAR_JACCARD or (shared >= MIN_SHARED_SENTENCES and contained >= STRONG_SENTENCE_CONTAINMENT)
+          or (shared >= MIN_SHARED_SENTENCES + 1 and contained >= MIN_SENTENCE_CONTAINMENT))
+
+
+# --------------------------------------------------------------------------- one key's members
+
+#: A key's member: (signature, root of its cluster as this key saw it).
+Member = tuple[Signature, tuple[int, str]]
+#: A key's answer for one story: (0, root time, root id) joined; (1, own time, own id) alone.
+Proposal = tuple[int, int, str]
+#: Two cluster roots found to be one story (a story that matches members of both).
+Link = tuple[tuple[int, str], tuple[int, str]]
+
+
+def assign(members: list[Member], arrivals: Iterable[Signature], *, ttl_us: int, cap: int
+           ) -> tuple[list[Member], list[tuple[str, Proposal]], list[Link]]:
+  """Adds ``arrivals`` (in the order given) to one key's ``members`` (in arrival order).
+
+  Each arrival joins the earliest cluster among the members it matches (within ``ttl_us`` of event
+  time), else starts its own. Returns the members left (the ``cap`` most recent arrivals within
+  ``ttl_us`` of the newest event time), ``(event_id, proposal)`` for each arrival: ``(0, *root)``
+  when it joined a cluster, ``(1, *own root)`` when it did not, so the smallest proposal over a
+  story's keys is the cluster it joins; and a link ``(earliest root, other root)`` for every other
+  cluster an arrival matched (the arrival bridges them: they are one story).
+  """
+  members = list(members)
+  proposals = []
+  links = []
+  newest = max((m[0].time_us for m in members), default=None)
+  for sig in arrivals:
+    matched = {other_root for other, other_root in members
+               if abs(other.time_us - sig.time_us) <= ttl_us and similar(other, sig)}
+    best = min(matched) if matched else None
+    if can_bridge(sig.n_tokens):
+      links.extend((best, root) for root in sorted(matched) if root != best)
+    members.append((sig, best or sig.root))
+    proposals.append((sig.event_id, (0, *best) if best else (1, *sig.root)))
+    newest = sig.time_us if newest is None else max(newest, sig.time_us)
+    if len(members) > cap or members[0][0].time_us < newest - ttl_us:
+      members = [m for m in members if m[0].time_us >= newest - ttl_us][-cap:]
+  return members, proposals, links
+
+
+def proposal_links(proposals: Iterable[Proposal]) -> list[Link]:
+  """Links between the clusters that one story's keys proposed it join (each key saw its own members)."""
+  roots = sorted({(p[1], p[2]) for p in proposals if p[0] == 0})
+  return [(roots[0], root) for root in roots[1:]]
+
+
+def merge_links(links: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
+  """Connected components of linked roots (any ordered values): root -> the component's smallest root,
+  for the linked roots only."""
+  parent: dict[Any, Any] = {}
+
+  def find(root):
+    parent.setdefault(root, root)
+    while parent[root] != root:
+      parent[root] = parent[parent[root]]
+      root = parent[root]
+    return root
+
+  for a, b in links:
+    ra, rb = find(a), find(b)
+    if ra != rb:
+      parent[max(ra, rb)] = min(ra, rb)
+  return {root: find(root) for root in list(parent)}
+
+
+def _arrival_order(sig: Signature) -> tuple[int, str]:
+  return (sig.time_us, sig.event_id)
+
+
+class Clusterer:
+  """Clustering in one process, one story at a time (the evaluation, tests, small tools).
+
+  Keeps the same per-key members as the pipelines. ``add`` returns the story's cluster id on arrival
+  (what the stream writes); ``merged`` maps those ids to the ids after linked clusters are merged
+  (what the batch pipeline writes). ``keep_links=False`` keeps no links (bounded memory).
+  """
+
+  def __init__(self, ttl_seconds: float = DEFAULT_TTL_SECONDS, cap: int = DEFAULT_CAP, keep_links: bool = True):
+    self.ttl_us = int(ttl_seconds * 1_000_000)
+    self.cap = cap
+    self.index: dict[str, list[Member]] = {}
+    self.links: list[Link] | None = [] if keep_links else None
+    self._roots: dict[str, tuple[int, str]] = {}
+
+  def add(self, sig: Signature) -> str:
+    """Adds one story version; returns its cluster id on arrival."""
+    proposals = []
+    for key in keys(sig):
+      members, proposed, links = assign(self.index.get(key, []), [sig], ttl_us=self.ttl_us, cap=self.cap)
+      self.index[key] = members
+      proposals.append(proposed[0][1])
+      if self.links is not None:
+        self.links.extend(links)
+    best = min(proposals, default=(1, *sig.root))
+    if self.links is not None:
+      if can_bridge(sig.n_tokens):
+        self.links.extend(proposal_links(proposals))
+      self._roots[best[2]] = (best[1], best[2])
+    return best[2]
+
+  def merged(self) -> dict[str, str]:
+    """Cluster id on arrival -> cluster id once linked clusters are merged (only the ids that change)."""
+    merged = merge_links(self.links or [])
+    return {cid: merged[root][1] for cid, root in self._roots.items() if root in merged and merged[root] != root}
+
+  def expire(self, now_us: int) -> None:
+    """Drops the keys whose newest member is older than the TTL (the stream's expiry timer)."""
+    stale = [k for k, members in self.index.items() if max(m[0].time_us for m in members) < now_us - self.ttl_us]
+    for key in stale:
+      del self.index[key]
+
+
+# --------------------------------------------------------------------------- Beam
+
+
+class _AssignBatch(beam.DoFn):
+  """(key, signatures) -> (event_id, root) per signature, members in event-time order."""
+
+  def __init__(self, ttl_us: int, cap: int):
+    self._ttl_us = ttl_us
+    self._cap = cap
+
+  def process(self, element):
+    _, sigs = element
+    _, proposals, links = assign([], sorted(sigs, key=_arrival_order), ttl_us=self._ttl_us, cap=self._cap)
+    yield from proposals
+    for link in links:
+      yield beam.pvalue.TaggedOutput(LINKS, link)
+
+
+_MEMBERS = ReadModifyWriteStateSpec("members", PickleCoder())
+_EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+_MEMBERS_PARAM = beam.DoFn.StateParam(_MEMBERS)
+_EXPIRY_PARAM = beam.DoFn.TimerParam(_EXPIRY)
+
+
+class _AssignStateful(beam.DoFn):
+  """Stateful: a key's members live across windows; the key expires ``ttl`` after its newest member."""
+
+  def __init__(self, ttl_us: int, cap: int):
+    self._ttl_us = ttl_us
+    self._cap = cap
+    self._keys = Metrics.counter(METRICS_NAMESPACE, "key_groups")
+    self._bridges = Metrics.counter(METRICS_NAMESPACE, "bridges_not_merged")
+
+  def process(self, element, timestamp=beam.DoFn.TimestampParam, members=_MEMBERS_PARAM,
+              expiry=_EXPIRY_PARAM) -> Iterator:
+    _, sigs = element
+    self._keys.inc()
+    state, proposals, links = assign(members.read() or [], sorted(sigs, key=_arrival_order),
+                                     ttl_us=self._ttl_us, cap=self._cap)
+    # The stream never rewrites a row it wrote: clusters that a later story bridges stay apart (counted).
+    self._bridges.inc(len(links))
+    members.write(state)
+    expiry.set(timestamp + Duration(micros=self._ttl_us))
+    for proposal in proposals:
+      yield TimestampedValue(proposal, timestamp)
+
+  @on_timer(_EXPIRY)
+  def expire(self, members=_MEMBERS_PARAM) -> None:
+    members.clear()
+
+
+class _Attach(beam.DoFn):
+  """(event_id, {story, proposals}) -> the story with the earliest proposed root; links between the others."""
+
+  def __init__(self):
+    self._stories = Metrics.counter(METRICS_NAMESPACE, "stories")
+    self._joined = Metrics.counter(METRICS_NAMESPACE, "joined_earlier_story")
+
+  def process(self, element):
+    _, grouped = element
+    proposals = list(grouped["root"])
+    for story in grouped["story"]:
+      if can_bridge(len(_words(story)[1])):
+        for link in proposal_links(proposals):
+          yield beam.pvalue.TaggedOutput(LINKS, link)
+      best = min(proposals) if proposals else (1, 0, story.story_id)
+      self._stories.inc()
+      if best[0] == 0 and best[2] != story.story_id:
+        self._joined.inc()
+      yield dataclasses.replace(story, cluster_id=best[2])
+
+
+class _Relabel(beam.DoFn):
+  """The story's cluster id after linked clusters are merged (batch)."""
+
+  def __init__(self):
+    self._merged = Metrics.counter(METRICS_NAMESPACE, "merged_by_link")
+
+  def process(self, story, merged):
+    cluster_id = merged.get(story.cluster_id, story.cluster_id)
+    if cluster_id != story.cluster_id:
+      self._merged.inc()
+      story = dataclasses.replace(story, cluster_id=cluster_id)
+    yield story
+
+
+def _merged_ids(links: list[Link]) -> dict[str, str]:
+  return {root[1]: top[1] for root, top in merge_links(links).items() if root != top}
+
+
+def _count_bridge(_link) -> None:
+  Metrics.counter(METRICS_NAMESPACE, "bridges_not_merged").inc()
+
+
+class ClusterStories(beam.PTransform):
+  """PCollection[Story] -> the same stories with ``cluster_id`` set (see the module docstring).
+
+  ``stateful=False`` (batch): each key's members are grouped and processed at once, in event-time
+  order; then clusters that one story links (it matches members of both, or its keys proposed both)
+  are merged: connected components over the links, named after the earliest root. ``stateful=True``
+  (stream): each window's members of a key are grouped, then meet the key's members of earlier
+  windows, kept in state that expires ``ttl_seconds`` after the key's newest member; a row once
+  written is never rewritten, so linked clusters stay apart (counted as ``bridges_not_merged``).
+  The input's windowing is kept (merging windows are not supported).
+  """
+
+  def __init__(self, ttl_seconds: float = DEFAULT_TTL_SECONDS, cap: int = DEFAULT_CAP, stateful: bool = False):
+    super().__init__()
+    if ttl_seconds <= 0 or cap <= 0:
+      raise ValueError("ttl_seconds and cap must be positive")
+    self._ttl_us = int(ttl_seconds * 1_000_000)
+    self._cap = cap
+    self._stateful = stateful
+
+  def expand(self, stories):
+    windowing = stories.windowing
+    if windowing.windowfn.is_merging():
+      raise ValueError("ClusterStories does not support merging windows (e.g. sessions)")
+    sigs = stories | "Signature" >> beam.Map(signature)
+    grouped = (
+        sigs
+        | "Keys" >> beam.FlatMap(lambda sig: [(key, sig) for key in keys(sig)]).with_output_types(
+            tuple[str, Signature])
+        | "ByKey" >> beam.GroupByKey())
+    if self._stateful:
+      rewindow = not isinstance(windowing.windowfn, GlobalWindows)
+      if rewindow:
+        grouped = grouped | "AcrossWindows" >> beam.WindowInto(GlobalWindows())
+      proposals = grouped | "Assign" >> beam.ParDo(_AssignStateful(self._ttl_us, self._cap))
+      if rewindow:
+        proposals = proposals | "RestoreWindows" >> beam.WindowInto(
+            windowing.windowfn, trigger=windowing.triggerfn, accumulation_mode=windowing.accumulation_mode,
+            timestamp_combiner=windowing.timestamp_combiner, allowed_lateness=windowing.allowed_lateness)
+    else:
+      proposals, key_links = grouped | "Assign" >> beam.ParDo(
+          _AssignBatch(self._ttl_us, self._cap)).with_outputs(LINKS, main="proposals")
+    by_event = stories | "ByEvent" >> beam.Map(lambda story: (story.event_id, story))
+    attached, story_links = ({"story": by_event, "root": proposals} | "Join" >> beam.CoGroupByKey()
+                             | "Attach" >> beam.ParDo(_Attach()).with_outputs(LINKS, main="stories"))
+    if self._stateful:
+      _ = story_links | "CountBridges" >> beam.Map(_count_bridge)
+      return attached
+    merged = ((key_links, story_links) | "AllLinks" >> beam.Flatten()
+              | "Links" >> beam.combiners.ToList()
+              | "Merge" >> beam.Map(_merged_ids))
+    return attached | "Relabel" >> beam.ParDo(_Relabel(), merged=beam.pvalue.AsSingleton(merged))
