@@ -25,15 +25,13 @@ import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
-
-import apache_beam as beam
-from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
-from apache_beam.portability import common_urns
-from apache_beam.portability.api import beam_runner_api_pb2
-from google.protobuf import json_format
+from typing import TYPE_CHECKING, Any
 
 from pipelines.common import add_output_argument
+
+if TYPE_CHECKING:
+  import apache_beam as beam
+  from apache_beam.portability.api import beam_runner_api_pb2
 
 DEFAULT_OUT_DIR = "build/dataflow"
 DRY_RUN_PROJECT = "wirestream-dry-run"
@@ -88,6 +86,9 @@ def dry_run_options(job_name: str, sdk_container_image: str, beam_args: Sequence
 
 
 def _staged_names(proto_pipeline: beam_runner_api_pb2.Pipeline) -> list[str]:
+  from apache_beam.portability import common_urns
+  from apache_beam.portability.api import beam_runner_api_pb2
+
   """Names of the artifacts the environments would stage (nothing is read or uploaded)."""
   names = []
   for environment in proto_pipeline.components.environments.values():
@@ -105,6 +106,7 @@ def complete_job_environment(job) -> None:
   options), minus staging: the pipeline URL points where Beam would have uploaded the proto.
   """
   from apache_beam.io.filesystems import FileSystems
+  from apache_beam.options.pipeline_options import GoogleCloudOptions
   from apache_beam.runners.dataflow.internal import apiclient
   from apache_beam.runners.internal import names
 
@@ -134,6 +136,10 @@ def _abbreviate(value: Any) -> Any:
 
 
 def pipeline_spec(proto_pipeline: beam_runner_api_pb2.Pipeline) -> dict[str, Any]:
+  from apache_beam.portability import common_urns
+  from apache_beam.portability.api import beam_runner_api_pb2
+  from google.protobuf import json_format
+
   """The portable pipeline as JSON: payloads abbreviated, Docker environments decoded."""
   spec = _abbreviate(json_format.MessageToDict(proto_pipeline))
   for env_id, environment in proto_pipeline.components.environments.items():
@@ -152,6 +158,9 @@ def job_spec(job) -> dict[str, Any]:
 def build_job(build: Callable[[beam.Pipeline, argparse.Namespace], Any], args: argparse.Namespace,
               beam_args: Sequence[str]) -> dict[str, Any]:
   """Builds one pipeline with ``build(pipeline, args)`` on the DataflowRunner in dry-run mode; returns its spec."""
+  import apache_beam as beam
+  from apache_beam.options.pipeline_options import PipelineOptions
+
   options = PipelineOptions(list(beam_args))
   with no_network() as attempts:
     pipeline = beam.Pipeline(options=options)

@@ -65,6 +65,7 @@ from apache_beam.transforms.window import FixedWindows
 
 from pipelines.common import (
   apply_stages,
+  metric_counters,
   pipeline_options,
   prepare_models,
   print_metrics,
@@ -353,26 +354,12 @@ class _AckWritten(beam.DoFn):
 # --------------------------------------------------------------------------- running
 
 
-def _counters(result) -> dict[str, int] | None:
-  """The pipeline's Beam counters by ``namespace.name``; None when they cannot be read right now."""
-  counters: dict[str, int] = {}
-  try:
-    query = result.metrics().query()
-  except Exception:  # noqa: BLE001 - metrics are best effort while the pipeline runs
-    return None
-  for counter in query.get("counters", []):
-    name = f"{counter.key.metric.namespace}.{counter.key.metric.name}"
-    value = counter.committed if counter.committed is not None else counter.attempted
-    counters[name] = counters.get(name, 0) + int(value or 0)
-  return counters
-
-
 def _counts(result, tally: Tally | None) -> dict[str, float]:
   """The stream's counts by short name, from the tally when there is one, else from Beam metrics."""
   if tally is not None:
     return tally.snapshot()
   prefix = f"{METRICS_NAMESPACE}."
-  return {name[len(prefix):]: value for name, value in (_counters(result) or {}).items()
+  return {name[len(prefix):]: value for name, value in metric_counters(result).items()
           if name.startswith(prefix)}
 
 

@@ -27,26 +27,8 @@ from torch import nn
 from transforms import assets
 from transforms import spec as sp
 
-#: The 17 IPTC Media Topics top-level concepts (qcode, en-GB label). IPTC NewsCodes, CC BY 4.0.
-IPTC_ROOTS: tuple[tuple[str, str], ...] = (
-    ("medtop:01000000", "arts, culture, entertainment and media"),
-    ("medtop:02000000", "crime, law and justice"),
-    ("medtop:03000000", "disaster, accident and emergency incident"),
-    ("medtop:04000000", "economy, business and finance"),
-    ("medtop:05000000", "education"),
-    ("medtop:06000000", "environment"),
-    ("medtop:07000000", "health"),
-    ("medtop:08000000", "human interest"),
-    ("medtop:09000000", "labour"),
-    ("medtop:10000000", "lifestyle and leisure"),
-    ("medtop:11000000", "politics"),
-    ("medtop:12000000", "religion"),
-    ("medtop:13000000", "science and technology"),
-    ("medtop:14000000", "society"),
-    ("medtop:15000000", "sport"),
-    ("medtop:16000000", "conflict, war and peace"),
-    ("medtop:17000000", "weather"),
-)
+#: The 17 IPTC Media Topics roots (kept in :mod:`transforms.spec`, which needs no torch).
+IPTC_ROOTS = sp.IPTC_ROOTS
 
 HEAD_CONFIG = sp.HEAD_CONFIG
 HEAD_WEIGHTS = sp.HEAD_WEIGHTS

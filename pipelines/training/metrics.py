@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from transforms.spec import IPTC_ROOTS
+
 
 def score_bio(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict:
   """seqeval entity-level precision/recall/F1 (default mode, as conlleval), overall and per type."""
@@ -32,8 +34,6 @@ def top1_report(scores: np.ndarray, allowed: Sequence[Sequence[str]], codes: Seq
   recall of the top-1 prediction (support: rows that allow the label). ``codes`` names the score columns
   (default: the 17 IPTC roots)."""
   if codes is None:
-    from transforms.topics_model import IPTC_ROOTS  # torch: only when scoring
-
     codes = tuple(code for code, _ in IPTC_ROOTS)
   top = [codes[i] for i in np.argmax(scores, axis=1)]
   correct = [t in ok for t, ok in zip(top, allowed, strict=True)]

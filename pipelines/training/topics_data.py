@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transforms.topics_model import IPTC_ROOTS
+from transforms.spec import IPTC_ROOTS
 
 N_TOPICS = len(IPTC_ROOTS)
 CODES = [code for code, _ in IPTC_ROOTS]

@@ -45,7 +45,6 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.common import add_output_argument
-from pipelines.training import encoder as te
 from pipelines.training import topics_data as td
 from pipelines.training.metrics import expected_calibration_error, top1_report
 from transforms import assets
@@ -123,6 +122,8 @@ def cached_sentences(encoder, texts: Sequence[str], cache_dir: Path | None, name
     log(f"  sentence vectors {name}: cached {path.name}")
     return np.load(path)
   log(f"  sentence vectors {name}: {len(texts)} texts")
+  from pipelines.training import encoder as te  # torch: loaded when training, not for --help
+
   vectors = te.sentence_embeddings(encoder, texts)
   if path is not None:
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -343,6 +344,8 @@ def train(args: argparse.Namespace) -> dict:
   log(f"data: AG train {len(ag_train)}, AG dev {len(ag_dev)} (fixed 10% hash split), "
       f"IPTC definitions {len(iptc)}, Reuters {len(reuters)}, seed texts {len(seed_rows)}")
   cache = Path(args.cache_dir) if args.cache_dir else None
+  from pipelines.training import encoder as te  # torch: loaded when training, not for --help
+
   base = args.encoder == te.BASE_ENCODER
   encoder = te.Encoder(args.encoder)
   # the head fits this encoder only: its weights' sha1 goes into the config (None for the base)
