@@ -36,7 +36,7 @@ def build(pipeline, args: argparse.Namespace, *, run_id: str | None = None, file
 
   from pipelines.common import apply_stages
   from pipelines.progress import CountErrors, Tick
-  from transforms.cluster import ClusterStories
+  from transforms.cluster_stage import ClusterStories
   from transforms.dedup import OnePerId
   from transforms.io import ReadRawRecords
   from transforms.parse import ParseStories

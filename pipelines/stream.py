@@ -74,7 +74,7 @@ from pipelines.common import (
 )
 from pipelines.stream_options import register  # noqa: F401 - the command's options, kept light for --help
 from schemas import TABLES
-from transforms.cluster import ClusterStories
+from transforms.cluster_stage import ClusterStories
 from transforms.dedup import DedupStories
 from transforms.parse import ParseStories
 from transforms.pubsub import Leases, ReadRawRecordsFromPubSub

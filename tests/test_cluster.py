@@ -22,6 +22,7 @@ from apache_beam.transforms import window
 
 from schemas import EVENTS, RawRecord, Story, event_row
 from transforms import cluster as C
+from transforms.cluster_stage import ClusterStories
 from transforms.parse import parse_record
 from transforms.revision import normalize_pub_status, revision_of, strip_headline_prefixes
 
@@ -158,7 +159,7 @@ def test_batch_transform_sets_cluster_ids_deterministically():
   stories = _mixed_stories()
   for order in (stories, stories[::-1]):
     with TestPipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
-      out = (p | beam.Create(order) | C.ClusterStories()
+      out = (p | beam.Create(order) | ClusterStories()
              | beam.Map(lambda story: (story.event_id, story.cluster_id)))
       assert_that(out, equal_to(sorted(EXPECTED.items())))
   clusterer = C.Clusterer()
@@ -180,7 +181,7 @@ def test_a_story_that_bridges_two_clusters_merges_them_in_batch_only():
   assert [clusterer.add(sig) for sig in (a, b, c)] == ["A", "B", "A"]  # on arrival: what the stream writes
   assert clusterer.merged() == {"B": "A"}
   with TestPipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
-    out = p | beam.Create(_bridged()[::-1]) | C.ClusterStories() | beam.Map(lambda s: (s.event_id, s.cluster_id))
+    out = p | beam.Create(_bridged()[::-1]) | ClusterStories() | beam.Map(lambda s: (s.event_id, s.cluster_id))
     assert_that(out, equal_to([("A:1", "A"), ("B:1", "A"), ("C:1", "A")]))
 
 
@@ -205,17 +206,17 @@ def test_stream_state_joins_a_copy_windows_later_and_keeps_windows():
       .advance_watermark_to_infinity())
   with TestPipeline(options=options) as p:
     out = (p | events | beam.WindowInto(window.FixedWindows(60))
-           | C.ClusterStories(stateful=True)
+           | ClusterStories(stateful=True)
            | beam.Map(lambda s, w=beam.DoFn.WindowParam: (s.event_id, s.cluster_id, int(w.start))))
     assert_that(out, equal_to([("a:1", "a", 0), ("f:1", "f", 0), ("b:1", "a", 240)]))
 
 
 def test_bad_arguments_are_refused():
   with pytest.raises(ValueError):
-    C.ClusterStories(ttl_seconds=0)
+    ClusterStories(ttl_seconds=0)
   with pytest.raises(ValueError):
     with TestPipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
-      _ = p | beam.Create(_mixed_stories()) | beam.WindowInto(window.Sessions(10)) | C.ClusterStories()
+      _ = p | beam.Create(_mixed_stories()) | beam.WindowInto(window.Sessions(10)) | ClusterStories()
 
 
 def _write_events(lake: Path, stories: list[Story]) -> None:

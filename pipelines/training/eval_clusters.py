@@ -55,7 +55,6 @@ from pathlib import Path
 
 from schemas import RawRecord, Story
 from transforms import cluster as C
-from transforms.parse import parse_record
 from transforms.revision import strip_headline_prefixes
 
 MIN_BASE_SENTENCES = 4
@@ -98,6 +97,8 @@ class Item:
 
 
 def parse_files(paths: Sequence[Path]) -> list[Story]:
+  from transforms.parse import parse_record  # Beam: loaded to run, not for --help
+
   stories = []
   for path in paths:
     for out in parse_record(RawRecord(uri=str(path), data=path.read_bytes())):

@@ -1,0 +1,177 @@
+"""The Beam stage of story clusters (:mod:`transforms.cluster`): ``ClusterStories``, for batch (every story of
+a key at once, linked clusters merged) and stream (keyed state with an expiry timer)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import apache_beam as beam
+from apache_beam.coders import PickleCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import GlobalWindows, TimestampedValue
+from apache_beam.utils.timestamp import Duration
+
+from transforms.cluster import (
+  DEFAULT_CAP,
+  DEFAULT_TTL_SECONDS,
+  LINKS,
+  METRICS_NAMESPACE,
+  Link,
+  Signature,
+  _arrival_order,
+  _words,
+  assign,
+  can_bridge,
+  keys,
+  merge_links,
+  proposal_links,
+  signature,
+)
+
+
+class _AssignBatch(beam.DoFn):
+  """(key, signatures) -> (event_id, root) per signature, members in event-time order."""
+
+  def __init__(self, ttl_us: int, cap: int):
+    self._ttl_us = ttl_us
+    self._cap = cap
+
+  def process(self, element):
+    _, sigs = element
+    _, proposals, links = assign([], sorted(sigs, key=_arrival_order), ttl_us=self._ttl_us, cap=self._cap)
+    yield from proposals
+    for link in links:
+      yield beam.pvalue.TaggedOutput(LINKS, link)
+
+
+_MEMBERS = ReadModifyWriteStateSpec("members", PickleCoder())
+_EXPIRY = TimerSpec("expiry", TimeDomain.WATERMARK)
+_MEMBERS_PARAM = beam.DoFn.StateParam(_MEMBERS)
+_EXPIRY_PARAM = beam.DoFn.TimerParam(_EXPIRY)
+
+
+class _AssignStateful(beam.DoFn):
+  """Stateful: a key's members live across windows; the key expires ``ttl`` after its newest member."""
+
+  def __init__(self, ttl_us: int, cap: int):
+    self._ttl_us = ttl_us
+    self._cap = cap
+    self._keys = Metrics.counter(METRICS_NAMESPACE, "key_groups")
+    self._bridges = Metrics.counter(METRICS_NAMESPACE, "bridges_not_merged")
+
+  def process(self, element, timestamp=beam.DoFn.TimestampParam, members=_MEMBERS_PARAM,
+              expiry=_EXPIRY_PARAM) -> Iterator:
+    _, sigs = element
+    self._keys.inc()
+    state, proposals, links = assign(members.read() or [], sorted(sigs, key=_arrival_order),
+                                     ttl_us=self._ttl_us, cap=self._cap)
+    # The stream never rewrites a row it wrote: clusters that a later story bridges stay apart (counted).
+    self._bridges.inc(len(links))
+    members.write(state)
+    expiry.set(timestamp + Duration(micros=self._ttl_us))
+    for proposal in proposals:
+      yield TimestampedValue(proposal, timestamp)
+
+  @on_timer(_EXPIRY)
+  def expire(self, members=_MEMBERS_PARAM) -> None:
+    members.clear()
+
+
+class _Attach(beam.DoFn):
+  """(event_id, {story, proposals}) -> the story with the earliest proposed root; links between the others."""
+
+  def __init__(self):
+    self._stories = Metrics.counter(METRICS_NAMESPACE, "stories")
+    self._joined = Metrics.counter(METRICS_NAMESPACE, "joined_earlier_story")
+
+  def process(self, element):
+    _, grouped = element
+    proposals = list(grouped["root"])
+    for story in grouped["story"]:
+      if can_bridge(len(_words(story)[1])):
+        for link in proposal_links(proposals):
+          yield beam.pvalue.TaggedOutput(LINKS, link)
+      best = min(proposals) if proposals else (1, 0, story.story_id)
+      self._stories.inc()
+      if best[0] == 0 and best[2] != story.story_id:
+        self._joined.inc()
+      yield dataclasses.replace(story, cluster_id=best[2])
+
+
+class _Relabel(beam.DoFn):
+  """The story's cluster id after linked clusters are merged (batch)."""
+
+  def __init__(self):
+    self._merged = Metrics.counter(METRICS_NAMESPACE, "merged_by_link")
+
+  def process(self, story, merged):
+    cluster_id = merged.get(story.cluster_id, story.cluster_id)
+    if cluster_id != story.cluster_id:
+      self._merged.inc()
+      story = dataclasses.replace(story, cluster_id=cluster_id)
+    yield story
+
+
+def _merged_ids(links: list[Link]) -> dict[str, str]:
+  return {root[1]: top[1] for root, top in merge_links(links).items() if root != top}
+
+
+def _count_bridge(_link) -> None:
+  Metrics.counter(METRICS_NAMESPACE, "bridges_not_merged").inc()
+
+
+class ClusterStories(beam.PTransform):
+  """PCollection[Story] -> the same stories with ``cluster_id`` set (see the module docstring).
+
+  ``stateful=False`` (batch): each key's members are grouped and processed at once, in event-time
+  order; then clusters that one story links (it matches members of both, or its keys proposed both)
+  are merged: connected components over the links, named after the earliest root. ``stateful=True``
+  (stream): each window's members of a key are grouped, then meet the key's members of earlier
+  windows, kept in state that expires ``ttl_seconds`` after the key's newest member; a row once
+  written is never rewritten, so linked clusters stay apart (counted as ``bridges_not_merged``).
+  The input's windowing is kept (merging windows are not supported).
+  """
+
+  def __init__(self, ttl_seconds: float = DEFAULT_TTL_SECONDS, cap: int = DEFAULT_CAP, stateful: bool = False):
+    super().__init__()
+    if ttl_seconds <= 0 or cap <= 0:
+      raise ValueError("ttl_seconds and cap must be positive")
+    self._ttl_us = int(ttl_seconds * 1_000_000)
+    self._cap = cap
+    self._stateful = stateful
+
+  def expand(self, stories):
+    windowing = stories.windowing
+    if windowing.windowfn.is_merging():
+      raise ValueError("ClusterStories does not support merging windows (e.g. sessions)")
+    sigs = stories | "Signature" >> beam.Map(signature)
+    grouped = (
+        sigs
+        | "Keys" >> beam.FlatMap(lambda sig: [(key, sig) for key in keys(sig)]).with_output_types(
+            tuple[str, Signature])
+        | "ByKey" >> beam.GroupByKey())
+    if self._stateful:
+      rewindow = not isinstance(windowing.windowfn, GlobalWindows)
+      if rewindow:
+        grouped = grouped | "AcrossWindows" >> beam.WindowInto(GlobalWindows())
+      proposals = grouped | "Assign" >> beam.ParDo(_AssignStateful(self._ttl_us, self._cap))
+      if rewindow:
+        proposals = proposals | "RestoreWindows" >> beam.WindowInto(
+            windowing.windowfn, trigger=windowing.triggerfn, accumulation_mode=windowing.accumulation_mode,
+            timestamp_combiner=windowing.timestamp_combiner, allowed_lateness=windowing.allowed_lateness)
+    else:
+      proposals, key_links = grouped | "Assign" >> beam.ParDo(
+          _AssignBatch(self._ttl_us, self._cap)).with_outputs(LINKS, main="proposals")
+    by_event = stories | "ByEvent" >> beam.Map(lambda story: (story.event_id, story))
+    attached, story_links = ({"story": by_event, "root": proposals} | "Join" >> beam.CoGroupByKey()
+                             | "Attach" >> beam.ParDo(_Attach()).with_outputs(LINKS, main="stories"))
+    if self._stateful:
+      _ = story_links | "CountBridges" >> beam.Map(_count_bridge)
+      return attached
+    merged = ((key_links, story_links) | "AllLinks" >> beam.Flatten()
+              | "Links" >> beam.combiners.ToList()
+              | "Merge" >> beam.Map(_merged_ids))
+    return attached | "Relabel" >> beam.ParDo(_Relabel(), merged=beam.pvalue.AsSingleton(merged))
