@@ -44,7 +44,7 @@ class RawRecord:
   received_at: dt.datetime | None = None
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class GeoPlace:
   """A gazetteer place a mention was resolved to (GeoNames)."""
 

@@ -29,6 +29,8 @@ from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
+from schemas.records import GeoPlace
+
 FEATURE_COUNTRY = "country"
 FEATURE_ADMIN = "admin_region"
 FEATURE_CITY = "city"
@@ -71,16 +73,9 @@ def is_latin(text: str) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class Place:
-  """One gazetteer entry."""
+class Place(GeoPlace):
+  """One gazetteer entry: the place a mention resolves to, with what disambiguation weighs."""
 
-  geonameid: int
-  name: str
-  #: ISO 3166-1 alpha-2 code (None for a continent).
-  country_code: str | None
-  latitude: float | None
-  longitude: float | None
-  feature: str
   population: int
   #: GeoNames admin1 code of a city; the state code of a US state.
   admin1: str | None = None

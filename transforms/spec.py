@@ -9,6 +9,7 @@ model is a directory with ``topic_head.json``. Anything else is a Hugging Face t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -59,13 +60,25 @@ def accepts_language(languages: Sequence[str] | None, language: str | None) -> b
 
 def fingerprint(paths: Iterable[Path | None], salt: str = "", algorithm: str = "sha256") -> str:
   """Hash of ``salt`` and of the contents of ``paths`` (``None`` entries count as such): the one fingerprint
-  of model files (caches, the check that a topic head fits its encoder)."""
+  of model files (caches, the check that a topic head fits its encoder). Files are read once per process
+  while their size and modification time stay the same."""
+  stats = tuple(None if path is None else (str(path), *_stat(path)) for path in paths)
+  return _fingerprint(stats, salt, algorithm)
+
+
+def _stat(path: Path) -> tuple[int, int]:
+  stat = os.stat(path)
+  return stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint(stats: tuple, salt: str, algorithm: str) -> str:
   digest = hashlib.new(algorithm, salt.encode())
-  for path in paths:
-    if path is None:
+  for entry in stats:
+    if entry is None:
       digest.update(b"\0none")
       continue
-    with open(path, "rb") as handle:
+    with open(entry[0], "rb") as handle:
       for block in iter(lambda: handle.read(1 << 20), b""):
         digest.update(block)
   return digest.hexdigest()

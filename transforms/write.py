@@ -292,8 +292,7 @@ def ensure_tables(output: str, today: str) -> list[str]:
   """
   written = []
   for table, schema in TABLES.items():
-    pattern = f"{output.rstrip('/')}/{table}/*/part-schema-{SCHEMA_VERSION}.parquet"
-    if FileSystems.match([pattern])[0].metadata_list:
+    if FileSystems.match([schema_file(output, table, "*")])[0].metadata_list:
       continue
     path = schema_file(output, table, today)
     with FileSystems.create(path) as handle:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipelines.training.command import command
 from schemas.records import RawRecord, Story
 
 
@@ -248,19 +249,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "time of each counts.")
 
 
-def register(subparsers) -> None:
-  """Add ``bench`` to the top-level subcommands."""
-  parser = subparsers.add_parser("bench",
-                                 help="Time the fast inference path against a transformers baseline.",
-                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  add_arguments(parser)
-  parser.set_defaults(func=_run)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="wirestream bench", description=__doc__)
-  add_arguments(parser)
-  return _run(parser.parse_args(argv))
+register, main = command(
+    "bench", "Time the fast inference path against a transformers baseline.", __doc__, add_arguments, _run,
+    prog="wirestream bench")
 
 
 if __name__ == "__main__":

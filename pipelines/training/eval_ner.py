@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipelines.training import conll
+from pipelines.training.command import command
 from pipelines.training.metrics import score_bio
 from schemas.records import Entity
 from transforms.decode import split_tag
@@ -138,18 +139,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--limit-documents", type=int, default=0, help="Score only the first N documents.")
 
 
-def register(subparsers) -> None:
-  """Add ``ner`` to the ``eval`` group's subparsers."""
-  parser = subparsers.add_parser("ner", help="Score an NER model on a CoNLL file (seqeval).",
-                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  add_arguments(parser)
-  parser.set_defaults(func=_run)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="wirestream eval ner", description=__doc__)
-  add_arguments(parser)
-  return _run(parser.parse_args(argv))
+register, main = command(
+    "ner", "Score an NER model on a CoNLL file (seqeval).", __doc__, add_arguments, _run,
+    prog="wirestream eval ner")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from pipelines.training.command import command
+
 #: Reuters-21578 PLACES codes -> ISO 3166-1 alpha-2 (today's countries: both Germanies are DE, the
 #: USSR is RU, Czechoslovakia CZ, Yugoslavia RS, both Yemens YE, Zaire CD, Kampuchea KH, Burma MM).
 PLACE_CODES = {
@@ -317,18 +319,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--threads", type=int, default=None, help="Inference threads.")
 
 
-def register(subparsers) -> None:
-  """Add ``resolve`` to the ``eval`` group's subparsers."""
-  parser = subparsers.add_parser("resolve", help="Score the resolve stage on Reuters-21578 PLACES/PEOPLE/ORGS.",
-                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  add_arguments(parser)
-  parser.set_defaults(func=_run)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="wirestream eval resolve", description=__doc__)
-  add_arguments(parser)
-  return _run(parser.parse_args(argv))
+register, main = command(
+    "resolve", "Score the resolve stage on Reuters-21578 PLACES/PEOPLE/ORGS.", __doc__, add_arguments, _run,
+    prog="wirestream eval resolve")
 
 
 if __name__ == "__main__":

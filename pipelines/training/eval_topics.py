@@ -11,11 +11,11 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from pipelines.training.command import command
 from pipelines.training.metrics import top1_report
 
 
@@ -78,19 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--verbose-labels", action="store_true", help="Also print one line per label.")
 
 
-def register(subparsers) -> None:
-  """Add ``topics`` to the ``eval`` group's subparsers."""
-  parser = subparsers.add_parser("topics", help="Evaluate a topic model on a JSONL file.", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-  add_arguments(parser)
-  parser.set_defaults(func=_run)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="wirestream eval topics", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  add_arguments(parser)
-  return _run(parser.parse_args(argv))
+register, main = command(
+    "topics", "Evaluate a topic model on a JSONL file.", __doc__, add_arguments, _run,
+    prog="wirestream eval topics")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipelines.common import add_output_argument
 from pipelines.training import conll
+from pipelines.training.command import command
 from pipelines.training.metrics import score_bio
 from transforms import ner_model as nm
 
@@ -271,18 +272,9 @@ def _run(args: argparse.Namespace) -> int:
   return 0
 
 
-def register(subparsers) -> None:
-  """Add ``ner`` to the ``train`` group's subparsers."""
-  parser = subparsers.add_parser("ner", help="Train the NER model on CoNLL-2003.", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-  add_arguments(parser)
-  parser.set_defaults(func=_run)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="wirestream train ner", description=__doc__)
-  add_arguments(parser)
-  return _run(parser.parse_args(argv))
+register, main = command(
+    "ner", "Train the NER model on CoNLL-2003.", __doc__, add_arguments, _run,
+    prog="wirestream train ner")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ import numpy as np
 
 from pipelines.common import add_output_argument
 from pipelines.training import topics_data as td
+from pipelines.training.command import command
 from pipelines.training.metrics import expected_calibration_error, top1_report
 from transforms import assets
 from transforms import spec as sp
@@ -494,19 +495,9 @@ def _run(args: argparse.Namespace) -> int:
   return 0
 
 
-def register(subparsers) -> None:
-  """Add ``topics`` to the ``train`` group's subparsers."""
-  parser = subparsers.add_parser("topics", help="Train the IPTC topic model.", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-  add_arguments(parser)
-  parser.set_defaults(func=_run)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="wirestream train topics", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  add_arguments(parser)
-  return _run(parser.parse_args(argv))
+register, main = command(
+    "topics", "Train the IPTC topic model.", __doc__, add_arguments, _run,
+    prog="wirestream train topics")
 
 
 if __name__ == "__main__":
