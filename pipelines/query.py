@@ -68,7 +68,8 @@ def view_sql(lake: str, table: str, source: str | None = None) -> str:
 
 STORY_ENTITIES_VIEW = (
     "CREATE OR REPLACE VIEW story_entities AS\n"
-    "SELECT event_id, story_id, published_at, date, e.entity_key, e.canonical, e.label, e.mentions, e.first_char\n"
+    "SELECT event_id, story_id, published_at, date, e.entity_key, e.canonical, e.label, e.mentions, e.first_char,\n"
+    "  e.first_field\n"
     "FROM (SELECT *, unnest(story_entities) AS e FROM events);")
 
 _SEEN = "COALESCE(published_at, ingested_at)"

@@ -19,6 +19,10 @@ STATUS_SKIPPED_LANGUAGE = "skipped_language"
 STATUS_SKIPPED_EMPTY = "skipped_empty"
 STATUS_FAILED = "failed"
 
+#: The text a mention is in (``Entity.field``): the story's body, or its headline.
+FIELD_BODY = "body"
+FIELD_HEADLINE = "headline"
+
 #: Bound on the raw bytes kept in a dead letter (enough to replay most stories).
 RAW_EXCERPT_LIMIT = 64 * 1024
 
@@ -60,7 +64,8 @@ class GeoPlace:
 
 @dataclasses.dataclass
 class Entity:
-  """One entity mention. ``body[start_char:end_char] == text`` always holds."""
+  """One entity mention. ``<field>[start_char:end_char] == text`` always holds, where ``field`` names the
+  story's text the mention is in: its ``body`` (the default) or its ``headline``."""
 
   text: str
   label: str
@@ -68,6 +73,8 @@ class Entity:
   end_char: int
   score: float
   sentence_index: int
+  #: "body" or "headline": the text ``start_char`` and ``end_char`` index into.
+  field: str = FIELD_BODY
   # Filled by the resolve stage.
   #: The entity's key, the same in every story (see ``transforms/resolve.py``).
   entity_key: str | None = None
@@ -137,6 +144,10 @@ class Story:
   #: salient first (from the story's text only, never from ``places``).
   countries: list[str] | None = None
   resolve_status: str | None = None
+
+  def text_of(self, entity: Entity) -> str:
+    """The text ``entity``'s offsets index into: the headline or the body."""
+    return (self.headline or "") if entity.field == FIELD_HEADLINE else self.body
 
   @property
   def key(self) -> tuple[str, int]:

@@ -14,7 +14,9 @@ current schema (``union_by_name``): their missing columns are null.
 History: 1.1 adds the resolve stage's columns (events: ``countries``,
 ``resolve_status``, ``story_entities``; entities: ``entity_key``, ``canonical`` and
 the place columns) and ``entities.ingested_at``, and the story clusters' columns
-(events: ``cluster_id``, ``pub_status``, ``revision``).
+(events: ``cluster_id``, ``pub_status``, ``revision``). 1.2 adds headline mentions: ``entities.field``
+says which text of the story (``body`` or ``headline``) a mention's offsets index into, and
+``story_entities`` items get ``first_field``; in older files both are null, meaning ``body``.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from schemas.records import DeadLetter, Story
+from schemas.records import FIELD_HEADLINE, DeadLetter, Entity, Story
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 
 def _package_version() -> str:
@@ -62,8 +64,10 @@ STORY_ENTITY_TYPE = pa.struct([
     _f("entity_key", pa.string(), "Entity key (see entities.entity_key).", False),
     _f("canonical", pa.string(), "Canonical name of the entity.", False),
     _f("label", pa.string(), "Entity type of its first mention (PER, ORG, LOC, MISC).", False),
-    _f("mentions", pa.int32(), "Mentions of the entity in the story.", False),
-    _f("first_char", pa.int32(), "Offset of its first mention in the body.", False),
+    _f("mentions", pa.int32(), "Mentions of the entity in the story (headline and body).", False),
+    _f("first_char", pa.int32(), "Offset of its first mention in the text first_field names.", False),
+    _f("first_field", pa.string(),
+       "Text of its first mention: headline or body (schema 1.2; null in older files: body)."),
 ])
 
 EVENTS = pa.schema([
@@ -85,7 +89,9 @@ EVENTS = pa.schema([
     _f("language_source", pa.string(), "'metadata' when the input named the language, 'detected' otherwise."),
     _f("published_at", _TS, "Publication time in UTC (null when the input has none)."),
     _f("ingested_at", _TS, "Time the pipeline ingested the record (UTC).", False),
-    _f("body", pa.string(), "Story text; paragraphs separated by blank lines. Entity offsets index into it.", False),
+    _f("body", pa.string(),
+       "Story text; paragraphs separated by blank lines. Offsets of the entities whose field is body index "
+       "into it.", False),
     _f("body_chars", pa.int32(), "Length of body in characters.", False),
     _f("source_subjects", pa.list_(pa.string()), "Subject codes/tags carried by the input (e.g. Reuters TOPICS)."),
     _f("places", pa.list_(pa.string()), "Places named by the input's metadata (e.g. Reuters PLACES)."),
@@ -101,12 +107,15 @@ EVENTS = pa.schema([
        "Kind of filing: update, correction, refile, repeat, kill or withdrawal (from headline marks such "
        "as 'UPDATE 1-', 'CORRECTED-', 'RPT-', a '(Corrects ...)' line, or the publication status)."),
     _f("ner_status", pa.string(),
-       "applied, skipped_language, skipped_empty or failed; null when the NER stage did not run."),
+       "applied, skipped_language, skipped_empty (neither body nor headline) or failed; null when the NER "
+       "stage did not run."),
     _f("ner_model", pa.string(), "Name of the NER model that produced the entities."),
-    _f("entity_count", pa.int32(), "Number of entity mentions (null when NER did not apply)."),
-    _f("entity_counts", pa.map_(pa.string(), pa.int32()), "Mentions per entity label (PER, ORG, LOC, MISC)."),
+    _f("entity_count", pa.int32(), "Number of entity mentions, headline and body (null when NER did not apply)."),
+    _f("entity_counts", pa.map_(pa.string(), pa.int32()),
+       "Mentions per entity label (PER, ORG, LOC, MISC), headline and body."),
     _f("topics_status", pa.string(),
-       "applied, skipped_language, skipped_empty or failed; null when the topic stage did not run."),
+       "applied, skipped_language, skipped_empty (neither body nor headline) or failed; null when the topic "
+       "stage did not run."),
     _f("topics_model", pa.string(), "Name of the topic model."),
     _f("topics", pa.list_(TOPIC_TYPE), "Topics that apply (score >= threshold), highest score first."),
     _f("top_topic_code", pa.string(), "qcode of the highest-scoring topic."),
@@ -118,21 +127,29 @@ EVENTS = pa.schema([
        "ISO 3166-1 alpha-2 codes of the countries the story is about, most salient first (dateline, headline, "
        "lead, mentions), from the story's text only (compare with places, the source's own tags)."),
     _f("story_entities", pa.list_(STORY_ENTITY_TYPE),
-       "The story's distinct entities (one per entity_key), in order of first mention; the query view "
-       "story_entities has one row per item."),
+       "The story's distinct entities (one per entity_key), in order of first mention (headline, then "
+       "body); the query view story_entities has one row per item."),
 ], metadata=_table_metadata("events"))
 
 ENTITIES = pa.schema([
-    _f("mention_id", pa.string(), "story_id:version:start_char:end_char; unique per row.", False),
+    _f("mention_id", pa.string(),
+       "story_id:version:start_char:end_char for a body mention, story_id:version:headline:start_char:end_char "
+       "for a headline mention; unique per row.", False),
     _f("event_id", pa.string(), "The events row this mention belongs to.", False),
     _f("story_id", pa.string(), "Story id (see events.story_id).", False),
     _f("version", pa.int32(), "Story version.", False),
-    _f("start_char", pa.int32(), "Start offset (code points) into events.body.", False),
-    _f("end_char", pa.int32(), "End offset (exclusive); body[start_char:end_char] == text.", False),
-    _f("text", pa.string(), "The mention as it appears in the body.", False),
+    _f("start_char", pa.int32(), "Start offset (code points) into events.body, or events.headline when field "
+       "is headline.", False),
+    _f("end_char", pa.int32(), "End offset (exclusive); body[start_char:end_char] == text (headline[...] for a "
+       "headline mention).", False),
+    _f("text", pa.string(), "The mention as it appears in the story.", False),
     _f("label", pa.string(), "Entity type: PER, ORG, LOC or MISC (or the model's own labels).", False),
     _f("score", pa.float32(), "Mean token probability of the predicted label.", False),
-    _f("sentence_index", pa.int32(), "0-based index of the sentence of the body holding the mention.", False),
+    _f("sentence_index", pa.int32(),
+       "0-based index of the sentence of the body holding the mention (0 for a headline mention).", False),
+    _f("field", pa.string(),
+       "The text of the story the mention is in, which start_char and end_char index into: body or headline "
+       "(schema 1.2; null in older files: body)."),
     _f("model", pa.string(), "NER model name."),
     _f("published_at", _TS, "Publication time of the story (UTC)."),
     _f("ingested_at", _TS,
@@ -241,20 +258,28 @@ def event_row(story: Story) -> dict[str, Any]:
 
 
 def story_entities(story: Story) -> list[dict[str, Any]] | None:
-  """The distinct entities of a resolved story, in order of first mention (None when unresolved)."""
+  """The distinct entities of a resolved story, in order of first mention, headline then body (None when
+  unresolved)."""
   if story.resolve_status is None or story.entities is None:
     return None
   out: dict[str, dict[str, Any]] = {}
-  for entity in sorted(story.entities, key=lambda e: e.start_char):
+  for entity in sorted(story.entities, key=lambda e: (e.field != FIELD_HEADLINE, e.start_char)):
     if not entity.entity_key:
       continue
     row = out.get(entity.entity_key)
     if row is None:
       out[entity.entity_key] = {"entity_key": entity.entity_key, "canonical": entity.canonical or entity.text,
-                                "label": entity.label, "mentions": 1, "first_char": entity.start_char}
+                                "label": entity.label, "mentions": 1, "first_char": entity.start_char,
+                                "first_field": entity.field}
     else:
       row["mentions"] += 1
   return list(out.values())
+
+
+def mention_id(story: Story, entity: Entity) -> str:
+  """The mention's id: ``event_id:start:end``, with ``headline:`` before the offsets of a headline mention."""
+  where = "headline:" if entity.field == FIELD_HEADLINE else ""
+  return f"{story.event_id}:{where}{entity.start_char}:{entity.end_char}"
 
 
 def entity_rows(story: Story) -> Iterable[dict[str, Any]]:
@@ -262,7 +287,7 @@ def entity_rows(story: Story) -> Iterable[dict[str, Any]]:
   for entity in story.entities or ():
     place = entity.place
     yield {
-        "mention_id": f"{story.event_id}:{entity.start_char}:{entity.end_char}",
+        "mention_id": mention_id(story, entity),
         "event_id": story.event_id,
         "story_id": story.story_id,
         "version": story.version,
@@ -272,6 +297,7 @@ def entity_rows(story: Story) -> Iterable[dict[str, Any]]:
         "label": entity.label,
         "score": float(entity.score),
         "sentence_index": entity.sentence_index,
+        "field": entity.field,
         "model": story.ner_model,
         "published_at": _utc(story.published_at),
         "ingested_at": _utc(story.ingested_at),

@@ -358,10 +358,10 @@ class RuleHandler(enrich.EnrichModelHandler):
     return super().run_inference(batch, model, inference_args)
 
 
-def _story(story_id, body, language="en"):
+def _story(story_id, body, language="en", headline=None):
   return Story(story_id=story_id, version=1, body=body, source_format="plain", input_uri="mem://" + story_id,
                locator="", raw_sha256="0" * 64, ingested_at=dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc),
-               language=language)
+               language=language, headline=headline)
 
 
 def test_stage_routes_languages_and_failures():
@@ -387,6 +387,28 @@ def test_stage_routes_languages_and_failures():
     ]), label="stories")
     assert_that(errors | beam.Map(lambda d: (d.stage, d.story_id, d.error_type)),
                 equal_to([("ner", "boom", "RuntimeError")]), label="errors")
+
+
+def test_the_headline_is_read_apart_with_offsets_into_it():
+  assert enrich.headline_to_read(_story("a", "Ann Lee spoke.", headline="  ")) is None
+  assert enrich.headline_to_read(_story("b", "  Ann Lee quits\n\nShe said.", headline="Ann Lee quits")) is None
+  assert enrich.headline_to_read(_story("c", "", headline="ANN LEE QUITS ")) == "ANN LEE QUITS "
+  stories = [_story("brief", "", headline="  ANN LEE QUITS"),
+             _story("both", "then Bob Day said so.", headline="Cy Ray wins"),
+             _story("repeat", "Cy Ray wins\n\nthen Bob Day said so.", headline="Cy Ray wins"),
+             _story("nothing", " ", headline=" ")]
+  with test_pipeline.TestPipeline(runner="DirectRunner") as p:
+    out, errors = (p | beam.Create(stories)
+                   | enrich.Enrich(stages=("ner",), handler=RuleHandler(stages=("ner",))))
+    summary = out | beam.Map(lambda s: (s.story_id, s.ner_status, None if s.entities is None else [
+        (e.field, e.text, e.start_char, e.sentence_index, s.text_of(e)[e.start_char:e.end_char]) for e in s.entities]))
+    assert_that(summary, equal_to([
+        ("brief", STATUS_APPLIED, [("headline", "ANN LEE QUITS", 2, 0, "ANN LEE QUITS")]),
+        ("both", STATUS_APPLIED, [("headline", "Cy Ray", 0, 0, "Cy Ray"), ("body", "Bob Day", 5, 0, "Bob Day")]),
+        ("repeat", STATUS_APPLIED, [("body", "Cy Ray", 0, 0, "Cy Ray"), ("body", "Bob Day", 18, 1, "Bob Day")]),
+        ("nothing", STATUS_SKIPPED_EMPTY, None),
+    ]), label="stories")
+    assert_that(errors, equal_to([]), label="errors")
 
 
 # --- Loading models ------------------------------------------------------------------------------------

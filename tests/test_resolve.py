@@ -78,6 +78,16 @@ def _story(body: str, names: list[tuple[str, str]], *, headline=None, dateline=N
                ner_status=STATUS_APPLIED)
 
 
+def _headlined(story: Story, names: list[tuple[str, str]]) -> Story:
+  """``story`` with the given (text, label) headline mentions, found in order in its headline, first."""
+  mentions, at = [], 0
+  for text, label in names:
+    start = story.headline.index(text, at)
+    mentions.append(Entity(text, label, start, start + len(text), 0.9, 0, field="headline"))
+    at = start + len(text)
+  return dataclasses.replace(story, entities=mentions + story.entities)
+
+
 def _by_text(story: Story) -> dict[str, Entity]:
   return {e.text: e for e in story.entities}
 
@@ -191,6 +201,66 @@ def test_story_countries_come_from_the_text_most_salient_first_never_from_places
   assert resolved.places == ["ZZ"] and story.entities[0].entity_key is None  # the input is unchanged
 
 
+def test_headline_mentions_join_the_persons_of_the_body():
+  body = "Treasury Secretary James Baker said on Monday. Baker added that Yeutter agreed."
+  story = _headlined(_story(body, [("James Baker", "PER"), ("Baker", "PER"), ("Yeutter", "PER")],
+                            headline="TREASURY'S BAKER SAYS YEUTTER AGREED"),
+                     [("TREASURY", "ORG"), ("BAKER", "ORG"), ("YEUTTER", "PER")])
+  resolved = resolve.resolve_story(story, _resolver())
+  rows = [(e.field, e.text, e.label, e.entity_key, e.canonical) for e in resolved.entities]
+  assert rows[1:] == [
+      ("headline", "BAKER", "PER", "per:james-baker", "James Baker"),  # tagged ORG, names the body's person
+      ("headline", "YEUTTER", "PER", "per:yeutter", "Yeutter"),  # the body's form, not the capitals
+      ("body", "James Baker", "PER", "per:james-baker", "James Baker"),
+      ("body", "Baker", "PER", "per:james-baker", "James Baker"),
+      ("body", "Yeutter", "PER", "per:yeutter", "Yeutter")]
+  assert rows[0][2:4] == ("ORG", "org:treasury")
+  from schemas.tables import entity_rows, story_entities
+  items = {item["entity_key"]: item for item in story_entities(resolved)}
+  assert list(items)[:3] == ["org:treasury", "per:james-baker", "per:yeutter"]  # headline first
+  assert (items["per:james-baker"]["mentions"], items["per:james-baker"]["first_field"],
+          items["per:james-baker"]["first_char"]) == (3, "headline", story.headline.index("BAKER"))
+  ids = [row["mention_id"] for row in entity_rows(resolved)]
+  assert ids[1] == f"s1:1:headline:{story.headline.index('BAKER')}:{story.headline.index('BAKER') + 5}"
+  assert len(set(ids)) == len(ids)
+  assert all(resolved.text_of(e)[e.start_char:e.end_char] == e.text for e in resolved.entities)
+
+
+def test_a_headline_only_brief_resolves_its_people_in_reading_case():
+  brief = _headlined(_story("", [], headline="U.S. TREASURY'S HOWARD BAKER SAYS VOLCKER AND O'NEILL AGREE"),
+                     [("U.S.", "LOC"), ("HOWARD BAKER", "PER"), ("VOLCKER", "PER"), ("O'NEILL", "PER")])
+  resolved = resolve.resolve_story(brief, _resolver())
+  rows = [(e.entity_key, e.canonical) for e in resolved.entities]
+  assert rows == [("geo:6252001", "United States"), ("per:howard-baker", "Howard Baker"),
+                  ("per:volcker", "Volcker"), ("per:oneill", "O'Neill")]
+  assert resolved.countries == ["US"]
+  # a headline place counts as the headline (2), not as a lead mention as well (2 more)
+  story = _headlined(_story("Officials in America said. America agreed.", [("America", "LOC"), ("America", "LOC")],
+                            headline="FRANCE WATCHES"), [("FRANCE", "LOC")])
+  story.entities[2].sentence_index = 1
+  assert resolve.resolve_story(story, _resolver()).countries == ["US", "FR"]  # US 3, FR 2
+
+
+def test_names_in_capitals_are_shown_as_written_elsewhere_in_the_story():
+  assert resolve.display_name("HOWARD BAKER") == "Howard Baker"
+  assert resolve.display_name("JEAN-CLAUDE PAYE") == "Jean-Claude Paye"
+  assert resolve.display_name("Ronald McDonald") == "Ronald McDonald"
+  assert not resolve.all_caps("U") and resolve.all_caps("EC'S")
+  story = _headlined(_story("The Japanese said. Talks in Ruritania went on.", [("Japanese", "MISC"), ("Ruritania", "LOC")],
+                            headline="JAPANESE SEE RURITANIA DEAL"), [("JAPANESE", "MISC"), ("RURITANIA", "LOC")])
+  resolved = resolve.resolve_story(story, _resolver())
+  assert {(e.entity_key, e.canonical) for e in resolved.entities} == {("misc:japanese", "Japanese"),
+                                                                      ("loc:ruritania", "Ruritania")}
+
+
+def test_a_headline_word_in_capitals_joins_the_organisation_it_starts():
+  body = "Chrysler Corp said on Monday that sales rose."
+  story = _headlined(_story(body, [("Chrysler Corp", "ORG")], headline="CHRYSLER SALES RISE"),
+                     [("CHRYSLER", "ORG")])
+  resolved = resolve.resolve_story(story, _resolver())
+  assert {(e.entity_key, e.canonical) for e in resolved.entities} == {("org:chrysler", "Chrysler Corp")}
+
+
 _TEXT = st.lists(st.sampled_from(list("aZ.'’- ()&ßé北京") + ["Mr ", "U.S.", "'s", "Paris", "SEC"]),
                  max_size=8).map("".join)
 
@@ -249,6 +319,25 @@ def test_files_of_schema_1_0_read_under_the_current_views(tmp_path):
   assert con.execute("SELECT count(*) FROM story_entities").fetchone() == (0,)
 
 
+def test_files_of_schema_1_1_read_with_mentions_in_the_body(tmp_path):
+  story = resolve.resolve_story(_story("Paris said.", [("Paris", "LOC")]), _resolver())
+  from schemas.tables import STORY_ENTITY_TYPE, entity_rows, event_row
+  old_item = pa.struct([f for f in STORY_ENTITY_TYPE if f.name != "first_field"])
+  old_events = pa.schema([f.with_type(pa.list_(old_item)) if f.name == "story_entities" else f for f in EVENTS])
+  old_entities = pa.schema([f for f in ENTITIES if f.name != "field"])
+  event = event_row(story)
+  event["story_entities"] = [{k: v for k, v in item.items() if k != "first_field"} for item in event["story_entities"]]
+  mentions = [{k: v for k, v in row.items() if k != "field"} for row in entity_rows(story)]
+  for table, schema, rows in (("events", old_events, [event]), ("entities", old_entities, mentions)):
+    folder = tmp_path / table / "date=2024-01-01"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "part-old.parquet")
+  con = query.connect(str(tmp_path))
+  assert con.execute("SELECT text, field, start_char FROM entities").fetchall() == [("Paris", None, 0)]
+  assert con.execute("SELECT canonical, first_char, first_field FROM story_entities").fetchall() == [
+      ("Paris", 0, None)]
+
+
 @needs_geonames
 def test_the_real_gazetteer_is_built_once_per_process():
   first = resolve.load_resolver()
@@ -283,6 +372,47 @@ def test_seed_story_through_the_pipeline(tmp_path):
   people = con.execute("SELECT canonical, mentions FROM story_entities WHERE label = 'PER' "
                        "ORDER BY mentions DESC, canonical").fetchall()
   assert people[0] == ("Rex Tillerson", 3) and ("Donald Trump", 2) in people
+
+
+_BRIEFS = """<REUTERS TOPICS="NO" OLDID="1" NEWID="1"><DATE> 5-MAR-1987 14:08:39.63</DATE>
+<TEXT TYPE="BRIEF">&#2;
+******<TITLE>YEUTTER SAYS U.S. BUDGET DEFICIT REDUCTION KEY TO TRADE DEFICIT SOLUTION
+</TITLE>Blah blah blah.
+&#3;
+</TEXT>
+</REUTERS>
+<REUTERS TOPICS="NO" OLDID="2" NEWID="2"><DATE> 5-MAR-1987 14:09:39.63</DATE>
+<TEXT>&#2;
+<TITLE>TREASURY'S BAKER SEES NO CHANGE IN DOLLAR POLICY</TITLE>
+<DATELINE>    WASHINGTON, March 5 - </DATELINE><BODY>Treasury Secretary James Baker said on Thursday
+there had been no change in U.S. policy on the dollar. Baker told reporters the policy stood.
+ Reuter
+&#3;</BODY></TEXT>
+</REUTERS>
+"""
+
+
+@needs_geonames
+def test_headlines_through_the_pipeline(tmp_path):
+  from pipelines.cli import main
+
+  (tmp_path / "briefs.sgm").write_text(_BRIEFS)
+  lake = tmp_path / "lake"
+  assert main(["run", "--input", str(tmp_path / "briefs.sgm"), "--output", str(lake), "--runner=DirectRunner"]) == 0
+  con = query.connect(str(lake))
+  rows = con.execute("SELECT v.guid, v.ner_status, v.resolve_status, e.field, e.text, e.entity_key, e.canonical, "
+                     "e.text = substr(CASE e.field WHEN 'headline' THEN v.headline ELSE v.body END, "
+                     "e.start_char + 1, e.end_char - e.start_char) FROM entities e JOIN events v USING (event_id) "
+                     "WHERE e.label = 'PER' ORDER BY v.guid, e.field DESC, e.start_char").fetchall()
+  assert {row[1:3] for row in rows} == {("applied", "applied")} and all(row[-1] for row in rows)
+  assert [row[0] + " " + " ".join(row[3:7]) for row in rows] == [
+      "1 headline YEUTTER per:yeutter Yeutter",  # a brief: the headline is all there is to read
+      "2 headline BAKER per:james-baker James Baker",
+      "2 body James Baker per:james-baker James Baker",
+      "2 body Baker per:james-baker James Baker"]
+  first = con.execute("SELECT first_field, first_char, mentions FROM story_entities "
+                      "WHERE entity_key = 'per:james-baker'").fetchone()
+  assert first == ("headline", len("TREASURY'S "), 3)
 
 
 @needs_geonames

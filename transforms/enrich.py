@@ -4,12 +4,17 @@
 :class:`EnrichModelHandler` (the models of :mod:`transforms.core`, on the backend asked for) and one set of
 route, attach and failure steps. Every input story comes out exactly once, with for each stage asked for:
 
-* empty body -> ``skipped_empty``;
+* nothing to read (neither body nor headline) -> ``skipped_empty``;
 * a language the stage's model does not declare -> ``skipped_language`` (a story without a known language
   is read);
 * otherwise ``applied`` with its ``entities`` / ``topics``;
 * a batch the models fail on, or mentions that do not match the body at their offsets -> ``failed``, plus a
   ``DeadLetter`` with the stage's name.
+
+A story's text is its headline and its body. NER reads the body and, apart, a headline the body does not
+start with (:func:`headline_to_read`; a headline-only brief is read too): headline mentions carry
+``field="headline"`` and offsets into the headline, so the body's offsets stay exact. The topic model
+reads a headline with the body (:mod:`transforms.core`).
 
 Counters live in the ``wirestream.enrich`` namespace, named ``{stage}_{outcome}``. The stage adds no
 windowing of its own, so streaming windows are preserved.
@@ -25,6 +30,7 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from schemas.records import (
+  FIELD_HEADLINE,
   STATUS_APPLIED,
   STATUS_FAILED,
   STATUS_SKIPPED_EMPTY,
@@ -42,8 +48,44 @@ FIELDS = {"ner": ("entities", "ner_status", "ner_model"), "topics": ("topics", "
 
 
 def story_size(story: Story) -> int:
-  """A story's weight for batching: its body length in characters (at least 1)."""
-  return max(1, len(story.body or ""))
+  """A story's weight for batching: its headline and body length in characters (at least 1)."""
+  return max(1, len(story.body or "") + len(story.headline or ""))
+
+
+def has_text(story: Story) -> bool:
+  """Whether the story has anything to read: a body or a headline."""
+  return bool((story.body or "").strip() or (story.headline or "").strip())
+
+
+def headline_to_read(story: Story) -> str | None:
+  """The headline NER reads apart from the body: the story's headline, unless it is empty or the body
+  starts with it (its mentions are then in the body already)."""
+  headline = story.headline or ""
+  if not headline.strip() or (story.body or "").lstrip().startswith(headline.strip()):
+    return None
+  return headline
+
+
+def enrich_stories(model: core.Enrichment, stories: Sequence[Story],
+                   batch_tokens: int = wd.DEFAULT_BATCH_TOKENS) -> list[core.Enriched]:
+  """The models over ``stories``: each stage reads the stories whose status for it is still open (None).
+
+  Headline mentions (see :func:`headline_to_read`) come first in ``entities``, with ``field="headline"``
+  and ``sentence_index`` 0 (a headline is one sentence), then the body's.
+  """
+  ner_flags = [s.ner_status is None for s in stories]
+  results = model([s.body for s in stories], [s.headline for s in stories], ner_flags=ner_flags,
+                  topic_flags=[s.topics_status is None for s in stories], batch_tokens=batch_tokens)
+  heads = [(i, text) for i, s in enumerate(stories)
+           if ner_flags[i] and model.ner is not None and (text := headline_to_read(s)) is not None]
+  if heads:
+    texts = [text for _, text in heads]
+    read = model(texts, ner_flags=[True] * len(texts), topic_flags=[False] * len(texts),
+                 sentences=[[(0, len(text))] for text in texts], batch_tokens=batch_tokens)
+    for (i, _), result in zip(heads, read, strict=True):
+      mentions = [dataclasses.replace(e, field=FIELD_HEADLINE, sentence_index=0) for e in result.entities or ()]
+      results[i].entities = mentions + (results[i].entities or [])
+  return results
 
 
 class EnrichModelHandler(ModelHandler[Story, PredictionResult, core.Enrichment]):
@@ -74,19 +116,18 @@ class EnrichModelHandler(ModelHandler[Story, PredictionResult, core.Enrichment])
   def run_inference(self, batch: Sequence[Story], model: core.Enrichment,
                     inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
     # a stage reads a story whose status the route left open
-    results = model([s.body for s in batch], [s.headline for s in batch],
-                    ner_flags=[s.ner_status is None for s in batch],
-                    topic_flags=[s.topics_status is None for s in batch], batch_tokens=self._batch_tokens)
+    results = enrich_stories(model, batch, self._batch_tokens)
     return [PredictionResult(story, result, model.name) for story, result in zip(batch, results, strict=True)]
 
   def get_num_bytes(self, batch: Sequence[Story]) -> int:
-    return sum(len(story.body.encode("utf-8", "backslashreplace")) for story in batch)
+    return sum(len(story.body.encode("utf-8", "backslashreplace"))
+               + len((story.headline or "").encode("utf-8", "backslashreplace")) for story in batch)
 
   def get_metrics_namespace(self) -> str:
     return NAMESPACE
 
   def batch_elements_kwargs(self) -> dict[str, Any]:
-    # Batches are capped by body length (in characters), not by story count alone.
+    # Batches are capped by text length (in characters), not by story count alone.
     return {"max_batch_size": self._max_batch_chars, "element_size_fn": story_size}
 
 
@@ -96,7 +137,8 @@ def _with(story: Story, stage: str, value, status: str, model: str) -> Story:
 
 
 def _dead_letter(story: Story, stage: str, error: BaseException | str) -> DeadLetter:
-  return DeadLetter.from_raw(story.body.encode("utf-8", "backslashreplace"), uri=story.input_uri, locator=story.locator,
+  text = story.body if story.body.strip() else (story.headline or "")
+  return DeadLetter.from_raw(text.encode("utf-8", "backslashreplace"), uri=story.input_uri, locator=story.locator,
                              stage=stage, error=error, message_id=story.message_id, story_id=story.story_id)
 
 
@@ -132,7 +174,7 @@ class _Route(_StageDoFn):
   """Sets the status of every stage that does not apply; stories with at least one stage left go on."""
 
   def process(self, story: Story):
-    empty = not (story.body or "").strip()
+    empty = not has_text(story)
     left = False
     for stage, (name, languages) in self._models.items():
       if empty or not sp.accepts_language(languages, story.language):
@@ -152,11 +194,11 @@ class _Attach(_StageDoFn):
     enriched: core.Enriched = result.inference
     entities = enriched.entities
     if entities is not None:
-      bad = [e for e in entities if story.body[e.start_char:e.end_char] != e.text]
+      bad = [e for e in entities if story.text_of(e)[e.start_char:e.end_char] != e.text]
       if bad:
         self.count("ner", STATUS_FAILED)
         yield beam.pvalue.TaggedOutput("errors", _dead_letter(
-            story, "ner", ValueError(f"{len(bad)} mention(s) do not match the body at their offsets")))
+            story, "ner", ValueError(f"{len(bad)} mention(s) do not match their text at their offsets")))
         story = _with(story, "ner", None, STATUS_FAILED, self._models["ner"][0])
       else:
         self.count("ner", STATUS_APPLIED)

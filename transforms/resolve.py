@@ -15,6 +15,14 @@ Runs after NER on every story whose NER applied (no network; the gazetteer is bu
 - LOC: geocoded (below); mentions of one place share its key, the canonical name is the gazetteer's.
 - MISC: one entity per normalised name.
 
+**Headline mentions** (``Entity.field == "headline"``, offsets into the headline) take part like the
+body's: the story reads headline first, then body, so "BAKER" in a headline joins the body's "James
+Baker", and a headline mention tagged ORG or MISC whose words are the name or surname of exactly one
+person of the story is that person (relabelled PER: a headline is read without context, often in
+capitals). A name is shown as a reader writes it: forms not in capitals are preferred, and a person named
+in capitals only is title-cased ("YEUTTER" -> "Yeutter"); keys do not depend on case. Nothing links
+stories: a person only ever named by surname, as in a headline-only brief, keeps ``per:<surname>``.
+
 **Keys** are deterministic, the same in every story and every run:
 
 - ``geo:<geonameid>`` for a geocoded place ("U.S.", "US", "United States", "America" ->
@@ -38,9 +46,10 @@ well-known names. A mention is left ungeocoded rather than guessed, with ``geo_s
 story does not tell them apart).
 
 **Countries of the story** (``Story.countries``), from the story's text only: each country scores
-:data:`WEIGHTS` for the dateline, the headline, the first sentence and each mention (a place counts for
-its country); countries reaching :data:`MIN_COUNTRY_SCORE` are kept, most salient first. The source's
-own place tags (``Story.places``) are never read.
+:data:`WEIGHTS` for the dateline, the headline, the first sentence and each mention of the body (a place
+counts for its country; the headline's places count as the headline); countries reaching
+:data:`MIN_COUNTRY_SCORE` are kept, most salient first. The source's own place tags (``Story.places``) are
+never read.
 """
 
 from __future__ import annotations
@@ -52,7 +61,7 @@ from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
 
-from schemas.records import STATUS_APPLIED, STATUS_FAILED, DeadLetter, Entity, GeoPlace, Story
+from schemas.records import FIELD_HEADLINE, STATUS_APPLIED, STATUS_FAILED, DeadLetter, Entity, GeoPlace, Story
 from transforms import gazetteer as gz
 from transforms import spec as sp
 
@@ -67,7 +76,8 @@ GEO_AMBIGUOUS = "ambiguous"
 WEIGHTS = {"dateline": 3.0, "headline": 2.0, "lead": 1.0, "mention": 1.0}
 #: A country is one the story is about from this score on.
 MIN_COUNTRY_SCORE = 2.0
-#: Cities named in a headline count from this population on (a headline is not tagged by NER).
+#: Cities named in a headline count from this population on (the headline's words are matched against
+#: the gazetteer, besides its NER mentions, without context).
 HEADLINE_CITY_POPULATION = 1_000_000
 #: Score bonuses of the geocoder.
 COUNTRY_BONUS = 1.0
@@ -151,6 +161,25 @@ def load_resolver() -> Resolver:
 
 def words(text: str) -> list[str]:
   return _WORD.findall(text)
+
+
+def all_caps(text: str) -> bool:
+  """True for a name written in capitals only ("TREASURY'S BAKER"), as wire headlines are."""
+  letters = [c for c in text if c.isalpha()]
+  return len(letters) > 1 and all(c.isupper() for c in letters)
+
+
+def display_name(name: str) -> str:
+  """A person's name as a reader writes it: an all-capitals name in title case ("HOWARD BAKER" ->
+  "Howard Baker", "O'NEILL" -> "O'Neill"); any other name unchanged."""
+  if not all_caps(name):
+    return name
+  return re.sub(r"[^\W\d_]+", lambda m: m.group(0)[0] + m.group(0)[1:].lower(), name)
+
+
+def position(entity: Entity) -> tuple[int, int]:
+  """Where a mention is in the story read as headline then body (for ordering mentions)."""
+  return (0 if entity.field == FIELD_HEADLINE else 1, entity.start_char)
 
 
 def strip_possessive(text: str) -> str:
@@ -296,7 +325,7 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
   """``story`` with its entities resolved and its countries set (a new Story; the input is unchanged)."""
   knowledge = resolver.knowledge
   entities = [dataclasses.replace(e) for e in story.entities or ()]
-  order = sorted(range(len(entities)), key=lambda i: entities[i].start_char)
+  order = sorted(range(len(entities)), key=lambda i: position(entities[i]))
 
   # Context for geocoding: the dateline place, then the countries of unambiguous places.
   context = _Context(set())
@@ -311,12 +340,12 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
       if code:
         context.countries.add(code)
 
-  persons: list[dict] = []  # {"tokens", "names", "offsets" (of its full-name mentions, ascending)}
+  persons: list[dict] = []  # {"tokens", "names", "offsets" (positions of its full-name mentions, ascending)}
   orgs: dict[str, dict] = {}  # core name -> {"forms", "maintained" (the list's name or None)}
   acronyms: dict[str, str] = {}  # acronym -> core
   places: dict[str, tuple[gz.Place | None, str]] = {}
 
-  def person_for(tokens: list[str], start: int) -> dict:
+  def person_for(tokens: list[str], start: tuple[int, int]) -> dict:
     if len(tokens) >= 2:
       for p in persons:
         if p["tokens"] == tokens or (len(p["tokens"]) >= 2 and p["tokens"][-len(tokens):] == tokens):
@@ -338,17 +367,33 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
   person_of: dict[int, dict] = {}
   per = [i for i in order if entities[i].label == "PER"]
   cleaned = {i: clean_person(entities[i].text, knowledge) for i in per}
-  for i in sorted(per, key=lambda i: (len(person_tokens(cleaned[i], knowledge)) < 2, entities[i].start_char)):
+  for i in sorted(per, key=lambda i: (len(person_tokens(cleaned[i], knowledge)) < 2, position(entities[i]))):
     tokens = person_tokens(cleaned[i], knowledge)
-    person = person_for(tokens, entities[i].start_char)
+    person = person_for(tokens, position(entities[i]))
     person["names"].append(cleaned[i])
     if len(tokens) >= 2 or len(person["tokens"]) < 2:
-      person["offsets"].append(entities[i].start_char)
+      person["offsets"].append(position(entities[i]))
       person["offsets"].sort()
     person_of[i] = person
+  # A headline mention tagged ORG or MISC that names a person of the story ("TREASURY'S BAKER", with
+  # "James Baker" in the body) is that person: a headline is read without context, often in capitals.
+  for i in order:
+    e = entities[i]
+    if e.field != FIELD_HEADLINE or e.label not in ("ORG", "MISC") \
+        or gz.normalize_name(strip_possessive(e.text)) in knowledge.organizations:
+      continue
+    name = clean_person(e.text, knowledge)
+    tokens = person_tokens(name, knowledge)
+    named = [p for p in persons if len(p["tokens"]) >= 2 and (
+        p["tokens"] == tokens or (len(tokens) == 1 and p["tokens"][-1] == tokens[0]))]
+    if len(named) == 1:
+      e.label = "PER"
+      named[0]["names"].append(name)
+      person_of[i] = named[0]
   for person in persons:
     names = person["names"]
-    person["canonical"] = max(names, key=lambda n: (len(words(n)), len(n), -names.index(n)))
+    best = max(names, key=lambda n: (len(words(n)), not all_caps(n), len(n), -names.index(n)))
+    person["canonical"] = display_name(best)
     full = max((person_tokens(n, knowledge) for n in names), key=len)
     person["key"] = "per:" + slug(" ".join(full))
 
@@ -365,7 +410,7 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
     org = orgs.setdefault(core, {"forms": [], "maintained": known})
     org["forms"].append(text)
     org_core_of[i] = core
-    after = story.body[e.end_char:e.end_char + 16]
+    after = story.text_of(e)[e.end_char:e.end_char + 16]
     spelled = re.match(r"\s*\(([A-Z][A-Za-z&.]{1,9})\)", after)
     if spelled and not known and len(words(text)) >= 2:
       acronyms.setdefault(spelled.group(1).replace(".", ""), core)
@@ -374,13 +419,17 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
     org = orgs[core]
     text = strip_possessive(entities[i].text)
     target = None
-    if _is_acronym(text) and not org["maintained"]:
+    acronym = _is_acronym(text)
+    if acronym and not org["maintained"]:
       letters = text.replace(".", "")
       target = acronyms.get(letters)
       if target is None:
         matches = {c for c in orgs if c != core and len(c.split()) >= 2 and initials(c, knowledge) == letters.lower()}
         target = matches.pop() if len(matches) == 1 else None
-    elif not org["maintained"] and len(core.split()) == 1 and len(core) >= 4 and core not in _GENERIC_ORG_WORDS:
+    # a word in a capitals-only headline ("CHRYSLER") may be a short form as well as an acronym
+    capitals = entities[i].field == FIELD_HEADLINE and all_caps(story.headline or "")
+    if target is None and (not acronym or capitals) and not org["maintained"] and len(core.split()) == 1 \
+        and len(core) >= 4 and core not in _GENERIC_ORG_WORDS:
       matches = {c for c in orgs if c != core and len(c.split()) >= 2 and c.split()[0] == core}
       target = matches.pop() if len(matches) == 1 else None
     if target is not None and target != core:
@@ -394,7 +443,7 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
       org["canonical"] = org["maintained"]
     else:
       forms = [f for f in org["forms"] if not _is_acronym(f)] or org["forms"]
-      org["canonical"] = max(forms, key=lambda f: (len(words(f)), len(f)))
+      org["canonical"] = max(forms, key=lambda f: (not all_caps(f), len(words(f)), len(f)))
     org["key"] = "org:" + slug(org_core(org["canonical"], knowledge))
 
   for i in order:
@@ -418,6 +467,16 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
         e.entity_key, e.canonical = "loc:" + slug(e.text), strip_possessive(e.text)
     else:
       e.entity_key, e.canonical = f"{e.label.lower()}:" + slug(strip_possessive(e.text)), strip_possessive(e.text)
+  # A name kept as written (MISC, a place not geocoded): the first form not in capitals names the entity.
+  written: dict[str, str] = {}
+  for i in order:
+    e = entities[i]
+    if e.entity_key and e.entity_key.split(":")[0] in ("misc", "loc") and e.canonical:
+      if e.entity_key not in written or (all_caps(written[e.entity_key]) and not all_caps(e.canonical)):
+        written[e.entity_key] = e.canonical
+  for e in entities:
+    if e.entity_key in written:
+      e.canonical = written[e.entity_key]
 
   countries = story_countries(story, entities, dateline_place, resolver)
   return dataclasses.replace(story, entities=entities, countries=countries, resolve_status=STATUS_APPLIED)
@@ -471,7 +530,7 @@ def story_countries(story: Story, entities: Sequence[Entity], dateline_place: gz
   for code in _headline_places(story.headline or "", entities, resolver):
     add(code, WEIGHTS["headline"], -1)
   for e in entities:
-    if e.place is not None:
+    if e.place is not None and e.field != FIELD_HEADLINE:  # the headline is scored above
       weight = WEIGHTS["mention"] + (WEIGHTS["lead"] if e.sentence_index == 0 else 0.0)
       add(e.place.country_code, weight, e.start_char)
   kept = [code for code, score in scores.items() if score >= MIN_COUNTRY_SCORE]
@@ -501,8 +560,9 @@ class _Resolve(beam.DoFn):
       resolved = resolve_story(story, self._resolver)
     except Exception as error:  # noqa: BLE001 - one bad story never stops the stage
       self._failed.inc()
+      text = story.body if story.body.strip() else (story.headline or "")
       yield beam.pvalue.TaggedOutput("errors", DeadLetter.from_raw(
-          story.body.encode("utf-8"), uri=story.input_uri, locator=story.locator, stage=STAGE, error=error,
+          text.encode("utf-8"), uri=story.input_uri, locator=story.locator, stage=STAGE, error=error,
           message_id=story.message_id, story_id=story.story_id))
       yield dataclasses.replace(story, resolve_status=STATUS_FAILED)
       return

@@ -14,7 +14,8 @@ not fitted to any file):
   canonical name is one of the code's names (:data:`ORG_NAMES`, keyed like the stage keys them).
 
 People and organisations are scored over all tagged stories and over those with a body
-(``*_with_body``): a story that is a headline alone (a Reuters BRIEF) has no text for NER to read.
+(``*_with_body``); ``people_recall_headline_only`` is the people's recall over the stories that are a
+headline alone (a Reuters BRIEF), which NER reads from the headline only.
 
 It also scores the plain baseline (NER LOC mentions and the dateline, matched exactly against country
 names and cities of 100,000 people or more, no context) and times NER and the resolve stage. The last
@@ -243,6 +244,7 @@ def score(stories: Sequence, tags: dict[str, dict[str, list[str]]], resolver) ->
       "people_tags": people[1],
       "people_recall_with_body": _ratio(people[2], people[3]),
       "people_tags_with_body": people[3],
+      "people_recall_headline_only": _ratio(people[0] - people[2], people[1] - people[3]),
       "orgs_recall": _ratio(orgs[0], orgs[1]),
       "orgs_tags": orgs[1],
       "orgs_recall_with_body": _ratio(orgs[2], orgs[3]),
@@ -267,23 +269,29 @@ def hide_tags(story):
 
 
 def run_stages(stories: Sequence, threads: int | None = None) -> tuple[list, dict[str, float]]:
-  """NER (the fused ONNX path, as the pipeline runs it) and the resolve stage over ``stories``;
-  the resolved stories and the seconds each took."""
-  from pipelines.training.bench import run_core
-  from schemas.records import STATUS_APPLIED
-  from transforms import core, resolve
+  """NER and topics (the fused ONNX path, the headline read as the pipeline reads it, in the batches
+  ``RunInference`` forms) and the resolve stage over ``stories``; the resolved stories and the seconds
+  each took. A story with nothing to read is skipped as the pipeline skips it."""
+  from pipelines.training.bench import story_batches
+  from schemas.records import STATUS_APPLIED, STATUS_SKIPPED_EMPTY
+  from transforms import core, enrich, resolve
 
   enrichment = core.load(threads=threads)
   started = time.perf_counter()
-  tagged = [dataclasses.replace(story, entities=result.entities, topics=result.topics,
-                                ner_status=STATUS_APPLIED, topics_status=STATUS_APPLIED)
-            for story, result in zip(stories, run_core(enrichment, list(stories)), strict=True)]
+  tagged = []
+  for batch in story_batches([s for s in stories if enrich.has_text(s)]):
+    for story, result in zip(batch, enrich.enrich_stories(enrichment, batch), strict=True):
+      tagged.append(dataclasses.replace(story, entities=result.entities, topics=result.topics,
+                                        ner_status=STATUS_APPLIED, topics_status=STATUS_APPLIED))
+  tagged += [dataclasses.replace(s, ner_status=STATUS_SKIPPED_EMPTY, topics_status=STATUS_SKIPPED_EMPTY)
+             for s in stories if not enrich.has_text(s)]
   enrich_seconds = time.perf_counter() - started
   started = time.perf_counter()
   resolver = resolve.load_resolver()
   load_seconds = time.perf_counter() - started
   started = time.perf_counter()
-  resolved = [resolve.resolve_story(story, resolver) for story in tagged]
+  resolved = [resolve.resolve_story(story, resolver) if story.ner_status == STATUS_APPLIED else story
+              for story in tagged]
   resolve_seconds = time.perf_counter() - started
   return resolved, {"enrich_seconds": round(enrich_seconds, 2), "gazetteer_load_seconds": round(load_seconds, 2),
                     "resolve_seconds": round(resolve_seconds, 3)}
