@@ -215,6 +215,9 @@ def test_headline_mentions_join_the_persons_of_the_body():
       ("body", "Baker", "PER", "per:james-baker", "James Baker"),
       ("body", "Yeutter", "PER", "per:yeutter", "Yeutter")]
   assert rows[0][2:4] == ("ORG", "org:treasury")
+  ford = _headlined(_story("Henry Ford of Ford Motor Co said.", [("Henry Ford", "PER"), ("Ford Motor Co", "ORG")],
+                           headline="FORD SALES RISE"), [("FORD", "ORG")])
+  assert resolve.resolve_story(ford, _resolver()).entities[0].entity_key == "org:ford-motor"
   from schemas.tables import entity_rows, story_entities
   items = {item["entity_key"]: item for item in story_entities(resolved)}
   assert list(items)[:3] == ["org:treasury", "per:james-baker", "per:yeutter"]  # headline first

@@ -377,6 +377,9 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
     person_of[i] = person
   # A headline mention tagged ORG or MISC that names a person of the story ("TREASURY'S BAKER", with
   # "James Baker" in the body) is that person: a headline is read without context, often in capitals.
+  # Not when an organisation of the body starts with the name ("FORD" with "Ford Motor Co" in the body).
+  body_orgs = {org_core(strip_possessive(e.text), knowledge).split()[0] for e in entities
+               if e.label == "ORG" and e.field != FIELD_HEADLINE and org_core(strip_possessive(e.text), knowledge)}
   for i in order:
     e = entities[i]
     if e.field != FIELD_HEADLINE or e.label not in ("ORG", "MISC") \
@@ -384,6 +387,8 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
       continue
     name = clean_person(e.text, knowledge)
     tokens = person_tokens(name, knowledge)
+    if tokens[0] in body_orgs:
+      continue
     named = [p for p in persons if len(p["tokens"]) >= 2 and (
         p["tokens"] == tokens or (len(tokens) == 1 and p["tokens"][-1] == tokens[0]))]
     if len(named) == 1:
