@@ -94,16 +94,18 @@ def test_the_default_models_give_the_same_results_in_any_batch_order():
 
 
 def test_onnx_fp32_matches_torch_and_int8_agrees(tiny_models, onnx_int8):
+  from pipelines.training.bench import agreement
+
   torch_model = core.load(*map(str, tiny_models), backend="torch", threads=1)
   fp32 = core.load(*map(str, tiny_models), precision="fp32", threads=1)
   want = torch_model(TEXTS, HEADLINES)
-  for got in (fp32(TEXTS, HEADLINES), onnx_int8(TEXTS, HEADLINES)):
-    for a, b in zip(got, want, strict=True):
-      assert [(e.start_char, e.end_char, e.label) for e in a.entities] == \
-          [(e.start_char, e.end_char, e.label) for e in b.entities]
-      assert a.topics[0].code == b.topics[0].code
   for a, b in zip(fp32(TEXTS, HEADLINES), want, strict=True):
+    assert [(e.start_char, e.end_char, e.label) for e in a.entities] == \
+        [(e.start_char, e.end_char, e.label) for e in b.entities]
     assert a.topic_scores == pytest.approx(b.topic_scores, abs=1e-4)
+  # int8 rounds: on this random network it may move a mention whose labels are near a tie, no more.
+  agreed = agreement(onnx_int8(TEXTS, HEADLINES), want)
+  assert agreed["top_topic_agreement"] == 1.0 and agreed["mention_agreement"] >= 0.9, agreed
 
 
 def test_two_encoder_graph_gives_the_same_results(tiny_models):
@@ -133,6 +135,41 @@ def test_export_is_cached_and_keyed_by_the_weights_and_models(tiny_models, monke
   assert len(keys) == 4
   monkeypatch.setattr(ob, "EXPORT_VERSION", "other")
   assert ob.cache_key(ner, topics) not in keys
+
+
+def test_int8_graph_reads_smoothed_inputs_and_keeps_the_classifier_in_fp32(tiny_models, onnx_int8):
+  import onnx
+
+  graph = onnx.load(str(onnx_int8.parts[0].backend.graph)).graph
+  ops = {node.name: node.op_type for node in graph.node}
+  assert ops["/classifier/MatMul"] == "MatMul"
+  assert ops["/layer.0/intermediate/dense/MatMul"] == "MatMul"
+  smoothed = {node.output[0] for node in graph.node if node.name.endswith(ob.SMOOTH_SUFFIX)}
+  quantised = [node for node in graph.node if node.op_type == "DynamicQuantizeLinear"]
+  assert quantised and all(node.input[0] in smoothed for node in quantised)
+
+
+def test_smoothing_is_calibrated_deterministically_and_keeps_the_fp32_function(tiny_models, tmp_path):
+  import numpy as np
+  import onnx
+  import onnxruntime as ort
+
+  ner, topics = sp.read_ner(tiny_models[0]), sp.read_topics(tiny_models[1])
+  fp32 = onnx.load(str(ob.ensure_exported(ner, topics) / ob.GRAPH_FILES["fp32"]))
+  feeds = ob.calibration_feeds(ner, topics)
+  ranges = ob.input_ranges(fp32, feeds)
+  again = ob.input_ranges(fp32, feeds)
+  assert ranges.keys() == again.keys() and all(np.array_equal(ranges[k], again[k]) for k in ranges)
+  assert max(float(r.max()) for r in ranges.values()) > 1.0
+  smoothed = onnx.ModelProto()
+  smoothed.CopyFrom(fp32)
+  ob.smooth(smoothed, ranges)
+  assert sum(node.name.endswith(ob.SMOOTH_SUFFIX) for node in smoothed.graph.node) == len(ranges)
+  feed = max(feeds, key=lambda f: f["input_ids"].shape[1])
+  want, got = (ort.InferenceSession(g.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+               for g in (fp32, smoothed))
+  for a, b in zip(got, want, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_cached_graph_runs_without_torch(tiny_models, onnx_int8):

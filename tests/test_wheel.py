@@ -49,6 +49,7 @@ def test_wheel_carries_the_models_and_not_the_training_data(wheel):
   for name in ("ner/config.json", "ner/model.safetensors", "ner/README.md", "topics/topic_head.json",
                "topics/topic_head.safetensors", "topics/README.md"):
     assert f"transforms/assets/{name}" in sizes, f"{name} is not in the wheel"
+  assert "transforms/data/calibration.txt" in sizes, "the int8 calibration text is not in the wheel"
   for name, size in sizes.items():
     if name.endswith(".safetensors"):
       assert size < MODEL_FILE_LIMIT, f"{name} is {size / 2**20:.1f} MB"

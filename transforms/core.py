@@ -33,10 +33,10 @@ BACKENDS = ("onnx", "torch")
 #: Windows: cores of whole sentences packed up to the window less this many pieces on each side...
 DEFAULT_CONTEXT = 0
 #: ...and context filled up to the window's size (``False``: at most ``DEFAULT_CONTEXT`` pieces a side).
-#: Measured on CoNLL dev (int8, each window by itself): no context 0.9402, 8/16 pieces 0.9391/0.9393,
-#: 8 pieces filled up to the window 0.9417, 32 filled 0.9435 (at twice the pieces run). Filled windows
-#: read about 1.4 times the pieces and took 1.2-1.5 times as long as the former batched path, windows
-#: without context less than it: the default keeps the pipeline's speed (and beats its former 0.9394).
+#: CoNLL dev F1 without context: 0.9424 with the smoothed int8 graph (:mod:`transforms.onnx_backend`),
+#: 0.9405 in fp32. With the former int8 graph: no context 0.9402, 8/16 pieces 0.9391/0.9393, 8 pieces filled
+#: up to the window 0.9417, 32 filled 0.9435 (at twice the pieces run). Filled windows read about 1.4 times
+#: the pieces and take 1.2-1.5 times as long: the default keeps the pipeline's speed.
 DEFAULT_FILL = False
 
 
@@ -75,6 +75,24 @@ class Enricher:
     return wd.Row(text, self.prefix + ids + self.suffix,
                   [0] * len(self.prefix) + types + [0] * len(self.suffix), window)
 
+  def plan(self, t: int, body: str, headline: str | None, sentences: Sequence[tuple[int, int]] | None,
+           topics: bool, context: int = DEFAULT_CONTEXT, fill: bool = DEFAULT_FILL
+           ) -> tuple[wd.Encoded, list[wd.Row]]:
+    """The pieces of text ``t`` and its model rows: its windows, and for the topic head (``topics``) a
+    headline the body does not start with, or an empty row when there is nothing else to read."""
+    enc = wd.encode_text(self.tokenizer, body, sentences if sentences is not None else wd.split_sentences(body),
+                         self.casing)
+    planned = wd.plan_windows(enc.word_start, enc.sentence, self.max_pieces, context, fill)
+    rows = [self._row(t, enc.ids[w.start:w.end], enc.types[w.start:w.end], w) for w in planned]
+    headline = (headline or "").strip()
+    if topics and headline and not body.lstrip().startswith(headline):
+      head = wd.encode_text(self.tokenizer, headline, [(0, len(headline))], self.casing)
+      if head.ids:
+        rows.append(self._row(t, head.ids[:self.max_pieces], head.types[:self.max_pieces], None))
+    if topics and not rows:
+      rows.append(self._row(t, [], [], None))  # nothing to read: the topic head sees an empty text
+    return enc, rows
+
   def run(self, bodies: Sequence[str], headlines: Sequence[str | None], ner_flags: Sequence[bool],
           topic_flags: Sequence[bool], sentences: Sequence[Sequence[tuple[int, int]] | None], *,
           context: int, fill: bool, batch_tokens: int, max_padding: int) -> list[Enriched]:
@@ -86,18 +104,9 @@ class Enricher:
       if not (ner_flags[t] or topic_flags[t]):
         encoded.append(None)
         continue
-      sents = sentences[t] if sentences[t] is not None else wd.split_sentences(body)
-      enc = wd.encode_text(self.tokenizer, body, sents, self.casing)
+      enc, planned = self.plan(t, body, headlines[t], sentences[t], topic_flags[t], context, fill)
       encoded.append(enc)
-      planned = wd.plan_windows(enc.word_start, enc.sentence, self.max_pieces, context, fill)
-      rows += [self._row(t, enc.ids[w.start:w.end], enc.types[w.start:w.end], w) for w in planned]
-      headline = (headlines[t] or "").strip()
-      if topic_flags[t] and headline and not body.lstrip().startswith(headline):
-        head = wd.encode_text(self.tokenizer, headline, [(0, len(headline))], self.casing)
-        if head.ids:
-          rows.append(self._row(t, head.ids[:self.max_pieces], head.types[:self.max_pieces], None))
-      if topic_flags[t] and (not rows or rows[-1].text != t):
-        rows.append(self._row(t, [], [], None))  # nothing to read: the topic head sees an empty text
+      rows += planned
     probs = [np.zeros((len(enc.ids), len(self.ner.labels)), np.float32) if enc and ner_flags[t] else None
              for t, enc in enumerate(encoded)]
     topic_rows: list[list[tuple[np.ndarray, int]]] = [[] for _ in bodies]
