@@ -143,7 +143,7 @@ def test_int8_graph_reads_smoothed_inputs_and_keeps_the_classifier_in_fp32(tiny_
   graph = onnx.load(str(onnx_int8.parts[0].backend.graph)).graph
   ops = {node.name: node.op_type for node in graph.node}
   assert ops["/classifier/MatMul"] == "MatMul"
-  assert ops["/layer.0/intermediate/dense/MatMul"] == "MatMul"
+  assert ops["/layer.0/intermediate/dense/MatMul_quant"] == "MatMulInteger"
   smoothed = {node.output[0] for node in graph.node if node.name.endswith(ob.SMOOTH_SUFFIX)}
   quantised = [node for node in graph.node if node.op_type == "DynamicQuantizeLinear"]
   assert quantised and all(node.input[0] in smoothed for node in quantised)
