@@ -155,6 +155,17 @@ def test_country_aliases_share_one_key_across_stories():
   assert keys == {"geo:6252001"}
 
 
+def test_a_misc_mention_naming_a_country_takes_its_key_but_no_place():
+  r = _resolver()
+  story = resolve.resolve_story(_story("U.S. officials met Japanese and United States envoys in Paris.",
+                                       [("U.S.", "MISC"), ("Japanese", "MISC"), ("United States", "LOC"),
+                                        ("Paris", "LOC")], dateline="DALLAS, March 3"), r)
+  us, japanese, united_states = (_by_text(story)[t] for t in ("U.S.", "Japanese", "United States"))
+  assert us.entity_key == united_states.entity_key == "geo:6252001"
+  assert (us.canonical, us.place, us.label) == ("United States", None, "MISC")
+  assert japanese.entity_key == "misc:japanese"
+
+
 def test_geocoding_uses_the_dateline_and_population():
   r = _resolver()
   abroad = resolve.resolve_story(_story("Talks in Paris ended.", [("Paris", "LOC")]), r)

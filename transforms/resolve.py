@@ -13,7 +13,8 @@ Runs after NER on every story whose NER applied (no network; the gazetteer is bu
   suffixes ("Corp", "Inc") do not make a new organisation, and a one-word short form ("Chrysler") joins
   the one organisation of the story it starts.
 - LOC: geocoded (below); mentions of one place share its key, the canonical name is the gazetteer's.
-- MISC: one entity per normalised name.
+- MISC: one entity per normalised name; a MISC mention that is a country's name ("U.S. officials") takes
+  the country's key and name (not its place columns).
 
 **Headline mentions** (``Entity.field == "headline"``, offsets into the headline) take part like the
 body's: the story reads headline first, then body, so "BAKER" in a headline joins the body's "James
@@ -314,6 +315,15 @@ def _unambiguous_country(name: str, resolver: Resolver) -> str | None:
   return codes.pop() if len(codes) == 1 else None
 
 
+def _country_named(entity: Entity, resolver: Resolver) -> gz.Place | None:
+  """The country a MISC mention names outright ("U.S." in "U.S. officials"), else None: it takes the
+  country's key, though not its place columns, which stay the LOC mentions' (and the story countries')."""
+  if entity.label != "MISC":
+    return None
+  return next((c.place for c in resolver.gazetteer.lookup(strip_possessive(entity.text))
+               if c.primary and c.place.feature == gz.FEATURE_COUNTRY), None)
+
+
 def _geo(place: gz.Place) -> GeoPlace:
   return GeoPlace(place.geonameid, place.name, place.country_code, place.latitude, place.longitude, place.feature)
 
@@ -470,6 +480,8 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
         e.entity_key, e.canonical = f"geo:{place.geonameid}", place.name
       else:
         e.entity_key, e.canonical = "loc:" + slug(e.text), strip_possessive(e.text)
+    elif (country := _country_named(e, resolver)) is not None:
+      e.entity_key, e.canonical = f"geo:{country.geonameid}", country.name
     else:
       e.entity_key, e.canonical = f"{e.label.lower()}:" + slug(strip_possessive(e.text)), strip_possessive(e.text)
   # A name kept as written (MISC, a place not geocoded): the first form not in capitals names the entity.
