@@ -44,6 +44,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
@@ -52,6 +53,7 @@ import numpy as np
 
 from schemas import Story
 from transforms.revision import strip_headline_prefixes
+from transforms.windows import split_sentences
 
 METRICS_NAMESPACE = "wirestream.cluster"
 
@@ -63,6 +65,9 @@ SENTENCE_KEYS = 8
 SENTENCE_SKETCH = 32
 MIN_SENTENCE_TOKENS = 6
 SHORT_TOKENS = 40
+FIGURE_SKETCH = 32
+MIN_FIGURES = 4
+FIGURE_CONTAINMENT = 0.5
 
 NEAR_JACCARD = 0.5
 SAME_HEADLINE_JACCARD = 0.4
@@ -79,7 +84,7 @@ LINKS = "links"
 
 _MASK64 = (1 << 64) - 1
 _WORD_RE = re.compile(r"\w+")
-_SENTENCE_END_RE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_FIGURE_RE = re.compile(r"\d+(?:[.,/]\d+)*")
 
 
 def _h64(data: bytes) -> int:
@@ -106,15 +111,23 @@ def tokens(text: str | None) -> list[str]:
   return _WORD_RE.findall((text or "").lower())
 
 
-def sentences(body: str | None) -> list[list[str]]:
-  """The body's sentences (split at paragraph breaks and sentence ends) as token lists."""
+def figures(text: str | None) -> list[str]:
+  """The figures of a text, in order ("12,231,000", "2.1", "1/4")."""
+  return _FIGURE_RE.findall(text or "")
+
+
+def sentence_texts(body: str | None) -> list[str]:
+  """The body's sentences: every line break ends one (table rows are lines), and so do sentence ends
+  (:func:`transforms.windows.split_sentences`: not after initials or abbreviations such as "U.S." or "Inc.")."""
   out = []
-  for paragraph in (body or "").split("\n"):
-    for sentence in _SENTENCE_END_RE.split(paragraph):
-      words = tokens(sentence)
-      if words:
-        out.append(words)
+  for line in (body or "").split("\n"):
+    out.extend(line[start:end] for start, end in split_sentences(line))
   return out
+
+
+def sentences(body: str | None) -> list[list[str]]:
+  """The body's sentences (:func:`sentence_texts`) as token lists."""
+  return [words for words in map(tokens, sentence_texts(body)) if words]
 
 
 def minhash(words: Sequence[str]) -> tuple[np.ndarray, int]:
@@ -150,6 +163,9 @@ class Signature:
   #: The smallest ``SENTENCE_SKETCH`` sentence hashes, ascending.
   sentences: tuple[int, ...]
   n_sentences: int
+  #: The smallest ``FIGURE_SKETCH`` hashes of the body's figures (each occurrence counted), ascending.
+  figures: tuple[int, ...] = ()
+  n_figures: int = 0
 
   @property
   def root(self) -> tuple[int, str]:
@@ -182,11 +198,14 @@ def signature(story: Story) -> Signature:
   mh, n_shingles = minhash(words)
   sentence_hashes = sorted({_h64(" ".join(s).encode("utf-8")) for s in sentences(story.body)
                             if len(s) >= MIN_SENTENCE_TOKENS})
+  figure_hashes = sorted(_h64(f"{figure}#{n}".encode()) for figure, count in Counter(figures(story.body)).items()
+                         for n in range(count))
   return Signature(
       event_id=story.event_id, story_id=story.story_id, time_us=_micros(event_time(story)),
       exact=_h64(" ".join(words).encode("utf-8")), headline=_h64(" ".join(head_words).encode()) if head_words else 0,
       n_tokens=len(words), n_shingles=n_shingles, minhash=mh.tobytes(),
-      sentences=tuple(sentence_hashes[:SENTENCE_SKETCH]), n_sentences=len(sentence_hashes))
+      sentences=tuple(sentence_hashes[:SENTENCE_SKETCH]), n_sentences=len(sentence_hashes),
+      figures=tuple(figure_hashes[:FIGURE_SKETCH]), n_figures=len(figure_hashes))
 
 
 def keys(sig: Signature) -> list[str]:
@@ -209,21 +228,37 @@ def jaccard(a: Signature, b: Signature) -> float:
   return float(np.count_nonzero(x == y)) / NUM_HASHES
 
 
-def shared_sentences(a: Signature, b: Signature) -> float:
-  """Number of sentences the two stories share (exact when both sketches hold every sentence)."""
-  sa, sb = set(a.sentences), set(b.sentences)
-  if a.n_sentences <= SENTENCE_SKETCH and b.n_sentences <= SENTENCE_SKETCH:
+def _common(a: tuple[int, ...], n_a: int, b: tuple[int, ...], n_b: int, size: int) -> float:
+  """Size of the intersection of two sets given by their ``size`` smallest hashes and their sizes
+  (exact when both sketches hold the whole set, else estimated from the union's bottom-k sketch)."""
+  sa, sb = set(a), set(b)
+  if n_a <= size and n_b <= size:
     return float(len(sa & sb))
-  union_sketch = sorted(sa | sb)[:SENTENCE_SKETCH]
+  union_sketch = sorted(sa | sb)[:size]
   both = sum(1 for h in union_sketch if h in sa and h in sb)
   j = both / len(union_sketch)
-  return j * (a.n_sentences + b.n_sentences) / (1.0 + j)
+  return j * (n_a + n_b) / (1.0 + j)
+
+
+def shared_sentences(a: Signature, b: Signature) -> float:
+  """Number of sentences the two stories share (exact when both sketches hold every sentence)."""
+  return _common(a.sentences, a.n_sentences, b.sentences, b.n_sentences, SENTENCE_SKETCH)
+
+
+def figure_containment(a: Signature, b: Signature) -> float:
+  """Share of the figures of the story with fewer figures that are in the other (1.0 when one has none)."""
+  fewest = min(a.n_figures, b.n_figures)
+  if not fewest:
+    return 1.0
+  return _common(a.figures, a.n_figures, b.figures, b.n_figures, FIGURE_SKETCH) / fewest
 
 
 def similar(a: Signature, b: Signature) -> bool:
   """Whether two story versions are one story (see the module docstring)."""
   if a.story_id == b.story_id or a.exact == b.exact:
     return True
+  if min(a.n_figures, b.n_figures) >= MIN_FIGURES and figure_containment(a, b) < FIGURE_CONTAINMENT:
+    return False
   j = jaccard(a, b)
   shared = shared_sentences(a, b)
   fewest = min(a.n_sentences, b.n_sentences)
