@@ -68,6 +68,11 @@ SHORT_TOKENS = 40
 FIGURE_SKETCH = 32
 MIN_FIGURES = 4
 FIGURE_CONTAINMENT = 0.5
+HEADLINE_BANDS = 6
+HEADLINE_ROWS = 2
+REWRITE_HOURS = 12
+REWRITE_HEADLINE_JACCARD = 0.6
+REWRITE_JACCARD = 0.2
 
 NEAR_JACCARD = 0.5
 SAME_HEADLINE_JACCARD = 0.4
@@ -166,6 +171,8 @@ class Signature:
   #: The smallest ``FIGURE_SKETCH`` hashes of the body's figures (each occurrence counted), ascending.
   figures: tuple[int, ...] = ()
   n_figures: int = 0
+  #: 32-bit hashes of the headline's distinct words (filing marks removed), ascending.
+  head_words: tuple[int, ...] = ()
 
   @property
   def root(self) -> tuple[int, str]:
@@ -205,7 +212,8 @@ def signature(story: Story) -> Signature:
       exact=_h64(" ".join(words).encode("utf-8")), headline=_h64(" ".join(head_words).encode()) if head_words else 0,
       n_tokens=len(words), n_shingles=n_shingles, minhash=mh.tobytes(),
       sentences=tuple(sentence_hashes[:SENTENCE_SKETCH]), n_sentences=len(sentence_hashes),
-      figures=tuple(figure_hashes[:FIGURE_SKETCH]), n_figures=len(figure_hashes))
+      figures=tuple(figure_hashes[:FIGURE_SKETCH]), n_figures=len(figure_hashes),
+      head_words=tuple(sorted({_word_hash(w) & 0xFFFFFFFF for w in head_words})))
 
 
 def keys(sig: Signature) -> list[str]:
@@ -216,7 +224,22 @@ def keys(sig: Signature) -> list[str]:
       chunk = sig.minhash[band * ROWS * 4:(band + 1) * ROWS * 4]
       out.append(f"b{band}:{_h64(bytes([band]) + chunk):016x}")
   out.extend(f"t:{h:016x}" for h in sig.sentences[:SENTENCE_KEYS])
+  if len(sig.head_words) >= HEADLINE_ROWS:
+    words = np.array(sig.head_words, dtype=np.uint64)
+    mins = ((words[:, None] * _A[None, :HEADLINE_BANDS * HEADLINE_ROWS] + _B[None, :HEADLINE_BANDS * HEADLINE_ROWS])
+            >> np.uint64(32)).min(axis=0).astype(np.uint32)
+    for band in range(HEADLINE_BANDS):
+      chunk = mins[band * HEADLINE_ROWS:(band + 1) * HEADLINE_ROWS].tobytes()
+      out.append(f"h{band}:{_h64(bytes([band]) + chunk):016x}")
   return out
+
+
+def headline_jaccard(a: Signature, b: Signature) -> float:
+  """Jaccard similarity of the two headlines' word sets (0.0 when either has none)."""
+  if not a.head_words or not b.head_words:
+    return 0.0
+  both = len(set(a.head_words) & set(b.head_words))
+  return both / (len(a.head_words) + len(b.head_words) - both)
 
 
 def jaccard(a: Signature, b: Signature) -> float:
@@ -263,6 +286,10 @@ def similar(a: Signature, b: Signature) -> bool:
   shared = shared_sentences(a, b)
   fewest = min(a.n_sentences, b.n_sentences)
   contained = shared / fewest if fewest else 0.0
+  if (abs(a.time_us - b.time_us) <= REWRITE_HOURS * 3_600_000_000 and min(a.n_figures, b.n_figures) >= 2
+      and (shared >= 1 or j >= REWRITE_JACCARD)
+      and headline_jaccard(a, b) >= REWRITE_HEADLINE_JACCARD and figure_containment(a, b) >= FIGURE_CONTAINMENT):
+    return True
   if a.headline and a.headline == b.headline:
     return j >= SAME_HEADLINE_JACCARD or (shared >= MIN_SHARED_SENTENCES and contained >= MIN_SENTENCE_CONTAINMENT)
   if min(a.n_tokens, b.n_tokens) < SHORT_TOKENS:
