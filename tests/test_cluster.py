@@ -166,18 +166,74 @@ def test_a_rewrite_under_a_similar_headline_with_the_same_figures_joins_within_h
   assert set(C.keys(base)) & set(C.keys(rewrite)) - set(C.keys(other))  # a headline band brings them together
 
 
-def test_members_are_bounded_and_a_late_copy_within_the_ttl_joins():
-  clusterer = C.Clusterer(ttl_seconds=3 * 24 * 3600, cap=4)
+def test_members_are_bounded_and_a_late_near_copy_within_the_ttl_joins():
+  clusterer = C.Clusterer(ttl_seconds=3 * 24 * 3600, cap=4, exact_ttl_seconds=10 * 24 * 3600)
   first = _story("a", "Steel plant to close", STEEL)
   assert clusterer.add(C.signature(first)) == "a"
-  # A copy two days later joins; one four days later (past the TTL) starts its own cluster.
-  assert clusterer.add(C.signature(_story("b", "Steel plant to close", STEEL, minutes=2 * 1440))) == "a"
-  assert clusterer.add(C.signature(_story("c", "Steel plant to close", STEEL, minutes=6 * 1440))) == "c"
+  # A near copy (the tail trimmed) two days later joins; one four days later (past the TTL) starts its own cluster.
+  assert clusterer.add(C.signature(_story("b", "Steel plant to close", STEEL[:5], minutes=2 * 1440))) == "a"
+  assert clusterer.add(C.signature(_story("c", "Steel plant to close", STEEL[1:], minutes=6 * 1440))) == "c"
   for i in range(20):
-    clusterer.add(C.signature(_story(f"x{i}", "Steel plant to close", STEEL, minutes=6 * 1440 + i)))
+    clusterer.add(C.signature(_story(f"x{i}", "Steel plant to close", STEEL[:4], minutes=6 * 1440 + i)))
   assert max(len(members) for members in clusterer.index.values()) <= 4
   clusterer.expire(C.signature(_story("z", "z", ["z"], minutes=20 * 1440)).time_us)
-  assert not clusterer.index
+  assert not clusterer.index and not clusterer.exact
+
+
+def _late_copies() -> list[Story]:
+  """A story, a near copy of it 15 days later and an exact copy 30 days later (each past the week the keys
+  remember), and an exact copy of another story 100 days after it (past the 90 days texts are remembered)."""
+  return [_story("a", "Steel plant to close", STEEL),
+          _story("f", "Floods force thousands from homes", FLOOD, minutes=5),
+          _story("n", "Steel plant to close", STEEL[:5], minutes=15 * 1440),
+          _story("c", "REFILE-Steel plant to close", STEEL, minutes=30 * 1440),
+          _story("g", "Floods force thousands from homes", FLOOD, minutes=100 * 1440 + 5)]
+
+
+LATE = {"a:1": "a", "f:1": "f", "n:1": "n", "c:1": "a", "g:1": "g"}
+
+
+def test_exact_copies_join_weeks_later_near_copies_do_not():
+  clusterer = C.Clusterer()
+  assert {s.event_id: clusterer.add(C.signature(s)) for s in _late_copies()} == LATE
+  assert clusterer.merged() == {}
+  assert len(clusterer.exact) == 3  # one entry per distinct text: the copy joined the entry of its text
+  clusterer.expire(C.signature(_late_copies()[-1]).time_us + 91 * 86_400_000_000)
+  assert not clusterer.exact
+
+
+def test_an_exact_copy_joins_the_cluster_its_first_copy_joined():
+  # b joins a's cluster (a near copy); c, an exact copy of b 15 days later, joins a's cluster too,
+  # though it matches only b's text (in the stream: the text's entry; in batch: a link).
+  a, b, c = (_story("a", "Steel plant to close", STEEL), _story("b", "Steel plant to close", STEEL[:5], minutes=60),
+             _story("c", "Steel plant to close", STEEL[:5], minutes=15 * 1440))
+  clusterer = C.Clusterer()
+  assert [clusterer.add(C.signature(s)) for s in (a, b, c)] == ["a", "a", "a"]
+  for stateful in (False, True):
+    options = PipelineOptions(["--runner=BundleBasedDirectRunner" if stateful else "--runner=DirectRunner"])
+    options.view_as(StandardOptions).streaming = stateful
+    with TestPipeline(options=options) as p:
+      stories = p | beam.Create([a, b, c][::-1])
+      if stateful:
+        stories = stories | beam.Map(lambda s: window.TimestampedValue(s, C.signature(s).time_us / 1e6))
+      out = stories | ClusterStories(stateful=stateful) | beam.Map(lambda s: (s.event_id, s.cluster_id))
+      assert_that(out, equal_to([("a:1", "a"), ("b:1", "a"), ("c:1", "a")]))
+
+
+def test_exact_copies_weeks_later_in_batch_and_stream():
+  with TestPipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
+    out = p | beam.Create(_late_copies()[::-1]) | ClusterStories() | beam.Map(lambda s: (s.event_id, s.cluster_id))
+    assert_that(out, equal_to(sorted(LATE.items())))
+  options = PipelineOptions(["--runner=BundleBasedDirectRunner"])
+  options.view_as(StandardOptions).streaming = True
+  events = TestStream().advance_watermark_to(0)
+  for story in _late_copies():
+    at = C.signature(story).time_us / 1e6
+    events = events.add_elements([window.TimestampedValue(story, at)]).advance_watermark_to(at + 3600)
+  with TestPipeline(options=options) as p:
+    out = (p | events.advance_watermark_to_infinity() | beam.WindowInto(window.FixedWindows(3600))
+           | ClusterStories(stateful=True) | beam.Map(lambda s: (s.event_id, s.cluster_id)))
+    assert_that(out, equal_to(sorted(LATE.items())))
 
 
 def _mixed_stories() -> list[Story]:

@@ -15,11 +15,19 @@ What counts as one story (:func:`similar`, on two stories' :class:`Signature`\\ 
   ``STRONG_SENTENCE_CONTAINMENT`` of the shorter one's sentences (2 or more) are shared, so two
   companies' identical "Qtly div 10 cts vs 10 cts prior" notices stay apart.
 
-Candidates come from keys, never from comparing a story with every other one: the story id, the
-exact text, 21 LSH bands of 3 MinHash rows (a pair at Jaccard 0.5 shares a band with probability
-0.94) and the story's 8 smallest sentence hashes (a bottom-k sketch of its sentence set). Each key
-keeps its most recent ``cap`` members within ``ttl_seconds`` of event time, so the work per story
-and the state are bounded however large the lake grows.
+Candidates come from keys, never from comparing a story with every other one: the story id,
+21 LSH bands of 3 MinHash rows (a pair at Jaccard 0.5 shares a band with probability 0.94), the
+story's 8 smallest sentence hashes (a bottom-k sketch of its sentence set) and 6 bands of 2 MinHash
+rows over the headline's words. Each key keeps its most recent ``cap`` members within
+``ttl_seconds`` of event time (a week by default), so the work per story and the state are bounded
+however large the lake grows.
+
+Exact copies have their own, longer memory (:func:`exact_copies`): per distinct text, the event
+time of its latest copy and the root of its first copy's cluster (one entry of about 100 bytes: a
+64-bit text hash, a time and a 32-character id), kept ``exact_ttl_seconds`` (90 days by default)
+after the latest copy. A copy filed weeks after the original, when the keys have long forgotten
+it, joins the original's cluster; a near copy that late does not. The entries are bounded by the
+distinct texts filed in 90 days.
 
 The cluster id is the ``story_id`` of the cluster's first story (earliest event time, then the
 smallest id). A key's members are processed in event-time order; a story joins the earliest
@@ -82,10 +90,14 @@ STRONG_SENTENCE_CONTAINMENT = 0.8
 
 #: Default time a story stays joinable: a week of event time.
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
+#: Default time an exact copy stays joinable: 90 days of event time after the text's latest copy.
+DEFAULT_EXACT_TTL_SECONDS = 90 * 24 * 3600
 #: Default number of members each key remembers (the most recent ones).
 DEFAULT_CAP = 32
 #: Tag of the links between clusters (batch).
 LINKS = "links"
+#: Tag of the exact texts of the stories (their own stage).
+EXACT = "exact"
 
 _MASK64 = (1 << 64) - 1
 _WORD_RE = re.compile(r"\w+")
@@ -200,6 +212,12 @@ def can_bridge(n_tokens: int) -> bool:
   return n_tokens >= SHORT_TOKENS
 
 
+def text_hash(words: Sequence[str]) -> int:
+  """Hash of a story's text (:func:`_words`: headline without filing marks, and body), the same for
+  every exact copy."""
+  return _h64(" ".join(words).encode("utf-8"))
+
+
 def signature(story: Story) -> Signature:
   head_words, words = _words(story)
   mh, n_shingles = minhash(words)
@@ -209,7 +227,7 @@ def signature(story: Story) -> Signature:
                          for n in range(count))
   return Signature(
       event_id=story.event_id, story_id=story.story_id, time_us=_micros(event_time(story)),
-      exact=_h64(" ".join(words).encode("utf-8")), headline=_h64(" ".join(head_words).encode()) if head_words else 0,
+      exact=text_hash(words), headline=_h64(" ".join(head_words).encode()) if head_words else 0,
       n_tokens=len(words), n_shingles=n_shingles, minhash=mh.tobytes(),
       sentences=tuple(sentence_hashes[:SENTENCE_SKETCH]), n_sentences=len(sentence_hashes),
       figures=tuple(figure_hashes[:FIGURE_SKETCH]), n_figures=len(figure_hashes),
@@ -217,8 +235,9 @@ def signature(story: Story) -> Signature:
 
 
 def keys(sig: Signature) -> list[str]:
-  """The candidate keys of a story: id, exact text, LSH bands, smallest sentence hashes."""
-  out = [f"s:{sig.story_id}", f"x:{sig.exact:016x}"]
+  """The candidate keys of a story: id, LSH bands, smallest sentence hashes, headline bands (exact copies
+  share every band; beyond the TTL they meet in :func:`exact_copies`)."""
+  out = [f"s:{sig.story_id}"]
   if sig.n_shingles:
     for band in range(BANDS):
       chunk = sig.minhash[band * ROWS * 4:(band + 1) * ROWS * 4]
@@ -362,6 +381,29 @@ def merge_links(links: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
   return {root: find(root) for root in list(parent)}
 
 
+#: What the exact-copy state keeps of one text: (event time of its latest copy, root of its first copy's cluster).
+ExactEntry = tuple[int, tuple[int, str]]
+
+
+def exact_copies(entry: ExactEntry | None, arrivals: Iterable[tuple[int, tuple[int, str]]], *, ttl_us: int
+                 ) -> tuple[ExactEntry | None, list[tuple[int, str]], list[Link]]:
+  """Exact copies of one text: ``arrivals`` are (event time, cluster root found by the keys) of its
+  copies, in event-time order. A copy within ``ttl_us`` of the text's latest copy joins the cluster of
+  the text's first copy, else it starts the text's entry anew. Returns the entry left, each arrival's
+  root, and a link (first copy's root, root found by the keys) where they differ."""
+  roots = []
+  links = []
+  for time_us, root in arrivals:
+    if entry is not None and abs(time_us - entry[0]) <= ttl_us:
+      if root != entry[1]:
+        links.append((entry[1], root))
+      entry = (max(entry[0], time_us), entry[1])
+    else:
+      entry = (time_us, root)
+    roots.append(entry[1])
+  return entry, roots, links
+
+
 def _arrival_order(sig: Signature) -> tuple[int, str]:
   return (sig.time_us, sig.event_id)
 
@@ -374,10 +416,14 @@ class Clusterer:
   (what the batch pipeline writes). ``keep_links=False`` keeps no links (bounded memory).
   """
 
-  def __init__(self, ttl_seconds: float = DEFAULT_TTL_SECONDS, cap: int = DEFAULT_CAP, keep_links: bool = True):
+  def __init__(self, ttl_seconds: float = DEFAULT_TTL_SECONDS, cap: int = DEFAULT_CAP, keep_links: bool = True,
+               exact_ttl_seconds: float = DEFAULT_EXACT_TTL_SECONDS):
     self.ttl_us = int(ttl_seconds * 1_000_000)
+    self.exact_ttl_us = int(exact_ttl_seconds * 1_000_000)
     self.cap = cap
     self.index: dict[str, list[Member]] = {}
+    #: Text hash -> :data:`ExactEntry` (the exact-copy state: one small entry per distinct text).
+    self.exact: dict[int, ExactEntry] = {}
     self.links: list[Link] | None = [] if keep_links else None
     self._roots: dict[str, tuple[int, str]] = {}
 
@@ -391,11 +437,17 @@ class Clusterer:
       if self.links is not None:
         self.links.extend(links)
     best = min(proposals, default=(1, *sig.root))
+    root = (best[1], best[2])
+    if self.links is not None and can_bridge(sig.n_tokens):
+      self.links.extend(proposal_links(proposals))
+    if sig.n_tokens:
+      self.exact[sig.exact], (root,), links = exact_copies(
+          self.exact.get(sig.exact), [(sig.time_us, root)], ttl_us=self.exact_ttl_us)
+      if self.links is not None:
+        self.links.extend(links)
     if self.links is not None:
-      if can_bridge(sig.n_tokens):
-        self.links.extend(proposal_links(proposals))
-      self._roots[best[2]] = (best[1], best[2])
-    return best[2]
+      self._roots[root[1]] = root
+    return root[1]
 
   def merged(self) -> dict[str, str]:
     """Cluster id on arrival -> cluster id once linked clusters are merged (only the ids that change)."""
@@ -403,7 +455,10 @@ class Clusterer:
     return {cid: merged[root][1] for cid, root in self._roots.items() if root in merged and merged[root] != root}
 
   def expire(self, now_us: int) -> None:
-    """Drops the keys whose newest member is older than the TTL (the stream's expiry timer)."""
+    """Drops the keys whose newest member is older than the TTL, and the texts whose latest copy is older
+    than the exact-copy TTL (the stream's expiry timers)."""
     stale = [k for k, members in self.index.items() if max(m[0].time_us for m in members) < now_us - self.ttl_us]
     for key in stale:
       del self.index[key]
+    for text in [text for text, (newest, _) in self.exact.items() if newest < now_us - self.exact_ttl_us]:
+      del self.exact[text]
