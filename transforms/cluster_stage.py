@@ -4,7 +4,8 @@ a key at once, linked clusters merged) and stream (keyed state with an expiry ti
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import pickle
+from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
@@ -22,33 +23,53 @@ from transforms.cluster import (
   LINKS,
   METRICS_NAMESPACE,
   Link,
+  Proposal,
   Signature,
   _arrival_order,
-  _micros,
-  _words,
   assign,
   can_bridge,
-  event_time,
   exact_copies,
   keys,
   merge_links,
   proposal_links,
   signature,
-  text_hash,
 )
 
 
+def _keyed(element: tuple[str, tuple[object, Signature]]) -> list[tuple[str, bytes]]:
+  """(event id, (story, signature)) -> (key, signature as bytes) per candidate key: the signature is
+  serialised once per story, not once per key, and a key's group is read only when it has two stories."""
+  sig = element[1][1]
+  blob = pickle.dumps(sig, protocol=pickle.HIGHEST_PROTOCOL)
+  return [(key, blob) for key in keys(sig)]
+
+
+def _signatures(blobs: Iterable[bytes]) -> list[Signature]:
+  """A key's signatures in event-time order."""
+  return sorted(map(pickle.loads, blobs), key=_arrival_order)
+
+
+def _joined(proposals: Iterable[tuple[str, Proposal]]) -> Iterator[tuple[str, Proposal]]:
+  """The proposals to join an earlier cluster: a story that joins none keeps its own root, which
+  :class:`_Attach` knows without them."""
+  return (proposal for proposal in proposals if proposal[1][0] == 0)
+
+
 class _AssignBatch(beam.DoFn):
-  """(key, signatures) -> (event_id, root) per signature, members in event-time order."""
+  """(key, signatures) -> (event_id, root) per signature that joins an earlier member's cluster, members
+  in event-time order (a key of one story proposes nothing)."""
 
   def __init__(self, ttl_us: int, cap: int):
     self._ttl_us = ttl_us
     self._cap = cap
 
   def process(self, element):
-    _, sigs = element
-    _, proposals, links = assign([], sorted(sigs, key=_arrival_order), ttl_us=self._ttl_us, cap=self._cap)
-    yield from proposals
+    _, blobs = element
+    blobs = list(blobs)
+    if len(blobs) < 2:
+      return
+    _, proposals, links = assign([], _signatures(blobs), ttl_us=self._ttl_us, cap=self._cap)
+    yield from _joined(proposals)
     for link in links:
       yield beam.pvalue.TaggedOutput(LINKS, link)
 
@@ -70,15 +91,14 @@ class _AssignStateful(beam.DoFn):
 
   def process(self, element, timestamp=beam.DoFn.TimestampParam, members=_MEMBERS_PARAM,
               expiry=_EXPIRY_PARAM) -> Iterator:
-    _, sigs = element
+    _, blobs = element
     self._keys.inc()
-    state, proposals, links = assign(members.read() or [], sorted(sigs, key=_arrival_order),
-                                     ttl_us=self._ttl_us, cap=self._cap)
+    state, proposals, links = assign(members.read() or [], _signatures(blobs), ttl_us=self._ttl_us, cap=self._cap)
     # The stream never rewrites a row it wrote: clusters that a later story bridges stay apart (counted).
     self._bridges.inc(len(links))
     members.write(state)
     expiry.set(timestamp + Duration(micros=self._ttl_us))
-    for proposal in proposals:
+    for proposal in _joined(proposals):
       yield TimestampedValue(proposal, timestamp)
 
   @on_timer(_EXPIRY)
@@ -87,7 +107,8 @@ class _AssignStateful(beam.DoFn):
 
 
 class _Attach(beam.DoFn):
-  """(event_id, {story, proposals}) -> the story with the earliest proposed root; links between the others;
+  """(event_id, {(story, signature), proposals to join}) -> the story with the earliest proposed root, else
+  its own; links between the others;
   ``(text hash, (event time, event id, root, story or None))`` for the exact-copy stage (stories with text;
   ``carry``: the story goes there, not to the main output, to meet its text's state)."""
 
@@ -99,20 +120,19 @@ class _Attach(beam.DoFn):
   def process(self, element):
     _, grouped = element
     proposals = list(grouped["root"])
-    for story in grouped["story"]:
-      words = _words(story)[1]
-      if can_bridge(len(words)):
+    for story, sig in grouped["story"]:
+      if can_bridge(sig.n_tokens):
         for link in proposal_links(proposals):
           yield beam.pvalue.TaggedOutput(LINKS, link)
-      best = min(proposals) if proposals else (1, 0, story.story_id)
+      best = min(proposals, default=(1, *sig.root))
       self._stories.inc()
       if best[0] == 0 and best[2] != story.story_id:
         self._joined.inc()
       story = dataclasses.replace(story, cluster_id=best[2])
-      carried = self._carry and bool(words)
-      if words:
+      carried = self._carry and sig.n_tokens > 0
+      if sig.n_tokens:
         yield beam.pvalue.TaggedOutput(
-            EXACT, (text_hash(words), (_micros(event_time(story)), story.event_id, best[1:], story if carried else None)))
+            EXACT, (sig.exact, (sig.time_us, story.event_id, best[1:], story if carried else None)))
       if not carried:
         yield story
 
@@ -221,19 +241,15 @@ class ClusterStories(beam.PTransform):
     windowing = stories.windowing
     if windowing.windowfn.is_merging():
       raise ValueError("ClusterStories does not support merging windows (e.g. sessions)")
-    sigs = stories | "Signature" >> beam.Map(signature)
-    grouped = (
-        sigs
-        | "Keys" >> beam.FlatMap(lambda sig: [(key, sig) for key in keys(sig)]).with_output_types(
-            tuple[str, Signature])
-        | "ByKey" >> beam.GroupByKey())
+    signed = stories | "Signature" >> beam.Map(lambda story: (story.event_id, (story, signature(story))))
+    grouped = (signed | "Keys" >> beam.FlatMap(_keyed).with_output_types(tuple[str, bytes])
+               | "ByKey" >> beam.GroupByKey())
     if self._stateful:
       proposals = _across_windows(grouped, windowing, "Assign", _AssignStateful(self._ttl_us, self._cap))
     else:
       proposals, key_links = grouped | "Assign" >> beam.ParDo(
           _AssignBatch(self._ttl_us, self._cap)).with_outputs(LINKS, main="proposals")
-    by_event = stories | "ByEvent" >> beam.Map(lambda story: (story.event_id, story))
-    attached, story_links, texts = ({"story": by_event, "root": proposals} | "Join" >> beam.CoGroupByKey()
+    attached, story_links, texts = ({"story": signed, "root": proposals} | "Join" >> beam.CoGroupByKey()
                                     | "Attach" >> beam.ParDo(_Attach(self._stateful)).with_outputs(LINKS, EXACT, main="stories"))
     copies = texts | "ByText" >> beam.GroupByKey()
     if self._stateful:
