@@ -125,18 +125,115 @@ def test_different_stories_on_one_subject_stay_apart():
   assert C.similar(div_a, C.signature(_story("dc", "ACME CORP SETS QUARTERLY DIVIDEND", body)))
 
 
-def test_members_are_bounded_and_a_late_copy_within_the_ttl_joins():
-  clusterer = C.Clusterer(ttl_seconds=3 * 24 * 3600, cap=4)
+def test_sentences_end_at_lines_and_stops_but_not_at_initials():
+  body = ("Warner Communications Inc said its board approved a contract with Chairman Steven J. Ross. "
+          "Its statement provided no details on the U.S. unit.\nNet 11.4 mln vs 9,905,528")
+  assert C.sentence_texts(body) == [
+      "Warner Communications Inc said its board approved a contract with Chairman Steven J. Ross.",
+      "Its statement provided no details on the U.S. unit.", "Net 11.4 mln vs 9,905,528"]
+  assert C.figures(body) == ["11.4", "9,905,528"]
+
+
+def test_stories_with_figures_must_share_half_of_them():
+  week = ("U.S. power companies generated a net {} billion kilowatt-hours of electrical energy in the week "
+          "ended {}, up {} pct from {} billion a year earlier, the institute said.")
+  rest = FLOOD[1:]
+  one = C.signature(_story("w1", "WEEKLY ELECTRIC OUTPUT UP 2.4 PCT", [week.format("50.08", "Feb 28", "2.4", "48.91"),
+                                                                      *rest]))
+  other_week = C.signature(_story("w2", "WEEKLY ELECTRIC OUTPUT UP 4.9 PCT",
+                                  [week.format("48.31", "March 7", "4.9", "46.06"), *rest], minutes=60))
+  corrected = C.signature(_story("w3", "CORRECTED-WEEKLY ELECTRIC OUTPUT UP 2.4 PCT",
+                                 [week.format("50.08", "Feb 28", "2.4", "48.97"), *rest], minutes=60))
+  assert C.shared_sentences(one, other_week) == 3 and C.figure_containment(one, other_week) < 0.5
+  assert not C.similar(one, other_week)  # the same boilerplate around new figures: another week's report
+  assert C.similar(one, corrected)  # one figure amended
+
+
+def test_a_rewrite_under_a_similar_headline_with_the_same_figures_joins_within_hours():
+  first = ["Chrysler Corp said its U.S. car production in February totalled 110,552 units compared with 123,092 a "
+           "year ago.", "The company said its U.S. truck production was 52,117 against 41,380 a year earlier.",
+           FLOOD[3]]
+  second = ["Chrysler Corp said its February U.S. car output was 110,552 compared with 123,092 a year ago.",
+            "The number three automaker said U.S. truck output was 52,117 against 41,380.", FLOOD[3]]
+  base = C.signature(_story("c1", "CHRYSLER <C> FEBRUARY U.S. CAR OUTPUT OFF", first))
+  rewrite = C.signature(_story("c2", "CHRYSLER <C> FEBRUARY U.S. CAR OUTPUT DOWN", second, minutes=90))
+  late = C.signature(_story("c3", "CHRYSLER <C> FEBRUARY U.S. CAR OUTPUT DOWN", second, minutes=2 * 24 * 60))
+  other = C.signature(_story("c4", "FORD <F> FEBRUARY U.S. TRUCK OUTPUT UP", second, minutes=90))
+  assert C.jaccard(base, rewrite) < C.NEAR_JACCARD and C.shared_sentences(base, rewrite) == 1
+  assert C.similar(base, rewrite)
+  assert not C.similar(base, late)  # two days later: not a rewrite of this filing
+  assert not C.similar(base, other)  # another headline
+  assert set(C.keys(base)) & set(C.keys(rewrite)) - set(C.keys(other))  # a headline band brings them together
+
+
+def test_members_are_bounded_and_a_late_near_copy_within_the_ttl_joins():
+  clusterer = C.Clusterer(ttl_seconds=3 * 24 * 3600, cap=4, exact_ttl_seconds=10 * 24 * 3600)
   first = _story("a", "Steel plant to close", STEEL)
   assert clusterer.add(C.signature(first)) == "a"
-  # A copy two days later joins; one four days later (past the TTL) starts its own cluster.
-  assert clusterer.add(C.signature(_story("b", "Steel plant to close", STEEL, minutes=2 * 1440))) == "a"
-  assert clusterer.add(C.signature(_story("c", "Steel plant to close", STEEL, minutes=6 * 1440))) == "c"
+  # A near copy (the tail trimmed) two days later joins; one four days later (past the TTL) starts its own cluster.
+  assert clusterer.add(C.signature(_story("b", "Steel plant to close", STEEL[:5], minutes=2 * 1440))) == "a"
+  assert clusterer.add(C.signature(_story("c", "Steel plant to close", STEEL[1:], minutes=6 * 1440))) == "c"
   for i in range(20):
-    clusterer.add(C.signature(_story(f"x{i}", "Steel plant to close", STEEL, minutes=6 * 1440 + i)))
+    clusterer.add(C.signature(_story(f"x{i}", "Steel plant to close", STEEL[:4], minutes=6 * 1440 + i)))
   assert max(len(members) for members in clusterer.index.values()) <= 4
   clusterer.expire(C.signature(_story("z", "z", ["z"], minutes=20 * 1440)).time_us)
-  assert not clusterer.index
+  assert not clusterer.index and not clusterer.exact
+
+
+def _late_copies() -> list[Story]:
+  """A story, a near copy of it 15 days later and an exact copy 30 days later (each past the week the keys
+  remember), and an exact copy of another story 100 days after it (past the 90 days texts are remembered)."""
+  return [_story("a", "Steel plant to close", STEEL),
+          _story("f", "Floods force thousands from homes", FLOOD, minutes=5),
+          _story("n", "Steel plant to close", STEEL[:5], minutes=15 * 1440),
+          _story("c", "REFILE-Steel plant to close", STEEL, minutes=30 * 1440),
+          _story("g", "Floods force thousands from homes", FLOOD, minutes=100 * 1440 + 5)]
+
+
+LATE = {"a:1": "a", "f:1": "f", "n:1": "n", "c:1": "a", "g:1": "g"}
+
+
+def test_exact_copies_join_weeks_later_near_copies_do_not():
+  clusterer = C.Clusterer()
+  assert {s.event_id: clusterer.add(C.signature(s)) for s in _late_copies()} == LATE
+  assert clusterer.merged() == {}
+  assert len(clusterer.exact) == 3  # one entry per distinct text: the copy joined the entry of its text
+  clusterer.expire(C.signature(_late_copies()[-1]).time_us + 91 * 86_400_000_000)
+  assert not clusterer.exact
+
+
+def test_an_exact_copy_joins_the_cluster_its_first_copy_joined():
+  # b joins a's cluster (a near copy); c, an exact copy of b 15 days later, joins a's cluster too,
+  # though it matches only b's text (in the stream: the text's entry; in batch: a link).
+  a, b, c = (_story("a", "Steel plant to close", STEEL), _story("b", "Steel plant to close", STEEL[:5], minutes=60),
+             _story("c", "Steel plant to close", STEEL[:5], minutes=15 * 1440))
+  clusterer = C.Clusterer()
+  assert [clusterer.add(C.signature(s)) for s in (a, b, c)] == ["a", "a", "a"]
+  for stateful in (False, True):
+    options = PipelineOptions(["--runner=BundleBasedDirectRunner" if stateful else "--runner=DirectRunner"])
+    options.view_as(StandardOptions).streaming = stateful
+    with TestPipeline(options=options) as p:
+      stories = p | beam.Create([a, b, c][::-1])
+      if stateful:
+        stories = stories | beam.Map(lambda s: window.TimestampedValue(s, C.signature(s).time_us / 1e6))
+      out = stories | ClusterStories(stateful=stateful) | beam.Map(lambda s: (s.event_id, s.cluster_id))
+      assert_that(out, equal_to([("a:1", "a"), ("b:1", "a"), ("c:1", "a")]))
+
+
+def test_exact_copies_weeks_later_in_batch_and_stream():
+  with TestPipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
+    out = p | beam.Create(_late_copies()[::-1]) | ClusterStories() | beam.Map(lambda s: (s.event_id, s.cluster_id))
+    assert_that(out, equal_to(sorted(LATE.items())))
+  options = PipelineOptions(["--runner=BundleBasedDirectRunner"])
+  options.view_as(StandardOptions).streaming = True
+  events = TestStream().advance_watermark_to(0)
+  for story in _late_copies():
+    at = C.signature(story).time_us / 1e6
+    events = events.add_elements([window.TimestampedValue(story, at)]).advance_watermark_to(at + 3600)
+  with TestPipeline(options=options) as p:
+    out = (p | events.advance_watermark_to_infinity() | beam.WindowInto(window.FixedWindows(3600))
+           | ClusterStories(stateful=True) | beam.Map(lambda s: (s.event_id, s.cluster_id)))
+    assert_that(out, equal_to(sorted(LATE.items())))
 
 
 def _mixed_stories() -> list[Story]:
@@ -290,6 +387,36 @@ def test_eval_labels_refilings_as_one_story():
       filed("l3", "BRAZILIAN INFLATION LOWER IN MARCH", [lead, FLOOD[2]], 30),  # a day later: another month's figure
   ]
   assert sorted(E.same_news_pairs(stories)) == [(0, 1), (3, 4)]
+
+
+def test_eval_labels_need_the_same_figures_names_and_a_title():
+  from pipelines.training import eval_clusters as E
+
+  def filed(story_id, headline, body, hours):
+    return dataclasses.replace(_story(story_id, headline, body), published_at=T0 + dt.timedelta(hours=hours))
+
+  week = ("U.S. power companies generated a net {} billion kilowatt-hours of electrical energy in the week "
+          "ended {}, up {} pct from {} billion a year earlier, the Edison Electric Institute said in its weekly report.")
+  rest = ["The institute said the increase reflected colder weather in much of the country during the period.",
+          "It said output in the year to date was running slightly ahead of the level reached in the same period."]
+  lead = "{} said it raised the contract price it will pay for crude oil 50 cts a barrel, effective today, to 18 dlrs."
+  fed = ["FEDERAL RESERVE WEEKLY REPORT 1 - FEB 26", "Net free reserves 644 vs 1,337", "Bank borrowings 680 vs 425",
+         "Including seasonal loans 81 vs 56", "Excess reserves 1,025 vs 1,497"]
+  stories = [
+      filed("w1", "WEEKLY ELECTRIC OUTPUT UP 2.4 PCT", [week.format("50.08", "Feb 28", "2.4", "48.91"), *rest], 0),
+      filed("w2", "WEEKLY ELECTRIC OUTPUT UP 4.9 PCT", [week.format("48.31", "March 7", "4.9", "46.06"), *rest], 168),
+      filed("w3", "RPT-WEEKLY ELECTRIC OUTPUT UP 2.4 PCT", [week.format("50.08", "Feb 28", "2.4", "48.91"),
+                                                           rest[0]], 20),
+      filed("s1", "SUN RAISES CRUDE POSTINGS", [lead.format("Sun Co"), FLOOD[0]], 0),
+      filed("s2", "DIAMOND SHAMROCK RAISES CRUDE POSTINGS", [lead.format("Diamond Shamrock Corp"), FLOOD[1]], 1),
+      filed("f1", None, fed, 0),
+      filed("f2", None, fed[:4], 1),
+      filed("f3", None, ["FEDERAL RESERVE WEEKLY REPORT 2 - FEB 26", "Total vault cash 25,237 vs 27,327",
+                         "Inc cash equal to req res 22,834 vs 24,680", "Bank borrowings 614 down 131"], 1),
+  ]
+  # A week later with new figures is another story; a table without a headline is titled by its first line.
+  assert sorted(E.refiled_pairs(stories)) == [(0, 2), (5, 6)]
+  assert sorted(E.same_news_pairs(stories)) == [(0, 2), (5, 6)]  # not another company's lead, nor the next part
 
 
 def test_near_copy_pairs_are_exact():

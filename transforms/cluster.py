@@ -15,11 +15,19 @@ What counts as one story (:func:`similar`, on two stories' :class:`Signature`\\ 
   ``STRONG_SENTENCE_CONTAINMENT`` of the shorter one's sentences (2 or more) are shared, so two
   companies' identical "Qtly div 10 cts vs 10 cts prior" notices stay apart.
 
-Candidates come from keys, never from comparing a story with every other one: the story id, the
-exact text, 21 LSH bands of 3 MinHash rows (a pair at Jaccard 0.5 shares a band with probability
-0.94) and the story's 8 smallest sentence hashes (a bottom-k sketch of its sentence set). Each key
-keeps its most recent ``cap`` members within ``ttl_seconds`` of event time, so the work per story
-and the state are bounded however large the lake grows.
+Candidates come from keys, never from comparing a story with every other one: the story id,
+21 LSH bands of 3 MinHash rows (a pair at Jaccard 0.5 shares a band with probability 0.94), the
+story's 8 smallest sentence hashes (a bottom-k sketch of its sentence set) and 6 bands of 2 MinHash
+rows over the headline's words. Each key keeps its most recent ``cap`` members within
+``ttl_seconds`` of event time (a week by default), so the work per story and the state are bounded
+however large the lake grows.
+
+Exact copies have their own, longer memory (:func:`exact_copies`): per distinct text, the event
+time of its latest copy and the root of its first copy's cluster (one entry of about 100 bytes: a
+64-bit text hash, a time and a 32-character id), kept ``exact_ttl_seconds`` (90 days by default)
+after the latest copy. A copy filed weeks after the original, when the keys have long forgotten
+it, joins the original's cluster; a near copy that late does not. The entries are bounded by the
+distinct texts filed in 90 days.
 
 The cluster id is the ``story_id`` of the cluster's first story (earliest event time, then the
 smallest id). A key's members are processed in event-time order; a story joins the earliest
@@ -44,6 +52,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
@@ -52,6 +61,7 @@ import numpy as np
 
 from schemas import Story
 from transforms.revision import strip_headline_prefixes
+from transforms.windows import split_sentences
 
 METRICS_NAMESPACE = "wirestream.cluster"
 
@@ -63,6 +73,14 @@ SENTENCE_KEYS = 8
 SENTENCE_SKETCH = 32
 MIN_SENTENCE_TOKENS = 6
 SHORT_TOKENS = 40
+FIGURE_SKETCH = 32
+MIN_FIGURES = 4
+FIGURE_CONTAINMENT = 0.5
+HEADLINE_BANDS = 6
+HEADLINE_ROWS = 2
+REWRITE_HOURS = 12
+REWRITE_HEADLINE_JACCARD = 0.6
+REWRITE_JACCARD = 0.2
 
 NEAR_JACCARD = 0.5
 SAME_HEADLINE_JACCARD = 0.4
@@ -72,14 +90,18 @@ STRONG_SENTENCE_CONTAINMENT = 0.8
 
 #: Default time a story stays joinable: a week of event time.
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
+#: Default time an exact copy stays joinable: 90 days of event time after the text's latest copy.
+DEFAULT_EXACT_TTL_SECONDS = 90 * 24 * 3600
 #: Default number of members each key remembers (the most recent ones).
 DEFAULT_CAP = 32
 #: Tag of the links between clusters (batch).
 LINKS = "links"
+#: Tag of the exact texts of the stories (their own stage).
+EXACT = "exact"
 
 _MASK64 = (1 << 64) - 1
 _WORD_RE = re.compile(r"\w+")
-_SENTENCE_END_RE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_FIGURE_RE = re.compile(r"\d+(?:[.,/]\d+)*")
 
 
 def _h64(data: bytes) -> int:
@@ -106,15 +128,23 @@ def tokens(text: str | None) -> list[str]:
   return _WORD_RE.findall((text or "").lower())
 
 
-def sentences(body: str | None) -> list[list[str]]:
-  """The body's sentences (split at paragraph breaks and sentence ends) as token lists."""
+def figures(text: str | None) -> list[str]:
+  """The figures of a text, in order ("12,231,000", "2.1", "1/4")."""
+  return _FIGURE_RE.findall(text or "")
+
+
+def sentence_texts(body: str | None) -> list[str]:
+  """The body's sentences: every line break ends one (table rows are lines), and so do sentence ends
+  (:func:`transforms.windows.split_sentences`: not after initials or abbreviations such as "U.S." or "Inc.")."""
   out = []
-  for paragraph in (body or "").split("\n"):
-    for sentence in _SENTENCE_END_RE.split(paragraph):
-      words = tokens(sentence)
-      if words:
-        out.append(words)
+  for line in (body or "").split("\n"):
+    out.extend(line[start:end] for start, end in split_sentences(line))
   return out
+
+
+def sentences(body: str | None) -> list[list[str]]:
+  """The body's sentences (:func:`sentence_texts`) as token lists."""
+  return [words for words in map(tokens, sentence_texts(body)) if words]
 
 
 def minhash(words: Sequence[str]) -> tuple[np.ndarray, int]:
@@ -150,6 +180,11 @@ class Signature:
   #: The smallest ``SENTENCE_SKETCH`` sentence hashes, ascending.
   sentences: tuple[int, ...]
   n_sentences: int
+  #: The smallest ``FIGURE_SKETCH`` hashes of the body's figures (each occurrence counted), ascending.
+  figures: tuple[int, ...] = ()
+  n_figures: int = 0
+  #: 32-bit hashes of the headline's distinct words (filing marks removed), ascending.
+  head_words: tuple[int, ...] = ()
 
   @property
   def root(self) -> tuple[int, str]:
@@ -177,27 +212,53 @@ def can_bridge(n_tokens: int) -> bool:
   return n_tokens >= SHORT_TOKENS
 
 
+def text_hash(words: Sequence[str]) -> int:
+  """Hash of a story's text (:func:`_words`: headline without filing marks, and body), the same for
+  every exact copy."""
+  return _h64(" ".join(words).encode("utf-8"))
+
+
 def signature(story: Story) -> Signature:
   head_words, words = _words(story)
   mh, n_shingles = minhash(words)
   sentence_hashes = sorted({_h64(" ".join(s).encode("utf-8")) for s in sentences(story.body)
                             if len(s) >= MIN_SENTENCE_TOKENS})
+  figure_hashes = sorted(_h64(f"{figure}#{n}".encode()) for figure, count in Counter(figures(story.body)).items()
+                         for n in range(count))
   return Signature(
       event_id=story.event_id, story_id=story.story_id, time_us=_micros(event_time(story)),
-      exact=_h64(" ".join(words).encode("utf-8")), headline=_h64(" ".join(head_words).encode()) if head_words else 0,
+      exact=text_hash(words), headline=_h64(" ".join(head_words).encode()) if head_words else 0,
       n_tokens=len(words), n_shingles=n_shingles, minhash=mh.tobytes(),
-      sentences=tuple(sentence_hashes[:SENTENCE_SKETCH]), n_sentences=len(sentence_hashes))
+      sentences=tuple(sentence_hashes[:SENTENCE_SKETCH]), n_sentences=len(sentence_hashes),
+      figures=tuple(figure_hashes[:FIGURE_SKETCH]), n_figures=len(figure_hashes),
+      head_words=tuple(sorted({_word_hash(w) & 0xFFFFFFFF for w in head_words})))
 
 
 def keys(sig: Signature) -> list[str]:
-  """The candidate keys of a story: id, exact text, LSH bands, smallest sentence hashes."""
-  out = [f"s:{sig.story_id}", f"x:{sig.exact:016x}"]
+  """The candidate keys of a story: id, LSH bands, smallest sentence hashes, headline bands (exact copies
+  share every band; beyond the TTL they meet in :func:`exact_copies`)."""
+  out = [f"s:{sig.story_id}"]
   if sig.n_shingles:
     for band in range(BANDS):
       chunk = sig.minhash[band * ROWS * 4:(band + 1) * ROWS * 4]
       out.append(f"b{band}:{_h64(bytes([band]) + chunk):016x}")
   out.extend(f"t:{h:016x}" for h in sig.sentences[:SENTENCE_KEYS])
+  if len(sig.head_words) >= HEADLINE_ROWS:
+    words = np.array(sig.head_words, dtype=np.uint64)
+    mins = ((words[:, None] * _A[None, :HEADLINE_BANDS * HEADLINE_ROWS] + _B[None, :HEADLINE_BANDS * HEADLINE_ROWS])
+            >> np.uint64(32)).min(axis=0).astype(np.uint32)
+    for band in range(HEADLINE_BANDS):
+      chunk = mins[band * HEADLINE_ROWS:(band + 1) * HEADLINE_ROWS].tobytes()
+      out.append(f"h{band}:{_h64(bytes([band]) + chunk):016x}")
   return out
+
+
+def headline_jaccard(a: Signature, b: Signature) -> float:
+  """Jaccard similarity of the two headlines' word sets (0.0 when either has none)."""
+  if not a.head_words or not b.head_words:
+    return 0.0
+  both = len(set(a.head_words) & set(b.head_words))
+  return both / (len(a.head_words) + len(b.head_words) - both)
 
 
 def jaccard(a: Signature, b: Signature) -> float:
@@ -209,25 +270,45 @@ def jaccard(a: Signature, b: Signature) -> float:
   return float(np.count_nonzero(x == y)) / NUM_HASHES
 
 
-def shared_sentences(a: Signature, b: Signature) -> float:
-  """Number of sentences the two stories share (exact when both sketches hold every sentence)."""
-  sa, sb = set(a.sentences), set(b.sentences)
-  if a.n_sentences <= SENTENCE_SKETCH and b.n_sentences <= SENTENCE_SKETCH:
+def _common(a: tuple[int, ...], n_a: int, b: tuple[int, ...], n_b: int, size: int) -> float:
+  """Size of the intersection of two sets given by their ``size`` smallest hashes and their sizes
+  (exact when both sketches hold the whole set, else estimated from the union's bottom-k sketch)."""
+  sa, sb = set(a), set(b)
+  if n_a <= size and n_b <= size:
     return float(len(sa & sb))
-  union_sketch = sorted(sa | sb)[:SENTENCE_SKETCH]
+  union_sketch = sorted(sa | sb)[:size]
   both = sum(1 for h in union_sketch if h in sa and h in sb)
   j = both / len(union_sketch)
-  return j * (a.n_sentences + b.n_sentences) / (1.0 + j)
+  return j * (n_a + n_b) / (1.0 + j)
+
+
+def shared_sentences(a: Signature, b: Signature) -> float:
+  """Number of sentences the two stories share (exact when both sketches hold every sentence)."""
+  return _common(a.sentences, a.n_sentences, b.sentences, b.n_sentences, SENTENCE_SKETCH)
+
+
+def figure_containment(a: Signature, b: Signature) -> float:
+  """Share of the figures of the story with fewer figures that are in the other (1.0 when one has none)."""
+  fewest = min(a.n_figures, b.n_figures)
+  if not fewest:
+    return 1.0
+  return _common(a.figures, a.n_figures, b.figures, b.n_figures, FIGURE_SKETCH) / fewest
 
 
 def similar(a: Signature, b: Signature) -> bool:
   """Whether two story versions are one story (see the module docstring)."""
   if a.story_id == b.story_id or a.exact == b.exact:
     return True
+  if min(a.n_figures, b.n_figures) >= MIN_FIGURES and figure_containment(a, b) < FIGURE_CONTAINMENT:
+    return False
   j = jaccard(a, b)
   shared = shared_sentences(a, b)
   fewest = min(a.n_sentences, b.n_sentences)
   contained = shared / fewest if fewest else 0.0
+  if (abs(a.time_us - b.time_us) <= REWRITE_HOURS * 3_600_000_000 and min(a.n_figures, b.n_figures) >= 2
+      and (shared >= 1 or j >= REWRITE_JACCARD)
+      and headline_jaccard(a, b) >= REWRITE_HEADLINE_JACCARD and figure_containment(a, b) >= FIGURE_CONTAINMENT):
+    return True
   if a.headline and a.headline == b.headline:
     return j >= SAME_HEADLINE_JACCARD or (shared >= MIN_SHARED_SENTENCES and contained >= MIN_SENTENCE_CONTAINMENT)
   if min(a.n_tokens, b.n_tokens) < SHORT_TOKENS:
@@ -300,6 +381,29 @@ def merge_links(links: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
   return {root: find(root) for root in list(parent)}
 
 
+#: What the exact-copy state keeps of one text: (event time of its latest copy, root of its first copy's cluster).
+ExactEntry = tuple[int, tuple[int, str]]
+
+
+def exact_copies(entry: ExactEntry | None, arrivals: Iterable[tuple[int, tuple[int, str]]], *, ttl_us: int
+                 ) -> tuple[ExactEntry | None, list[tuple[int, str]], list[Link]]:
+  """Exact copies of one text: ``arrivals`` are (event time, cluster root found by the keys) of its
+  copies, in event-time order. A copy within ``ttl_us`` of the text's latest copy joins the cluster of
+  the text's first copy, else it starts the text's entry anew. Returns the entry left, each arrival's
+  root, and a link (first copy's root, root found by the keys) where they differ."""
+  roots = []
+  links = []
+  for time_us, root in arrivals:
+    if entry is not None and abs(time_us - entry[0]) <= ttl_us:
+      if root != entry[1]:
+        links.append((entry[1], root))
+      entry = (max(entry[0], time_us), entry[1])
+    else:
+      entry = (time_us, root)
+    roots.append(entry[1])
+  return entry, roots, links
+
+
 def _arrival_order(sig: Signature) -> tuple[int, str]:
   return (sig.time_us, sig.event_id)
 
@@ -312,10 +416,14 @@ class Clusterer:
   (what the batch pipeline writes). ``keep_links=False`` keeps no links (bounded memory).
   """
 
-  def __init__(self, ttl_seconds: float = DEFAULT_TTL_SECONDS, cap: int = DEFAULT_CAP, keep_links: bool = True):
+  def __init__(self, ttl_seconds: float = DEFAULT_TTL_SECONDS, cap: int = DEFAULT_CAP, keep_links: bool = True,
+               exact_ttl_seconds: float = DEFAULT_EXACT_TTL_SECONDS):
     self.ttl_us = int(ttl_seconds * 1_000_000)
+    self.exact_ttl_us = int(exact_ttl_seconds * 1_000_000)
     self.cap = cap
     self.index: dict[str, list[Member]] = {}
+    #: Text hash -> :data:`ExactEntry` (the exact-copy state: one small entry per distinct text).
+    self.exact: dict[int, ExactEntry] = {}
     self.links: list[Link] | None = [] if keep_links else None
     self._roots: dict[str, tuple[int, str]] = {}
 
@@ -329,11 +437,17 @@ class Clusterer:
       if self.links is not None:
         self.links.extend(links)
     best = min(proposals, default=(1, *sig.root))
+    root = (best[1], best[2])
+    if self.links is not None and can_bridge(sig.n_tokens):
+      self.links.extend(proposal_links(proposals))
+    if sig.n_tokens:
+      self.exact[sig.exact], (root,), links = exact_copies(
+          self.exact.get(sig.exact), [(sig.time_us, root)], ttl_us=self.exact_ttl_us)
+      if self.links is not None:
+        self.links.extend(links)
     if self.links is not None:
-      if can_bridge(sig.n_tokens):
-        self.links.extend(proposal_links(proposals))
-      self._roots[best[2]] = (best[1], best[2])
-    return best[2]
+      self._roots[root[1]] = root
+    return root[1]
 
   def merged(self) -> dict[str, str]:
     """Cluster id on arrival -> cluster id once linked clusters are merged (only the ids that change)."""
@@ -341,7 +455,10 @@ class Clusterer:
     return {cid: merged[root][1] for cid, root in self._roots.items() if root in merged and merged[root] != root}
 
   def expire(self, now_us: int) -> None:
-    """Drops the keys whose newest member is older than the TTL (the stream's expiry timer)."""
+    """Drops the keys whose newest member is older than the TTL, and the texts whose latest copy is older
+    than the exact-copy TTL (the stream's expiry timers)."""
     stale = [k for k, members in self.index.items() if max(m[0].time_us for m in members) < now_us - self.ttl_us]
     for key in stale:
       del self.index[key]
+    for text in [text for text, (newest, _) in self.exact.items() if newest < now_us - self.exact_ttl_us]:
+      del self.exact[text]

@@ -4,7 +4,8 @@ a key at once, linked clusters merged) and stream (keyed state with an expiry ti
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import pickle
+from collections.abc import Iterable, Iterator
 
 import apache_beam as beam
 from apache_beam.coders import PickleCoder
@@ -16,15 +17,18 @@ from apache_beam.utils.timestamp import Duration
 
 from transforms.cluster import (
   DEFAULT_CAP,
+  DEFAULT_EXACT_TTL_SECONDS,
   DEFAULT_TTL_SECONDS,
+  EXACT,
   LINKS,
   METRICS_NAMESPACE,
   Link,
+  Proposal,
   Signature,
   _arrival_order,
-  _words,
   assign,
   can_bridge,
+  exact_copies,
   keys,
   merge_links,
   proposal_links,
@@ -32,17 +36,40 @@ from transforms.cluster import (
 )
 
 
+def _keyed(element: tuple[str, tuple[object, Signature]]) -> list[tuple[str, bytes]]:
+  """(event id, (story, signature)) -> (key, signature as bytes) per candidate key: the signature is
+  serialised once per story, not once per key, and a key's group is read only when it has two stories."""
+  sig = element[1][1]
+  blob = pickle.dumps(sig, protocol=pickle.HIGHEST_PROTOCOL)
+  return [(key, blob) for key in keys(sig)]
+
+
+def _signatures(blobs: Iterable[bytes]) -> list[Signature]:
+  """A key's signatures in event-time order."""
+  return sorted(map(pickle.loads, blobs), key=_arrival_order)
+
+
+def _joined(proposals: Iterable[tuple[str, Proposal]]) -> Iterator[tuple[str, Proposal]]:
+  """The proposals to join an earlier cluster: a story that joins none keeps its own root, which
+  :class:`_Attach` knows without them."""
+  return (proposal for proposal in proposals if proposal[1][0] == 0)
+
+
 class _AssignBatch(beam.DoFn):
-  """(key, signatures) -> (event_id, root) per signature, members in event-time order."""
+  """(key, signatures) -> (event_id, root) per signature that joins an earlier member's cluster, members
+  in event-time order (a key of one story proposes nothing)."""
 
   def __init__(self, ttl_us: int, cap: int):
     self._ttl_us = ttl_us
     self._cap = cap
 
   def process(self, element):
-    _, sigs = element
-    _, proposals, links = assign([], sorted(sigs, key=_arrival_order), ttl_us=self._ttl_us, cap=self._cap)
-    yield from proposals
+    _, blobs = element
+    blobs = list(blobs)
+    if len(blobs) < 2:
+      return
+    _, proposals, links = assign([], _signatures(blobs), ttl_us=self._ttl_us, cap=self._cap)
+    yield from _joined(proposals)
     for link in links:
       yield beam.pvalue.TaggedOutput(LINKS, link)
 
@@ -64,15 +91,14 @@ class _AssignStateful(beam.DoFn):
 
   def process(self, element, timestamp=beam.DoFn.TimestampParam, members=_MEMBERS_PARAM,
               expiry=_EXPIRY_PARAM) -> Iterator:
-    _, sigs = element
+    _, blobs = element
     self._keys.inc()
-    state, proposals, links = assign(members.read() or [], sorted(sigs, key=_arrival_order),
-                                     ttl_us=self._ttl_us, cap=self._cap)
+    state, proposals, links = assign(members.read() or [], _signatures(blobs), ttl_us=self._ttl_us, cap=self._cap)
     # The stream never rewrites a row it wrote: clusters that a later story bridges stay apart (counted).
     self._bridges.inc(len(links))
     members.write(state)
     expiry.set(timestamp + Duration(micros=self._ttl_us))
-    for proposal in proposals:
+    for proposal in _joined(proposals):
       yield TimestampedValue(proposal, timestamp)
 
   @on_timer(_EXPIRY)
@@ -81,24 +107,74 @@ class _AssignStateful(beam.DoFn):
 
 
 class _Attach(beam.DoFn):
-  """(event_id, {story, proposals}) -> the story with the earliest proposed root; links between the others."""
+  """(event_id, {(story, signature), proposals to join}) -> the story with the earliest proposed root, else
+  its own; links between the others;
+  ``(text hash, (event time, event id, root, story or None))`` for the exact-copy stage (stories with text;
+  ``carry``: the story goes there, not to the main output, to meet its text's state)."""
 
-  def __init__(self):
+  def __init__(self, carry: bool):
+    self._carry = carry
     self._stories = Metrics.counter(METRICS_NAMESPACE, "stories")
     self._joined = Metrics.counter(METRICS_NAMESPACE, "joined_earlier_story")
 
   def process(self, element):
     _, grouped = element
     proposals = list(grouped["root"])
-    for story in grouped["story"]:
-      if can_bridge(len(_words(story)[1])):
+    for story, sig in grouped["story"]:
+      if can_bridge(sig.n_tokens):
         for link in proposal_links(proposals):
           yield beam.pvalue.TaggedOutput(LINKS, link)
-      best = min(proposals) if proposals else (1, 0, story.story_id)
+      best = min(proposals, default=(1, *sig.root))
       self._stories.inc()
       if best[0] == 0 and best[2] != story.story_id:
         self._joined.inc()
-      yield dataclasses.replace(story, cluster_id=best[2])
+      story = dataclasses.replace(story, cluster_id=best[2])
+      carried = self._carry and sig.n_tokens > 0
+      if sig.n_tokens:
+        yield beam.pvalue.TaggedOutput(
+            EXACT, (sig.exact, (sig.time_us, story.event_id, best[1:], story if carried else None)))
+      if not carried:
+        yield story
+
+
+def _exact_batch(element, ttl_us: int) -> list[Link]:
+  """(text hash, copies) -> links between the clusters of copies within the exact-copy TTL (batch)."""
+  _, copies = element
+  ordered = sorted(copies, key=lambda copy: copy[:2])
+  return exact_copies(None, [(time_us, tuple(root)) for time_us, _, root, _ in ordered], ttl_us=ttl_us)[2]
+
+
+_EXACT_ENTRY = ReadModifyWriteStateSpec("exact", PickleCoder())
+_EXACT_EXPIRY = TimerSpec("exact_expiry", TimeDomain.WATERMARK)
+_EXACT_ENTRY_PARAM = beam.DoFn.StateParam(_EXACT_ENTRY)
+_EXACT_EXPIRY_PARAM = beam.DoFn.TimerParam(_EXACT_EXPIRY)
+
+
+class _ExactStateful(beam.DoFn):
+  """Stateful, per text: copies join the cluster of the text's first copy while the entry lives (it
+  expires ``exact_ttl`` after the text's latest copy)."""
+
+  def __init__(self, ttl_us: int):
+    self._ttl_us = ttl_us
+    self._rejoined = Metrics.counter(METRICS_NAMESPACE, "exact_copies_rejoined")
+
+  def process(self, element, timestamp=beam.DoFn.TimestampParam, entry=_EXACT_ENTRY_PARAM,
+              expiry=_EXACT_EXPIRY_PARAM) -> Iterator:
+    _, copies = element
+    ordered = sorted(copies, key=lambda copy: copy[:2])
+    state, roots, _ = exact_copies(entry.read(), [(time_us, tuple(root)) for time_us, _, root, _ in ordered],
+                                   ttl_us=self._ttl_us)
+    entry.write(state)
+    expiry.set(timestamp + Duration(micros=self._ttl_us))
+    for (_, _, _, story), root in zip(ordered, roots, strict=True):
+      if root[1] != story.cluster_id:
+        self._rejoined.inc()
+        story = dataclasses.replace(story, cluster_id=root[1])
+      yield TimestampedValue(story, timestamp)
+
+  @on_timer(_EXACT_EXPIRY)
+  def expire(self, entry=_EXACT_ENTRY_PARAM) -> None:
+    entry.clear()
 
 
 class _Relabel(beam.DoFn):
@@ -123,23 +199,41 @@ def _count_bridge(_link) -> None:
   Metrics.counter(METRICS_NAMESPACE, "bridges_not_merged").inc()
 
 
+def _across_windows(grouped, windowing, name: str, dofn: beam.DoFn):
+  """Runs a stateful ``dofn`` on each window's groups in one global window (a key's state outlives the
+  windows), then puts its output back into the input's windows."""
+  rewindow = not isinstance(windowing.windowfn, GlobalWindows)
+  if rewindow:
+    grouped = grouped | f"{name}AcrossWindows" >> beam.WindowInto(GlobalWindows())
+  out = grouped | name >> beam.ParDo(dofn)
+  if rewindow:
+    out = out | f"{name}RestoreWindows" >> beam.WindowInto(
+        windowing.windowfn, trigger=windowing.triggerfn, accumulation_mode=windowing.accumulation_mode,
+        timestamp_combiner=windowing.timestamp_combiner, allowed_lateness=windowing.allowed_lateness)
+  return out
+
+
 class ClusterStories(beam.PTransform):
   """PCollection[Story] -> the same stories with ``cluster_id`` set (see the module docstring).
 
   ``stateful=False`` (batch): each key's members are grouped and processed at once, in event-time
-  order; then clusters that one story links (it matches members of both, or its keys proposed both)
-  are merged: connected components over the links, named after the earliest root. ``stateful=True``
-  (stream): each window's members of a key are grouped, then meet the key's members of earlier
-  windows, kept in state that expires ``ttl_seconds`` after the key's newest member; a row once
-  written is never rewritten, so linked clusters stay apart (counted as ``bridges_not_merged``).
-  The input's windowing is kept (merging windows are not supported).
+  order; then clusters that one story links (it matches members of both, or its keys proposed both,
+  or it is an exact copy, within ``exact_ttl_seconds``, of a story of the other) are merged: connected
+  components over the links, named after the earliest root. ``stateful=True`` (stream): each window's
+  members of a key are grouped, then meet the key's members of earlier windows, kept in state that
+  expires ``ttl_seconds`` after the key's newest member; then each window's copies of a text meet the
+  text's entry (the cluster of its first copy), kept ``exact_ttl_seconds`` after its latest copy, and
+  join that cluster. A row once written is never rewritten, so linked clusters stay apart (counted as
+  ``bridges_not_merged``). The input's windowing is kept (merging windows are not supported).
   """
 
-  def __init__(self, ttl_seconds: float = DEFAULT_TTL_SECONDS, cap: int = DEFAULT_CAP, stateful: bool = False):
+  def __init__(self, ttl_seconds: float = DEFAULT_TTL_SECONDS, cap: int = DEFAULT_CAP, stateful: bool = False,
+               exact_ttl_seconds: float = DEFAULT_EXACT_TTL_SECONDS):
     super().__init__()
-    if ttl_seconds <= 0 or cap <= 0:
-      raise ValueError("ttl_seconds and cap must be positive")
+    if ttl_seconds <= 0 or cap <= 0 or exact_ttl_seconds <= 0:
+      raise ValueError("ttl_seconds, exact_ttl_seconds and cap must be positive")
     self._ttl_us = int(ttl_seconds * 1_000_000)
+    self._exact_ttl_us = int(exact_ttl_seconds * 1_000_000)
     self._cap = cap
     self._stateful = stateful
 
@@ -147,31 +241,23 @@ class ClusterStories(beam.PTransform):
     windowing = stories.windowing
     if windowing.windowfn.is_merging():
       raise ValueError("ClusterStories does not support merging windows (e.g. sessions)")
-    sigs = stories | "Signature" >> beam.Map(signature)
-    grouped = (
-        sigs
-        | "Keys" >> beam.FlatMap(lambda sig: [(key, sig) for key in keys(sig)]).with_output_types(
-            tuple[str, Signature])
-        | "ByKey" >> beam.GroupByKey())
+    signed = stories | "Signature" >> beam.Map(lambda story: (story.event_id, (story, signature(story))))
+    grouped = (signed | "Keys" >> beam.FlatMap(_keyed).with_output_types(tuple[str, bytes])
+               | "ByKey" >> beam.GroupByKey())
     if self._stateful:
-      rewindow = not isinstance(windowing.windowfn, GlobalWindows)
-      if rewindow:
-        grouped = grouped | "AcrossWindows" >> beam.WindowInto(GlobalWindows())
-      proposals = grouped | "Assign" >> beam.ParDo(_AssignStateful(self._ttl_us, self._cap))
-      if rewindow:
-        proposals = proposals | "RestoreWindows" >> beam.WindowInto(
-            windowing.windowfn, trigger=windowing.triggerfn, accumulation_mode=windowing.accumulation_mode,
-            timestamp_combiner=windowing.timestamp_combiner, allowed_lateness=windowing.allowed_lateness)
+      proposals = _across_windows(grouped, windowing, "Assign", _AssignStateful(self._ttl_us, self._cap))
     else:
       proposals, key_links = grouped | "Assign" >> beam.ParDo(
           _AssignBatch(self._ttl_us, self._cap)).with_outputs(LINKS, main="proposals")
-    by_event = stories | "ByEvent" >> beam.Map(lambda story: (story.event_id, story))
-    attached, story_links = ({"story": by_event, "root": proposals} | "Join" >> beam.CoGroupByKey()
-                             | "Attach" >> beam.ParDo(_Attach()).with_outputs(LINKS, main="stories"))
+    attached, story_links, texts = ({"story": signed, "root": proposals} | "Join" >> beam.CoGroupByKey()
+                                    | "Attach" >> beam.ParDo(_Attach(self._stateful)).with_outputs(LINKS, EXACT, main="stories"))
+    copies = texts | "ByText" >> beam.GroupByKey()
     if self._stateful:
       _ = story_links | "CountBridges" >> beam.Map(_count_bridge)
-      return attached
-    merged = ((key_links, story_links) | "AllLinks" >> beam.Flatten()
+      rejoined = _across_windows(copies, windowing, "ExactCopies", _ExactStateful(self._exact_ttl_us))
+      return (attached, rejoined) | "AllStories" >> beam.Flatten()
+    exact_links = copies | "ExactCopies" >> beam.FlatMap(_exact_batch, ttl_us=self._exact_ttl_us)
+    merged = ((key_links, story_links, exact_links) | "AllLinks" >> beam.Flatten()
               | "Links" >> beam.combiners.ToList()
               | "Merge" >> beam.Map(_merged_ids))
     return attached | "Relabel" >> beam.ParDo(_Relabel(), merged=beam.pvalue.AsSingleton(merged))

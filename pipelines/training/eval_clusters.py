@@ -64,15 +64,15 @@ REFILED_CONTAINMENT = 0.5
 REFILED_MIN_SHINGLES = 20
 REFILED_MAX_DF = 50
 REFILED_HEADLINE = 0.5
-REFILED_HOURS = 12
+REFILED_HOURS = 24
 SAME_LEAD_MIN_WORDS = 15
-SAME_LEAD_JACCARD = 0.8
+SAME_LEAD_JACCARD = 0.6
 SAME_FIGURES_MIN = 6
-SAME_FIGURES_CONTAINMENT = 0.8
+SAME_FIGURES_CONTAINMENT = 0.5
 VARIANT_KINDS = ("copy", "repeat", "new_lead", "trimmed", "update", "correction", "reordered", "write_through")
 
 _NUMBER_RE = re.compile(r"\b\d+(?:[.,]\d+)?\b")
-_FIGURE_RE = re.compile(r"\d+(?:[.,]\d+)*")
+_OPENERS = frozenset("A An The In It Its This That These Those He She They We On At For After But As".split())
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
 _LEADS = (
     "{place} - {subject}, according to people familiar with the matter, in a move analysts had expected.",
@@ -130,7 +130,7 @@ def _paragraphs(body: str) -> list[str]:
 def _sentences(body: str) -> list[str]:
   out = []
   for paragraph in _paragraphs(body):
-    out.extend(s.strip() for s in C._SENTENCE_END_RE.split(paragraph) if s.strip())
+    out.extend(s.strip() for s in C.sentence_texts(paragraph) if s.strip())
   return out
 
 
@@ -248,7 +248,8 @@ def refiled_pairs(stories: Sequence[Story], min_containment: float = REFILED_CON
   are in the other body: one story filed again with changes. Exact counts; candidates share a shingle
   found in at most ``REFILED_MAX_DF`` stories."""
   sets = [_shingles(story.body) for story in stories]
-  heads = [set(C.tokens(strip_headline_prefixes(story.headline)[0])) for story in stories]
+  heads = [_headline_words(story) for story in stories]
+  figures = [_figures(story) for story in stories]
   df = Counter(s for shingles in sets for s in shingles)
   index: dict[str, list[int]] = defaultdict(list)
   for i, shingles in enumerate(sets):
@@ -261,6 +262,8 @@ def refiled_pairs(stories: Sequence[Story], min_containment: float = REFILED_CON
       continue
     candidates = {j for s in shingles if df[s] <= REFILED_MAX_DF for j in index[s] if j > i}
     for j in sorted(candidates):
+      if not _same_figures(figures[i], figures[j]):
+        continue
       small = min(len(shingles), len(sets[j]))
       if small < REFILED_MIN_SHINGLES or len(shingles & sets[j]) < min_containment * small:
         continue
@@ -270,31 +273,58 @@ def refiled_pairs(stories: Sequence[Story], min_containment: float = REFILED_CON
   return pairs
 
 
+def _headline_words(story: Story) -> set[str]:
+  """The headline's words, filing marks removed; a story without a headline (a table, a quote sheet)
+  is titled by its body's first line."""
+  headline = story.headline or (story.body or "").strip().split("\n", 1)[0]
+  return set(C.tokens(strip_headline_prefixes(headline)[0]))
+
+
 def _hours_apart(a: Story, b: Story) -> float:
   ta, tb = a.published_at or a.ingested_at, b.published_at or b.ingested_at
   return abs((ta - tb).total_seconds()) / 3600
 
 
-def _lead(story: Story) -> set[str]:
-  """The word pairs of the body's first sentence (empty when it has under ``SAME_LEAD_MIN_WORDS`` words)."""
+def _lead(story: Story) -> tuple[set[str], set[str]]:
+  """The word pairs of the body's first sentence, and its names and figures (capitalised words other
+  than a sentence's opening function word, and numbers); empty when it has under ``SAME_LEAD_MIN_WORDS`` words."""
   for sentence in _sentences(story.body):
     words = C.tokens(sentence)
     if len(words) >= SAME_LEAD_MIN_WORDS:
-      return {f"{a} {b}" for a, b in zip(words, words[1:], strict=False)}
+      facts = {w for w in C._WORD_RE.findall(sentence) if w[0].isupper() and w not in _OPENERS}
+      facts.update(C.figures(sentence))
+      return {f"{a} {b}" for a, b in zip(words, words[1:], strict=False)}, facts
     break
-  return set()
+  return set(), set()
+
+
+def _same_lead(a: tuple[set[str], set[str]], b: tuple[set[str], set[str]]) -> bool:
+  """Leads at word-pair Jaccard >= ``SAME_LEAD_JACCARD``, the shorter one holding no name or figure
+  that the other lacks."""
+  (pairs_a, facts_a), (pairs_b, facts_b) = a, b
+  if not pairs_a or not pairs_b or len(pairs_a & pairs_b) < SAME_LEAD_JACCARD * len(pairs_a | pairs_b):
+    return False
+  return facts_a <= facts_b if len(pairs_a) <= len(pairs_b) else facts_b <= facts_a
+
+
+def _same_figures(a: Counter, b: Counter) -> bool:
+  """Whether half or more of the figures of the body with fewer (counted with repeats) are in the other
+  (true when one has none)."""
+  fewer = min(sum(a.values()), sum(b.values()))
+  return sum((a & b).values()) >= SAME_FIGURES_CONTAINMENT * fewer
 
 
 def _figures(story: Story) -> Counter:
-  return Counter(_FIGURE_RE.findall(story.body or ""))
+  return Counter(C.figures(story.body))
 
 
 def same_news_pairs(stories: Sequence[Story]) -> list[tuple[int, int]]:
   """Pairs of real stories filed within ``REFILED_HOURS`` of each other that report the same news:
 
   * the same lead: their first sentences (``SAME_LEAD_MIN_WORDS`` words or more) at word-pair
-    Jaccard >= ``SAME_LEAD_JACCARD`` (a wire story's lead states its news; a rewrite under a new
-    headline keeps it, perhaps with a word changed);
+    Jaccard >= ``SAME_LEAD_JACCARD``, the shorter lead naming no one the other does not (a wire
+    story's lead states its news; a rewrite under a new headline keeps it, perhaps with a few words
+    changed; the same template about another company names another company);
   * the same figures: ``SAME_FIGURES_CONTAINMENT`` or more of the shorter body's figures (at least
     ``SAME_FIGURES_MIN``, counted with repeats) are in the other, under similar headlines (word
     Jaccard >= ``REFILED_HEADLINE``, filing marks removed): a results table or statistics release
@@ -303,11 +333,11 @@ def same_news_pairs(stories: Sequence[Story]) -> list[tuple[int, int]]:
   Candidates share a lead word pair, or a figure found in at most ``REFILED_MAX_DF`` stories."""
   leads = [_lead(story) for story in stories]
   figures = [_figures(story) for story in stories]
-  heads = [set(C.tokens(strip_headline_prefixes(story.headline)[0])) for story in stories]
+  heads = [_headline_words(story) for story in stories]
   df = Counter(f for counts in figures for f in counts)
   index: dict[str, list[int]] = defaultdict(list)
   for i in range(len(stories)):
-    for s in leads[i]:
+    for s in leads[i][0]:
       index["l" + s].append(i)
     if sum(figures[i].values()) >= SAME_FIGURES_MIN:
       for f in figures[i]:
@@ -315,18 +345,17 @@ def same_news_pairs(stories: Sequence[Story]) -> list[tuple[int, int]]:
           index["f" + f].append(i)
   pairs = []
   for i in range(len(stories)):
-    candidates = {j for key in [*("l" + s for s in leads[i]), *("f" + f for f in figures[i])]
+    candidates = {j for key in [*("l" + s for s in leads[i][0]), *("f" + f for f in figures[i])]
                   for j in index.get(key, ()) if j > i}
     for j in sorted(candidates):
       if _hours_apart(stories[i], stories[j]) > REFILED_HOURS:
         continue
-      lead_union = leads[i] | leads[j]
-      if leads[i] and leads[j] and len(leads[i] & leads[j]) >= SAME_LEAD_JACCARD * len(lead_union):
+      if _same_lead(leads[i], leads[j]):
         pairs.append((i, j))
         continue
       fewer = min(sum(figures[i].values()), sum(figures[j].values()))
       head_union = heads[i] | heads[j]
-      if (fewer >= SAME_FIGURES_MIN and sum((figures[i] & figures[j]).values()) >= SAME_FIGURES_CONTAINMENT * fewer
+      if (fewer >= SAME_FIGURES_MIN and _same_figures(figures[i], figures[j])
           and head_union and len(heads[i] & heads[j]) >= REFILED_HEADLINE * len(head_union)):
         pairs.append((i, j))
   return pairs
