@@ -147,6 +147,65 @@ def test_int8_graph_reads_smoothed_inputs_and_keeps_the_classifier_in_fp32(tiny_
   smoothed = {node.output[0] for node in graph.node if node.name.endswith(ob.SMOOTH_SUFFIX)}
   quantised = [node for node in graph.node if node.op_type == "DynamicQuantizeLinear"]
   assert quantised and all(node.input[0] in smoothed for node in quantised)
+  # Each layer's two output projections read their input quantised a row at a time.
+  for layer in range(2):
+    for projection in (f"/layer.{layer}/attention/output/dense", f"/layer.{layer}/output/dense"):
+      assert ops[f"{projection}/MatMul/rows/MatMul"] == "MatMulIntegerToFloat"
+      assert ops[f"{projection}/smooth/output/rows/Quantize"] == "QuantizeLinear"
+  assert not any(ob._row_scaled(node.name.removesuffix("_quant")) for node in graph.node
+                 if node.op_type == "MatMulInteger")
+
+
+def _matmul_graph(weight, bias):
+  import onnx
+  from onnx import TensorProto, helper, numpy_helper
+
+  graph = helper.make_graph(
+      [helper.make_node("MatMul", ["x", "w"], ["product"], name="/layer.0/output/dense/MatMul"),
+       helper.make_node("Add", ["product", "b"], ["y"], name="/layer.0/output/dense/Add")],
+      "projection", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, weight.shape[0]])],
+      [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+      [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+  return onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_row_scales_quantise_each_token_on_its_own_range(tmp_path):
+  import numpy as np
+  import onnx
+  import onnxruntime as ort
+  from onnxruntime.quantization import QuantType, quantize_dynamic
+
+  rng = np.random.default_rng(3)
+  weight = rng.normal(0, 0.1, (64, 48)).astype(np.float32)
+  bias = rng.normal(0, 0.1, 48).astype(np.float32)
+  onnx.save(_matmul_graph(weight, bias), str(tmp_path / "fp32.onnx"))
+  quantize_dynamic(str(tmp_path / "fp32.onnx"), str(tmp_path / "int8.onnx"), weight_type=QuantType.QInt8,
+                   per_channel=True)
+  window = onnx.load(str(tmp_path / "int8.onnx"))
+  feeds = [{"x": np.maximum(rng.normal(0, 1, (1, 9, 64)), -0.2).astype(np.float32)} for _ in range(4)]
+  points = ob.row_zero_points(_matmul_graph(weight, bias), feeds)
+  assert list(points) == ["x"] and 1 <= points["x"] < 64  # inputs rarely below -0.2: a low zero point
+  rows = onnx.ModelProto()
+  rows.CopyFrom(window)
+  ob.scale_rows(rows, points)
+  assert {n.op_type for n in rows.graph.node} >= {"QuantizeLinear", "MatMulIntegerToFloat"}
+  assert "DynamicQuantizeLinear" not in {n.op_type for n in rows.graph.node}
+
+  def run(model, x):
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+  x = np.maximum(rng.normal(0, 1, (2, 7, 64)), -0.2).astype(np.float32)
+  x[0, 3] *= 40.0  # one token forty times wider than the rest
+  want = x @ weight + bias
+  by_window, by_row = run(window, x), run(rows, x)
+  assert by_row.shape == want.shape
+  others = np.ones(x.shape[:2], bool)
+  others[0, 3] = False
+  row_error = np.abs(by_row - want)[others].max()
+  assert row_error < 0.05 and row_error < np.abs(by_window - want)[others].max() / 5
+  # A token's result is its own: the same alone as beside a wide one.
+  np.testing.assert_array_equal(run(rows, x[1:2, 2:3]), by_row[1:2, 2:3])
+  np.testing.assert_array_equal(run(rows, x[0:1, 0:3]), by_row[0:1, 0:3])
 
 
 def test_smoothing_is_calibrated_deterministically_and_keeps_the_fp32_function(tiny_models, tmp_path):

@@ -18,6 +18,13 @@ on a fixed calibration text (``transforms/data/calibration.txt``, invented wire-
 matching weight row multiplied by it, which leaves the fp32 function unchanged and splits a wide channel's
 range between the activation and the weight (quantised per output channel). The calibration runs the
 exported fp32 graph on one thread, so the same files always give the same int8 graph.
+
+The inputs of each layer's two output projections (the attention context, and the FFN's GELU output) also
+vary widely from token to token: one scale for the window leaves most tokens a few int8 steps. These are
+quantised with one scale per row (token), ``max(hi / (255 - z), -lo / z)`` from the row's own extremes,
+and a zero point ``z`` fixed per input (chosen on the calibration text to minimise the mean step, e.g. low
+for GELU outputs, which are rarely below -0.17). A fixed zero point keeps the product one fused ONNX
+Runtime kernel (``MatMulIntegerToFloat``) followed by one multiplication by the row scales.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from transforms.backends import RowBackend
 LOG = logging.getLogger(__name__)
 
 #: Bumped whenever the exported graph or the way it runs changes (part of the cache key).
-EXPORT_VERSION = "6-smoothed"
+EXPORT_VERSION = "7-rows"
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
 OUTPUT_NAMES = ("ner_logits", "topic_logits")
 PRECISIONS = ("int8", "fp32")
@@ -48,6 +55,9 @@ PRECISIONS = ("int8", "fp32")
 #: encoder layer in fp32 too (``r"^/layer\.0/"``) raises agreement with fp32 (README, "One enrichment
 #: core") but costs about a fifth of the graph's speed.
 KEEP_FP32 = (r"^/classifier/MatMul$",)
+#: int8 MatMuls whose input is quantised with one scale per row instead of one per window (see the module
+#: docstring): each encoder layer's attention output and FFN output projections.
+ROW_SCALED = (r"^/layer\.\d+/(attention/)?output/dense/MatMul$",)
 #: Text the int8 graph's input ranges are measured on (see the module docstring; part of the cache key).
 CALIBRATION_TEXT = Path(__file__).resolve().parent / "data" / "calibration.txt"
 #: Name suffix of the smoothing Mul inserted before the MatMuls that read one tensor.
@@ -91,8 +101,10 @@ def export(ner: sp.NerSpec | None, topics: sp.TopicSpec | None, out_dir: Path, s
                       do_constant_folding=True, dynamo=False)
   smoothed = out_dir / "enrich.smoothed.onnx"
   graph = onnx.load(str(fp32))
-  smooth(graph, input_ranges(graph, calibration_feeds(ner, topics)))
+  feeds = calibration_feeds(ner, topics)
+  smooth(graph, input_ranges(graph, feeds))
   onnx.save(graph, str(smoothed))
+  zero_points = row_zero_points(graph, feeds)
   quiet = logging.getLogger()
   level = quiet.level
   quiet.setLevel(max(level, logging.ERROR))  # the quantiser logs every tensor, and advice, on the root logger
@@ -103,10 +115,17 @@ def export(ner: sp.NerSpec | None, topics: sp.TopicSpec | None, out_dir: Path, s
   finally:
     quiet.setLevel(level)
     smoothed.unlink()
+  int8 = onnx.load(str(out_dir / GRAPH_FILES["int8"]))
+  scale_rows(int8, zero_points)
+  onnx.save(int8, str(out_dir / GRAPH_FILES["int8"]))
 
 
 def _kept_in_fp32(name: str) -> bool:
   return any(re.search(pattern, name) for pattern in KEEP_FP32)
+
+
+def _row_scaled(name: str) -> bool:
+  return any(re.search(pattern, name) for pattern in ROW_SCALED)
 
 
 def _attribute(node, name: str) -> int:
@@ -136,13 +155,11 @@ def calibration_feeds(ner: sp.NerSpec | None, topics: sp.TopicSpec | None) -> li
   return [dict(zip(INPUT_NAMES, wd.padded([row], part.pad_id), strict=True)) for row in rows]
 
 
-def input_ranges(graph, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-  """Largest magnitude of every channel of every int8 MatMul input over ``feeds`` (fp32 graph, one
-  thread)."""
+def _probe(graph, names: list[str], feeds: list[dict[str, np.ndarray]]):
+  """The values of the tensors ``names`` for each of ``feeds`` (``graph`` run on one thread)."""
   import onnx
   import onnxruntime as ort
 
-  names = list(_quantised_inputs(graph))
   probe = onnx.ModelProto()
   probe.CopyFrom(graph)
   probe.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
@@ -151,13 +168,123 @@ def input_ranges(graph, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndar
   options.intra_op_num_threads = options.inter_op_num_threads = 1
   session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
   wanted = {i.name for i in session.get_inputs()}
-  ranges = {name: np.zeros(0, np.float32) for name in names}
   for feed in feeds:
-    for name, value in zip(names, session.run(names, {k: v for k, v in feed.items() if k in wanted}),
-                           strict=True):
+    yield session.run(names, {k: v for k, v in feed.items() if k in wanted})
+
+
+def input_ranges(graph, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  """Largest magnitude of every channel of every int8 MatMul input over ``feeds`` (fp32 graph, one
+  thread)."""
+  names = list(_quantised_inputs(graph))
+  ranges = {name: np.zeros(0, np.float32) for name in names}
+  for values in _probe(graph, names, feeds):
+    for name, value in zip(names, values, strict=True):
       channel_max = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
       ranges[name] = np.maximum(ranges[name], channel_max) if ranges[name].size else channel_max
   return ranges
+
+
+def row_zero_points(graph, feeds: list[dict[str, np.ndarray]]) -> dict[str, int]:
+  """The zero point of each row-scaled input (see :data:`ROW_SCALED`): the one that gives the calibration
+  rows the smallest mean step ``max(hi / (255 - z), -lo / z)``."""
+  names = [tensor for tensor, matmuls in _quantised_inputs(graph).items()
+           if all(_row_scaled(m.name) for m in matmuls)]
+  lows: dict[str, list] = {name: [] for name in names}
+  highs: dict[str, list] = {name: [] for name in names}
+  for values in _probe(graph, names, feeds):
+    for name, value in zip(names, values, strict=True):
+      rows = value.reshape(-1, value.shape[-1])
+      lows[name].append(np.minimum(rows.min(axis=1), 0.0))
+      highs[name].append(np.maximum(rows.max(axis=1), 0.0))
+  z = np.arange(1, 255, dtype=np.float64)[:, None]
+  points = {}
+  for name in names:
+    lo, hi = np.concatenate(lows[name]), np.concatenate(highs[name])
+    step = np.maximum(hi[None] / (255 - z), -lo[None] / z).mean(axis=1)
+    points[name] = int(z[int(np.argmin(step)), 0])
+  return points
+
+
+def scale_rows(model, zero_points: dict[str, int]) -> None:
+  """Quantise each input in ``zero_points`` of a dynamically quantised graph with one scale per row (in
+  place): its ``DynamicQuantizeLinear`` becomes the row's extremes, ``s = max(hi / (255 - z), -lo / z)``
+  and a ``QuantizeLinear`` along the rows; each ``MatMulInteger -> Cast -> Mul(scales)`` reading it
+  becomes ``MatMulIntegerToFloat`` (the weights' scales) times ``s``, reshaped back to the input's rows."""
+  from onnx import helper, numpy_helper
+
+  graph = model.graph
+  weights = {init.name: init for init in graph.initializer}
+  made_by = {out: node for node in graph.node for out in node.output}
+  read_by: dict[str, list] = {}
+  for node in graph.node:
+    for name in node.input:
+      read_by.setdefault(name, []).append(node)
+
+  def only_reader(tensor: str, op_type: str):
+    readers = read_by.get(tensor, [])
+    if len(readers) != 1 or readers[0].op_type != op_type:
+      raise ValueError(f"unexpected quantised graph around {tensor!r}: {[n.op_type for n in readers]}")
+    return readers[0]
+
+  constant = {"rows/one": np.array(1.0, np.float32), "rows/eps": np.array(1e-12, np.float32),
+              "rows/axis1": np.array([1], np.int64), "rows/start": np.array([0], np.int64),
+              "rows/stop": np.array([-1], np.int64)}
+  replaced: dict[str, list] = {}
+  dropped: set[str] = set()
+  for node in graph.node:
+    if node.op_type != "DynamicQuantizeLinear" or node.input[0] not in zero_points:
+      continue
+    x, quantised, x_scale, _ = (*node.input, *node.output)
+    z = zero_points[x]
+    p = node.name.removesuffix("_QuantizeLinear") + "/rows"
+    matmuls = [n for n in read_by[quantised] if n.op_type == "MatMulInteger"]
+    width = numpy_helper.to_array(weights[matmuls[0].input[1]]).shape[0]
+    constant.update({p + "/2d": np.array([-1, width], np.int64), p + "/z": np.array(z, np.uint8),
+                     p + "/hi": np.array(1.0 / (255 - z), np.float32), p + "/lo": np.array(-1.0 / z, np.float32)})
+    replaced[node.name] = [
+        helper.make_node("Reshape", [x, p + "/2d"], [p + "/x"], name=p + "/Reshape"),
+        helper.make_node("ReduceMax", [p + "/x"], [p + "/max"], name=p + "/ReduceMax", axes=[1], keepdims=0),
+        helper.make_node("ReduceMin", [p + "/x"], [p + "/min"], name=p + "/ReduceMin", axes=[1], keepdims=0),
+        helper.make_node("Mul", [p + "/max", p + "/hi"], [p + "/max_step"], name=p + "/MaxStep"),
+        helper.make_node("Mul", [p + "/min", p + "/lo"], [p + "/min_step"], name=p + "/MinStep"),
+        helper.make_node("Max", [p + "/max_step", p + "/min_step", "rows/eps"], [p + "/scale"], name=p + "/Scale"),
+        helper.make_node("Shape", [p + "/scale"], [p + "/count"], name=p + "/Count"),
+        helper.make_node("Expand", [p + "/z", p + "/count"], [p + "/zero_point"], name=p + "/ZeroPoint"),
+        helper.make_node("QuantizeLinear", [p + "/x", p + "/scale", p + "/zero_point"], [p + "/quantised"],
+                         name=p + "/Quantize", axis=0),
+        helper.make_node("Unsqueeze", [p + "/scale", "rows/axis1"], [p + "/column"], name=p + "/Column"),
+        helper.make_node("Shape", [x], [p + "/shape"], name=p + "/Shape"),
+        helper.make_node("Slice", [p + "/shape", "rows/start", "rows/stop"], [p + "/lead"], name=p + "/Lead"),
+    ]
+    dropped.add(node.name)
+    for matmul in matmuls:
+      cast = only_reader(matmul.output[0], "Cast")
+      mul = only_reader(cast.output[0], "Mul")
+      scales = made_by[next(name for name in mul.input if name != cast.output[0])]
+      if scales.op_type != "Mul" or x_scale not in scales.input:
+        raise ValueError(f"unexpected quantised graph around {matmul.name!r}")
+      weight_scale = next(name for name in scales.input if name != x_scale)
+      m = matmul.name.removesuffix("_quant") + "/rows"
+      outputs = numpy_helper.to_array(weights[matmul.input[1]]).shape[1]
+      constant[m + "/width"] = np.array([outputs], np.int64)
+      replaced[matmul.name] = [
+          helper.make_node("MatMulIntegerToFloat", [p + "/quantised", matmul.input[1], "rows/one", weight_scale,
+                                                    p + "/z", matmul.input[3]], [m + "/product"],
+                           name=m + "/MatMul", domain="com.microsoft"),
+          helper.make_node("Mul", [m + "/product", p + "/column"], [m + "/scaled"], name=m + "/Scale"),
+          helper.make_node("Concat", [p + "/lead", m + "/width"], [m + "/shape"], name=m + "/Shape", axis=0),
+          helper.make_node("Reshape", [m + "/scaled", m + "/shape"], [mul.output[0]], name=m + "/Reshape"),
+      ]
+      dropped.update((matmul.name, cast.name, mul.name, scales.name))
+  if not replaced:
+    return
+  nodes = [new for node in graph.node
+           for new in (replaced.get(node.name) or ([] if node.name in dropped else [node]))]
+  del graph.node[:]
+  graph.node.extend(nodes)
+  graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in constant.items())
+  if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
 
 
 def smooth(graph, ranges: dict[str, np.ndarray], strength: float = SMOOTHING, floor: float = 1e-2) -> None:
