@@ -15,6 +15,13 @@ What counts as one story (:func:`similar`, on two stories' :class:`Signature`\\ 
   ``STRONG_SENTENCE_CONTAINMENT`` of the shorter one's sentences (2 or more) are shared, so two
   companies' identical "Qtly div 10 cts vs 10 cts prior" notices stay apart.
 
+* refilings within ``REFILE_HOURS`` (12 hours): the same lead (the body's first sentence of
+  ``LEAD_MIN_WORDS`` words or more, word-pair Jaccard >= ``LEAD_JACCARD``, the shorter lead naming no
+  name or figure the other lacks, naming at least one, and half the figures in common when both carry
+  figures), or, under a similar headline (word Jaccard >= ``REWRITE_HEADLINE_JACCARD``),
+  ``REFILE_FIGURE_CONTAINMENT`` of the figures (``REFILE_MIN_FIGURES`` or more) without any text in
+  common: a results table reformatted.
+
 Candidates come from keys, never from comparing a story with every other one: the story id,
 21 LSH bands of 3 MinHash rows (a pair at Jaccard 0.5 shares a band with probability 0.94), the
 story's 8 smallest sentence hashes (a bottom-k sketch of its sentence set) and 6 bands of 2 MinHash
@@ -81,6 +88,12 @@ HEADLINE_ROWS = 2
 REWRITE_HOURS = 12
 REWRITE_HEADLINE_JACCARD = 0.6
 REWRITE_JACCARD = 0.2
+LEAD_MIN_WORDS = 15
+LEAD_SKETCH = 48
+LEAD_JACCARD = 0.6
+REFILE_HOURS = 12
+REFILE_FIGURE_CONTAINMENT = 0.8
+REFILE_MIN_FIGURES = 6
 
 NEAR_JACCARD = 0.5
 SAME_HEADLINE_JACCARD = 0.4
@@ -102,6 +115,9 @@ EXACT = "exact"
 _MASK64 = (1 << 64) - 1
 _WORD_RE = re.compile(r"\w+")
 _FIGURE_RE = re.compile(r"\d+(?:[.,/]\d+)*")
+_NAME_RE = re.compile(r"[^\W\d_][\w]*")
+#: Words that open a sentence capitalised without naming anyone.
+_OPENERS = frozenset("A An The In It Its This That These Those He She They We On At For After But As".split())
 
 
 def _h64(data: bytes) -> int:
@@ -185,6 +201,12 @@ class Signature:
   n_figures: int = 0
   #: 32-bit hashes of the headline's distinct words (filing marks removed), ascending.
   head_words: tuple[int, ...] = ()
+  #: 32-bit hashes of the lead's distinct word pairs (at most ``LEAD_SKETCH``, ascending; empty when the
+  #: body's first sentence has under ``LEAD_MIN_WORDS`` words).
+  lead: tuple[int, ...] = ()
+  #: 32-bit hashes of the lead's names and figures (capitalised words other than a sentence's opening
+  #: function word, and numbers), ascending.
+  lead_facts: tuple[int, ...] = ()
 
   @property
   def root(self) -> tuple[int, str]:
@@ -218,8 +240,26 @@ def text_hash(words: Sequence[str]) -> int:
   return _h64(" ".join(words).encode("utf-8"))
 
 
+def lead(body: str | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """(the word pairs, the names and figures) of the body's first sentence, as 32-bit hashes; empty when it
+  has under ``LEAD_MIN_WORDS`` words. A wire story's lead states its news: a rewrite keeps it, perhaps
+  with a few words changed; another company's story on the same template names another company."""
+  for text in sentence_texts(body):
+    words = tokens(text)
+    if not words:
+      continue
+    if len(words) < LEAD_MIN_WORDS:
+      break
+    pairs = sorted({_word_hash(f"{a} {b}") & 0xFFFFFFFF for a, b in zip(words, words[1:], strict=False)})
+    facts = {w for w in _NAME_RE.findall(text) if w[0].isupper() and w not in _OPENERS}
+    facts.update(figures(text))
+    return tuple(pairs[:LEAD_SKETCH]), tuple(sorted({_word_hash(f) & 0xFFFFFFFF for f in facts}))
+  return (), ()
+
+
 def signature(story: Story) -> Signature:
   head_words, words = _words(story)
+  lead_pairs, lead_facts = lead(story.body)
   mh, n_shingles = minhash(words)
   sentence_hashes = sorted({_h64(" ".join(s).encode("utf-8")) for s in sentences(story.body)
                             if len(s) >= MIN_SENTENCE_TOKENS})
@@ -231,7 +271,8 @@ def signature(story: Story) -> Signature:
       n_tokens=len(words), n_shingles=n_shingles, minhash=mh.tobytes(),
       sentences=tuple(sentence_hashes[:SENTENCE_SKETCH]), n_sentences=len(sentence_hashes),
       figures=tuple(figure_hashes[:FIGURE_SKETCH]), n_figures=len(figure_hashes),
-      head_words=tuple(sorted({_word_hash(w) & 0xFFFFFFFF for w in head_words})))
+      head_words=tuple(sorted({_word_hash(w) & 0xFFFFFFFF for w in head_words})),
+      lead=lead_pairs, lead_facts=lead_facts)
 
 
 def keys(sig: Signature) -> list[str]:
@@ -295,6 +336,18 @@ def figure_containment(a: Signature, b: Signature) -> float:
   return _common(a.figures, a.n_figures, b.figures, b.n_figures, FIGURE_SKETCH) / fewest
 
 
+def same_lead(a: Signature, b: Signature) -> bool:
+  """Whether two stories open with the same lead: word-pair Jaccard of at least ``LEAD_JACCARD``, the
+  lead with fewer word pairs naming no name or figure that the other lacks."""
+  if not a.lead_facts or not b.lead_facts:
+    return False
+  both = len(set(a.lead) & set(b.lead))
+  if both < LEAD_JACCARD * (len(a.lead) + len(b.lead) - both):
+    return False
+  short, other = (a, b) if len(a.lead) <= len(b.lead) else (b, a)
+  return set(short.lead_facts) <= set(other.lead_facts)
+
+
 def similar(a: Signature, b: Signature) -> bool:
   """Whether two story versions are one story (see the module docstring)."""
   if a.story_id == b.story_id or a.exact == b.exact:
@@ -305,7 +358,14 @@ def similar(a: Signature, b: Signature) -> bool:
   shared = shared_sentences(a, b)
   fewest = min(a.n_sentences, b.n_sentences)
   contained = shared / fewest if fewest else 0.0
-  if (abs(a.time_us - b.time_us) <= REWRITE_HOURS * 3_600_000_000 and min(a.n_figures, b.n_figures) >= 2
+  apart_us = abs(a.time_us - b.time_us)
+  if apart_us <= REFILE_HOURS * 3_600_000_000:
+    if same_lead(a, b) and (not min(a.n_figures, b.n_figures) or figure_containment(a, b) >= FIGURE_CONTAINMENT):
+      return True
+    if (min(a.n_figures, b.n_figures) >= REFILE_MIN_FIGURES and figure_containment(a, b) >= REFILE_FIGURE_CONTAINMENT
+        and headline_jaccard(a, b) >= REWRITE_HEADLINE_JACCARD):
+      return True
+  if (apart_us <= REWRITE_HOURS * 3_600_000_000 and min(a.n_figures, b.n_figures) >= 2
       and (shared >= 1 or j >= REWRITE_JACCARD)
       and headline_jaccard(a, b) >= REWRITE_HEADLINE_JACCARD and figure_containment(a, b) >= FIGURE_CONTAINMENT):
     return True
