@@ -132,6 +132,7 @@ def _coefficients(name: str, count: int, odd: bool) -> np.ndarray:
 _A = _coefficients("a", NUM_HASHES, odd=True)
 _B = _coefficients("b", NUM_HASHES, odd=False)
 _SHINGLE_MIX = _coefficients("shingle", SHINGLE_WORDS, odd=True)
+_PAIR_MIX = int(_coefficients("pair", 1, odd=True)[0])
 
 
 @lru_cache(maxsize=1 << 18)
@@ -158,9 +159,9 @@ def sentence_texts(body: str | None) -> list[str]:
   return out
 
 
-def sentences(body: str | None) -> list[list[str]]:
-  """The body's sentences (:func:`sentence_texts`) as token lists."""
-  return [words for words in map(tokens, sentence_texts(body)) if words]
+def sentences(body: str | None, texts: Sequence[str] | None = None) -> list[list[str]]:
+  """The body's sentences (:func:`sentence_texts`, or ``texts`` when given) as token lists."""
+  return [words for words in map(tokens, sentence_texts(body) if texts is None else texts) if words]
 
 
 def minhash(words: Sequence[str]) -> tuple[np.ndarray, int]:
@@ -240,17 +241,18 @@ def text_hash(words: Sequence[str]) -> int:
   return _h64(" ".join(words).encode("utf-8"))
 
 
-def lead(body: str | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def lead(body: str | None, texts: Sequence[str] | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
   """(the word pairs, the names and figures) of the body's first sentence, as 32-bit hashes; empty when it
   has under ``LEAD_MIN_WORDS`` words. A wire story's lead states its news: a rewrite keeps it, perhaps
   with a few words changed; another company's story on the same template names another company."""
-  for text in sentence_texts(body):
+  for text in sentence_texts(body) if texts is None else texts:
     words = tokens(text)
     if not words:
       continue
     if len(words) < LEAD_MIN_WORDS:
       break
-    pairs = sorted({_word_hash(f"{a} {b}") & 0xFFFFFFFF for a, b in zip(words, words[1:], strict=False)})
+    hashes = [_word_hash(w) for w in words]
+    pairs = sorted({((a * _PAIR_MIX + b) & _MASK64) >> 32 for a, b in zip(hashes, hashes[1:], strict=False)})
     facts = {w for w in _NAME_RE.findall(text) if w[0].isupper() and w not in _OPENERS}
     facts.update(figures(text))
     return tuple(pairs[:LEAD_SKETCH]), tuple(sorted({_word_hash(f) & 0xFFFFFFFF for f in facts}))
@@ -259,9 +261,10 @@ def lead(body: str | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 def signature(story: Story) -> Signature:
   head_words, words = _words(story)
-  lead_pairs, lead_facts = lead(story.body)
+  texts = sentence_texts(story.body)
+  lead_pairs, lead_facts = lead(story.body, texts)
   mh, n_shingles = minhash(words)
-  sentence_hashes = sorted({_h64(" ".join(s).encode("utf-8")) for s in sentences(story.body)
+  sentence_hashes = sorted({_h64(" ".join(s).encode("utf-8")) for s in sentences(story.body, texts)
                             if len(s) >= MIN_SENTENCE_TOKENS})
   figure_hashes = sorted(_h64(f"{figure}#{n}".encode()) for figure, count in Counter(figures(story.body)).items()
                          for n in range(count))
