@@ -352,6 +352,44 @@ def test_stream_state_joins_a_copy_windows_later_and_keeps_windows():
     assert_that(out, equal_to([("a:1", "a", 0), ("f:1", "f", 0), ("b:1", "a", 240)]))
 
 
+def _alias_stories() -> tuple[Story, Story, Story]:
+  """A; S, which joins A through the sentences they share while its other sentences' keys hold it under its
+  own root; T, which matches S only through those other sentences."""
+  a = _story("a", "Steel plant to close", STEEL[:4])
+  s = _story("s", "Steel plant to close, valley flooded", [*STEEL[:4], *FLOOD[:2]], minutes=60)
+  t = _story("t", "Valley flooded", FLOOD[:2], minutes=120)
+  return a, s, t
+
+
+def test_a_story_proposed_under_the_own_root_of_a_story_that_joined_a_cluster_joins_that_cluster():
+  a, s, t = map(C.signature, _alias_stories())
+  assert C.similar(a, s) and C.similar(s, t) and not C.similar(a, t)
+  clusterer = C.Clusterer()
+  assert [clusterer.place(sig) for sig in (a, s, t)] == [("a", "a"), ("a", "a"), ("a", "s")]
+  assert clusterer.merged() == {"s": "a"}  # batch: s's own root is linked to the cluster it joined
+  late = dataclasses.replace(t, story_id="t2", event_id="t2:1", time_us=s.time_us + clusterer.ttl_us + 1)
+  assert C.resolve_alias(clusterer.alias["s"], s.root, now_us=late.time_us, ttl_us=clusterer.ttl_us) == s.root
+  clusterer.expire(late.time_us)
+  assert "s" not in clusterer.alias  # bounded: aliases expire with the keys
+
+
+def test_stream_joins_through_an_alias_and_batch_through_a_link():
+  stories = _alias_stories()
+  options = PipelineOptions(["--runner=BundleBasedDirectRunner"])
+  options.view_as(StandardOptions).streaming = True
+  events = (TestStream().advance_watermark_to(0)
+            .add_elements([window.TimestampedValue(stories[0], 10)]).advance_watermark_to(100)
+            .add_elements([window.TimestampedValue(stories[1], 130)]).advance_watermark_to(200)
+            .add_elements([window.TimestampedValue(stories[2], 250)]).advance_watermark_to_infinity())
+  with TestPipeline(options=options) as p:
+    out = (p | events | beam.WindowInto(window.FixedWindows(60)) | ClusterStories(stateful=True)
+           | beam.Map(lambda s, w=beam.DoFn.WindowParam: (s.event_id, s.cluster_id, int(w.start))))
+    assert_that(out, equal_to([("a:1", "a", 0), ("s:1", "a", 120), ("t:1", "a", 240)]))
+  with TestPipeline() as p:
+    out = p | beam.Create(stories) | ClusterStories() | beam.Map(lambda s: (s.event_id, s.cluster_id))
+    assert_that(out, equal_to([("a:1", "a"), ("s:1", "a"), ("t:1", "a")]))
+
+
 def test_bad_arguments_are_refused():
   with pytest.raises(ValueError):
     ClusterStories(ttl_seconds=0)

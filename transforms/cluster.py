@@ -111,6 +111,8 @@ DEFAULT_CAP = 32
 LINKS = "links"
 #: Tag of the exact texts of the stories (their own stage).
 EXACT = "exact"
+#: Tag of the stream's stories that joined a cluster, and of their aliases (their own stage).
+ALIAS = "alias"
 
 _MASK64 = (1 << 64) - 1
 _WORD_RE = re.compile(r"\w+")
@@ -467,6 +469,21 @@ def exact_copies(entry: ExactEntry | None, arrivals: Iterable[tuple[int, tuple[i
   return entry, roots, links
 
 
+#: What the stream keeps of a story that joined another story's cluster, under its own id: (its event time,
+#: the root of the cluster it joined).
+AliasEntry = tuple[int, tuple[int, str]]
+
+
+def resolve_alias(entry: AliasEntry | None, root: tuple[int, str], *, now_us: int, ttl_us: int) -> tuple[int, str]:
+  """The cluster of a story whose keys proposed ``root`` (the stream). A key remembers each member with the
+  root that key saw: a member alone in one key but joining an earlier cluster through its other keys is
+  remembered there under its own root, which no row carries. The alias entry kept under that root (within
+  ``ttl_us``) names the cluster the member joined: the stream writes that cluster, batch links the two."""
+  if entry is not None and abs(now_us - entry[0]) <= ttl_us:
+    return entry[1]
+  return root
+
+
 def _arrival_order(sig: Signature) -> tuple[int, str]:
   return (sig.time_us, sig.event_id)
 
@@ -475,8 +492,9 @@ class Clusterer:
   """Clustering in one process, one story at a time (the evaluation, tests, small tools).
 
   Keeps the same per-key members as the pipelines. ``add`` returns the story's cluster id on arrival
-  (what the stream writes); ``merged`` maps those ids to the ids after linked clusters are merged
-  (what the batch pipeline writes). ``keep_links=False`` keeps no links (bounded memory).
+  (what the stream writes); ``place`` also the batch pipeline's id before linked clusters are merged, and
+  ``merged`` maps those to the ids after (what the batch pipeline writes). ``keep_links=False`` keeps no
+  links (bounded memory) and no batch ids.
   """
 
   def __init__(self, ttl_seconds: float = DEFAULT_TTL_SECONDS, cap: int = DEFAULT_CAP, keep_links: bool = True,
@@ -489,9 +507,18 @@ class Clusterer:
     self.exact: dict[int, ExactEntry] = {}
     self.links: list[Link] | None = [] if keep_links else None
     self._roots: dict[str, tuple[int, str]] = {}
+    #: The batch pipeline's exact copies (it gives them the roots before aliases; only with links).
+    self._exact_batch: dict[int, ExactEntry] = {}
+    #: Story id -> :data:`AliasEntry` (the stream's aliases: stories that joined another story's cluster).
+    self.alias: dict[str, AliasEntry] = {}
 
   def add(self, sig: Signature) -> str:
-    """Adds one story version; returns its cluster id on arrival."""
+    """Adds one story version; returns its cluster id on arrival (what the stream writes)."""
+    return self.place(sig)[0]
+
+  def place(self, sig: Signature) -> tuple[str, str]:
+    """Adds one story version; returns its cluster id on arrival in the stream, and in batch before linked
+    clusters are merged (:meth:`merged` maps the latter)."""
     proposals = []
     for key in keys(sig):
       members, proposed, links = assign(self.index.get(key, []), [sig], ttl_us=self.ttl_us, cap=self.cap)
@@ -500,17 +527,26 @@ class Clusterer:
       if self.links is not None:
         self.links.extend(links)
     best = min(proposals, default=(1, *sig.root))
-    root = (best[1], best[2])
+    key_root = root = (best[1], best[2])
+    if best[0] == 0:
+      root = resolve_alias(self.alias.get(key_root[1]), key_root, now_us=sig.time_us, ttl_us=self.ttl_us)
+      if root != key_root and self.links is not None:
+        self.links.append((root, key_root))
+      if key_root != sig.root:
+        self.alias[sig.story_id] = (sig.time_us, key_root)
     if self.links is not None and can_bridge(sig.n_tokens):
       self.links.extend(proposal_links(proposals))
+    batch_root = key_root
     if sig.n_tokens:
-      self.exact[sig.exact], (root,), links = exact_copies(
+      self.exact[sig.exact], (root,), _ = exact_copies(
           self.exact.get(sig.exact), [(sig.time_us, root)], ttl_us=self.exact_ttl_us)
       if self.links is not None:
+        self._exact_batch[sig.exact], (batch_root,), links = exact_copies(
+            self._exact_batch.get(sig.exact), [(sig.time_us, key_root)], ttl_us=self.exact_ttl_us)
         self.links.extend(links)
     if self.links is not None:
-      self._roots[root[1]] = root
-    return root[1]
+      self._roots[batch_root[1]] = batch_root
+    return root[1], batch_root[1]
 
   def merged(self) -> dict[str, str]:
     """Cluster id on arrival -> cluster id once linked clusters are merged (only the ids that change)."""
@@ -525,3 +561,5 @@ class Clusterer:
       del self.index[key]
     for text in [text for text, (newest, _) in self.exact.items() if newest < now_us - self.exact_ttl_us]:
       del self.exact[text]
+    for story_id in [story_id for story_id, (when, _) in self.alias.items() if when < now_us - self.ttl_us]:
+      del self.alias[story_id]

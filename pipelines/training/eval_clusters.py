@@ -417,10 +417,11 @@ def cluster_items(items: Sequence[Item], ttl_seconds: float = C.DEFAULT_TTL_SECO
   order = sorted(range(len(items)), key=lambda i: (sigs[i].time_us, sigs[i].event_id))
   clusterer = C.Clusterer(ttl_seconds=ttl_seconds)
   on_arrival = [""] * len(items)
+  batch = [""] * len(items)
   for i in order:
-    on_arrival[i] = clusterer.add(sigs[i])
+    on_arrival[i], batch[i] = clusterer.place(sigs[i])
   merged = clusterer.merged()
-  return [merged.get(cid, cid) for cid in on_arrival], on_arrival, time.perf_counter() - started
+  return [merged.get(cid, cid) for cid in batch], on_arrival, time.perf_counter() - started
 
 
 def score(items: Sequence[Item], ids: Sequence[str], near_pairs: Iterable[tuple[int, int]]) -> dict:
