@@ -204,12 +204,13 @@ class Signature:
   n_figures: int = 0
   #: 32-bit hashes of the headline's distinct words (filing marks removed), ascending.
   head_words: tuple[int, ...] = ()
-  #: 32-bit hashes of the lead's distinct word pairs (at most ``LEAD_SKETCH``, ascending; empty when the
-  #: body's first sentence has under ``LEAD_MIN_WORDS`` words).
-  lead: tuple[int, ...] = ()
-  #: 32-bit hashes of the lead's names and figures (capitalised words other than a sentence's opening
-  #: function word, and numbers), ascending.
-  lead_facts: tuple[int, ...] = ()
+  #: 16-bit hashes of the lead's distinct word pairs (the ``LEAD_SKETCH`` smallest, ascending, as uint16
+  #: bytes; empty when the body's first sentence has under ``LEAD_MIN_WORDS`` words). Two leads of 40 word
+  #: pairs have 0.02 pairs in common by chance.
+  lead: bytes = b""
+  #: 16-bit hashes of the lead's names and figures (capitalised words other than a sentence's opening
+  #: function word, and numbers), ascending, as uint16 bytes.
+  lead_facts: bytes = b""
 
   @property
   def root(self) -> tuple[int, str]:
@@ -243,8 +244,12 @@ def text_hash(words: Sequence[str]) -> int:
   return _h64(" ".join(words).encode("utf-8"))
 
 
-def lead(body: str | None, texts: Sequence[str] | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
-  """(the word pairs, the names and figures) of the body's first sentence, as 32-bit hashes; empty when it
+def _uint16s(values: Iterable[int]) -> bytes:
+  return np.array(sorted(set(values)), dtype=np.uint16).tobytes()
+
+
+def lead(body: str | None, texts: Sequence[str] | None = None) -> tuple[bytes, bytes]:
+  """(the word pairs, the names and figures) of the body's first sentence, as 16-bit hashes; empty when it
   has under ``LEAD_MIN_WORDS`` words. A wire story's lead states its news: a rewrite keeps it, perhaps
   with a few words changed; another company's story on the same template names another company."""
   for text in sentence_texts(body) if texts is None else texts:
@@ -254,11 +259,11 @@ def lead(body: str | None, texts: Sequence[str] | None = None) -> tuple[tuple[in
     if len(words) < LEAD_MIN_WORDS:
       break
     hashes = [_word_hash(w) for w in words]
-    pairs = sorted({((a * _PAIR_MIX + b) & _MASK64) >> 32 for a, b in zip(hashes, hashes[1:], strict=False)})
+    pairs = sorted({((a * _PAIR_MIX + b) & _MASK64) >> 48 for a, b in zip(hashes, hashes[1:], strict=False)})
     facts = {w for w in _NAME_RE.findall(text) if w[0].isupper() and w not in _OPENERS}
     facts.update(figures(text))
-    return tuple(pairs[:LEAD_SKETCH]), tuple(sorted({_word_hash(f) & 0xFFFFFFFF for f in facts}))
-  return (), ()
+    return _uint16s(pairs[:LEAD_SKETCH]), _uint16s(_word_hash(f) >> 48 for f in facts)
+  return b"", b""
 
 
 def signature(story: Story) -> Signature:
@@ -346,11 +351,12 @@ def same_lead(a: Signature, b: Signature) -> bool:
   lead with fewer word pairs naming no name or figure that the other lacks."""
   if not a.lead_facts or not b.lead_facts:
     return False
-  both = len(set(a.lead) & set(b.lead))
-  if both < LEAD_JACCARD * (len(a.lead) + len(b.lead) - both):
+  pairs_a, pairs_b = set(memoryview(a.lead).cast("H")), set(memoryview(b.lead).cast("H"))
+  both = len(pairs_a & pairs_b)
+  if both < LEAD_JACCARD * (len(pairs_a) + len(pairs_b) - both):
     return False
-  short, other = (a, b) if len(a.lead) <= len(b.lead) else (b, a)
-  return set(short.lead_facts) <= set(other.lead_facts)
+  short, other = (a, b) if len(pairs_a) <= len(pairs_b) else (b, a)
+  return set(memoryview(short.lead_facts).cast("H")) <= set(memoryview(other.lead_facts).cast("H"))
 
 
 def similar(a: Signature, b: Signature) -> bool:
