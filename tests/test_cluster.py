@@ -166,6 +166,50 @@ def test_a_rewrite_under_a_similar_headline_with_the_same_figures_joins_within_h
   assert set(C.keys(base)) & set(C.keys(rewrite)) - set(C.keys(other))  # a headline band brings them together
 
 
+def test_a_rewrite_that_keeps_the_lead_joins_within_hours_unless_it_names_others_or_other_figures():
+  lead = ("<American Aircraft Corp> said it has acquired a 51 pct interest in privately-held <Hunter Helicopter of "
+          "Nevada Inc> for an undisclosed amount of stock.")
+  base = C.signature(_story("l1", "AMERICAN AIRCRAFT CORP BUYS PRIVATE FIRM", [lead, *FLOOD[:2]]))
+  reworded = lead.replace("privately-held", "privately-owned")
+  rewrite = C.signature(_story("l2", "AMERICAN AIRCRAFT BUYS INTO HELICOPTER BUILDER", [reworded, *STEEL[3:]],
+                               minutes=50))
+  assert C.shared_sentences(base, rewrite) == 0 and C.jaccard(base, rewrite) < C.NEAR_JACCARD
+  assert C.headline_jaccard(base, rewrite) < C.REWRITE_HEADLINE_JACCARD
+  assert C.same_lead(base, rewrite) and C.similar(base, rewrite)
+  late = C.signature(_story("l3", "AMERICAN AIRCRAFT BUYS INTO HELICOPTER BUILDER", [reworded, *STEEL[3:]],
+                            minutes=(C.REFILE_HOURS + 1) * 60))
+  assert not C.similar(base, late)  # a day later the same lead is another story's background
+  other = C.signature(_story("l4", "AMERICAN AIRCRAFT BUYS ROTOR MAKER",
+                             [reworded.replace("Hunter Helicopter", "Rotorway"), *STEEL[3:]], minutes=50))
+  assert not C.same_lead(base, other) and not C.similar(base, other)  # names another company
+  template = "The following proposed securities offerings were filed recently with regulators this week in full."
+  plain = [C.signature(_story(f"t{i}", "PROPOSED OFFERINGS", [template.lower(), *body], minutes=i))
+           for i, body in enumerate((FLOOD[:2], STEEL[:2]))]
+  assert not C.similar(*plain)  # a lead that names no one is a template, not news
+  figures_a = lead.replace("51 pct", "51 pct, or 1,200,000 shares,") + " It paid 2.5 mln dlrs and 400,000 warrants."
+  figures_b = lead.replace("51 pct", "51 pct, or 1,200,000 shares,") + " It paid 3.1 mln dlrs and 650,000 warrants."
+  assert not C.similar(C.signature(_story("f1", "A", [figures_a, *FLOOD[:2]])),
+                       C.signature(_story("f2", "B", [figures_b, *STEEL[3:]], minutes=50)))  # other figures
+
+
+def test_a_table_filed_again_reformatted_joins_under_a_similar_headline_within_hours():
+  table = ["Shr one ct vs five cts", "Net 50,745 vs 161,019", "Revs 478,700 vs 1,048,543",
+           "Avg shrs 4,350,000 vs 3,217,500", "Nine mths", "Net 169,275 vs 390,179"]
+  refiled = ["Feb 28 end", "Shr five cts vs one ct", "Net 161,019 vs 50,745", "Revs 1,048,543 vs 478,700",
+             "Avg shrs 3,217,500 vs 4,350,000", "Nine mths", "Net 390,179 vs 169,275", "NOTE: Corrects reversed figures."]
+  base = C.signature(_story("n1", "NETWORK VIDEO INC <NVID> 3RD QTR FEB 28 NET", table))
+  again = C.signature(_story("n2", "CORRECTED-NETWORK VIDEO INC <NVID> 3RD QTR", refiled, minutes=120))
+  assert C.shared_sentences(base, again) == 0 and C.jaccard(base, again) < C.REWRITE_JACCARD
+  assert C.similar(base, again)
+  assert not C.similar(base, C.signature(_story("n3", "CORRECTED-NETWORK VIDEO INC <NVID> 3RD QTR", refiled,
+                                                minutes=(C.REFILE_HOURS + 1) * 60)))  # too late to be a refiling
+  assert not C.similar(base, C.signature(_story("n4", "ACME INC 3RD QTR", refiled, minutes=120)))  # another headline
+  amended = [line.replace("161,019", "161,091").replace("3,217,500", "3,271,500").replace("390,179", "390,719")
+             for line in refiled]
+  assert not C.similar(base, C.signature(_story("n5", "CORRECTED-NETWORK VIDEO INC <NVID> 3RD QTR", amended,
+                                                minutes=120)))  # too many figures differ
+
+
 def test_members_are_bounded_and_a_late_near_copy_within_the_ttl_joins():
   clusterer = C.Clusterer(ttl_seconds=3 * 24 * 3600, cap=4, exact_ttl_seconds=10 * 24 * 3600)
   first = _story("a", "Steel plant to close", STEEL)
@@ -308,6 +352,44 @@ def test_stream_state_joins_a_copy_windows_later_and_keeps_windows():
     assert_that(out, equal_to([("a:1", "a", 0), ("f:1", "f", 0), ("b:1", "a", 240)]))
 
 
+def _alias_stories() -> tuple[Story, Story, Story]:
+  """A; S, which joins A through the sentences they share while its other sentences' keys hold it under its
+  own root; T, which matches S only through those other sentences."""
+  a = _story("a", "Steel plant to close", STEEL[:4])
+  s = _story("s", "Steel plant to close, valley flooded", [*STEEL[:4], *FLOOD[:2]], minutes=60)
+  t = _story("t", "Valley flooded", FLOOD[:2], minutes=120)
+  return a, s, t
+
+
+def test_a_story_proposed_under_the_own_root_of_a_story_that_joined_a_cluster_joins_that_cluster():
+  a, s, t = map(C.signature, _alias_stories())
+  assert C.similar(a, s) and C.similar(s, t) and not C.similar(a, t)
+  clusterer = C.Clusterer()
+  assert [clusterer.place(sig) for sig in (a, s, t)] == [("a", "a"), ("a", "a"), ("a", "s")]
+  assert clusterer.merged() == {"s": "a"}  # batch: s's own root is linked to the cluster it joined
+  late = dataclasses.replace(t, story_id="t2", event_id="t2:1", time_us=s.time_us + clusterer.ttl_us + 1)
+  assert C.resolve_alias(clusterer.alias["s"], s.root, now_us=late.time_us, ttl_us=clusterer.ttl_us) == s.root
+  clusterer.expire(late.time_us)
+  assert "s" not in clusterer.alias  # bounded: aliases expire with the keys
+
+
+def test_stream_joins_through_an_alias_and_batch_through_a_link():
+  stories = _alias_stories()
+  options = PipelineOptions(["--runner=BundleBasedDirectRunner"])
+  options.view_as(StandardOptions).streaming = True
+  events = (TestStream().advance_watermark_to(0)
+            .add_elements([window.TimestampedValue(stories[0], 10)]).advance_watermark_to(100)
+            .add_elements([window.TimestampedValue(stories[1], 130)]).advance_watermark_to(200)
+            .add_elements([window.TimestampedValue(stories[2], 250)]).advance_watermark_to_infinity())
+  with TestPipeline(options=options) as p:
+    out = (p | events | beam.WindowInto(window.FixedWindows(60)) | ClusterStories(stateful=True)
+           | beam.Map(lambda s, w=beam.DoFn.WindowParam: (s.event_id, s.cluster_id, int(w.start))))
+    assert_that(out, equal_to([("a:1", "a", 0), ("s:1", "a", 120), ("t:1", "a", 240)]))
+  with TestPipeline() as p:
+    out = p | beam.Create(stories) | ClusterStories() | beam.Map(lambda s: (s.event_id, s.cluster_id))
+    assert_that(out, equal_to([("a:1", "a"), ("s:1", "a"), ("t:1", "a")]))
+
+
 def test_bad_arguments_are_refused():
   with pytest.raises(ValueError):
     ClusterStories(ttl_seconds=0)
@@ -365,6 +447,14 @@ def test_eval_labels_and_scores_on_the_fixture():
   assert report["precision"] == 1.0 and report["recall"] >= 0.9
   lone = E.score(items, [item.story.event_id for item in items], [])
   assert lone["recall"] < 1.0 or lone["true_pairs"] == 0
+  made = [E.Item(_story(f"s{i}", "Steel plant to close", STEEL, minutes=i), label, "real", f"s{i}")
+          for i, label in enumerate((0, 0, 0, 1, 1, 2))]
+  assert E.errors(made, ["a", "a", "a", "b", "b", "c"], 5) == {"false": [], "missed": []}
+  found = E.errors(made, ["a", "a", "b", "b", "b", "c"], 5)
+  assert [e["pairs"] for e in found["false"]] == [2] and [e["pairs"] for e in found["missed"]] == [2]
+  assert [part[0] for part in found["false"][0]["parts"]] == ["2 x", "1 x"]
+  alone = E.errors(made, [str(i) for i in range(6)], 1)["missed"]
+  assert [e["pairs"] for e in alone] == [3]  # the largest first
 
 
 def test_eval_labels_refilings_as_one_story():

@@ -15,6 +15,13 @@ What counts as one story (:func:`similar`, on two stories' :class:`Signature`\\ 
   ``STRONG_SENTENCE_CONTAINMENT`` of the shorter one's sentences (2 or more) are shared, so two
   companies' identical "Qtly div 10 cts vs 10 cts prior" notices stay apart.
 
+* refilings within ``REFILE_HOURS`` (12 hours): the same lead (the body's first sentence of
+  ``LEAD_MIN_WORDS`` words or more, word-pair Jaccard >= ``LEAD_JACCARD``, the shorter lead naming no
+  name or figure the other lacks, naming at least one, and half the figures in common when both carry
+  figures), or, under a similar headline (word Jaccard >= ``REWRITE_HEADLINE_JACCARD``),
+  ``REFILE_FIGURE_CONTAINMENT`` of the figures (``REFILE_MIN_FIGURES`` or more) without any text in
+  common: a results table reformatted.
+
 Candidates come from keys, never from comparing a story with every other one: the story id,
 21 LSH bands of 3 MinHash rows (a pair at Jaccard 0.5 shares a band with probability 0.94), the
 story's 8 smallest sentence hashes (a bottom-k sketch of its sentence set) and 6 bands of 2 MinHash
@@ -81,6 +88,12 @@ HEADLINE_ROWS = 2
 REWRITE_HOURS = 12
 REWRITE_HEADLINE_JACCARD = 0.6
 REWRITE_JACCARD = 0.2
+LEAD_MIN_WORDS = 15
+LEAD_SKETCH = 48
+LEAD_JACCARD = 0.6
+REFILE_HOURS = 12
+REFILE_FIGURE_CONTAINMENT = 0.8
+REFILE_MIN_FIGURES = 6
 
 NEAR_JACCARD = 0.5
 SAME_HEADLINE_JACCARD = 0.4
@@ -98,10 +111,15 @@ DEFAULT_CAP = 32
 LINKS = "links"
 #: Tag of the exact texts of the stories (their own stage).
 EXACT = "exact"
+#: Tag of the stream's stories that joined a cluster, and of their aliases (their own stage).
+ALIAS = "alias"
 
 _MASK64 = (1 << 64) - 1
 _WORD_RE = re.compile(r"\w+")
 _FIGURE_RE = re.compile(r"\d+(?:[.,/]\d+)*")
+_NAME_RE = re.compile(r"[^\W\d_][\w]*")
+#: Words that open a sentence capitalised without naming anyone.
+_OPENERS = frozenset("A An The In It Its This That These Those He She They We On At For After But As".split())
 
 
 def _h64(data: bytes) -> int:
@@ -116,6 +134,7 @@ def _coefficients(name: str, count: int, odd: bool) -> np.ndarray:
 _A = _coefficients("a", NUM_HASHES, odd=True)
 _B = _coefficients("b", NUM_HASHES, odd=False)
 _SHINGLE_MIX = _coefficients("shingle", SHINGLE_WORDS, odd=True)
+_PAIR_MIX = int(_coefficients("pair", 1, odd=True)[0])
 
 
 @lru_cache(maxsize=1 << 18)
@@ -142,9 +161,9 @@ def sentence_texts(body: str | None) -> list[str]:
   return out
 
 
-def sentences(body: str | None) -> list[list[str]]:
-  """The body's sentences (:func:`sentence_texts`) as token lists."""
-  return [words for words in map(tokens, sentence_texts(body)) if words]
+def sentences(body: str | None, texts: Sequence[str] | None = None) -> list[list[str]]:
+  """The body's sentences (:func:`sentence_texts`, or ``texts`` when given) as token lists."""
+  return [words for words in map(tokens, sentence_texts(body) if texts is None else texts) if words]
 
 
 def minhash(words: Sequence[str]) -> tuple[np.ndarray, int]:
@@ -185,6 +204,13 @@ class Signature:
   n_figures: int = 0
   #: 32-bit hashes of the headline's distinct words (filing marks removed), ascending.
   head_words: tuple[int, ...] = ()
+  #: 16-bit hashes of the lead's distinct word pairs (the ``LEAD_SKETCH`` smallest, ascending, as uint16
+  #: bytes; empty when the body's first sentence has under ``LEAD_MIN_WORDS`` words). Two leads of 40 word
+  #: pairs have 0.02 pairs in common by chance.
+  lead: bytes = b""
+  #: 16-bit hashes of the lead's names and figures (capitalised words other than a sentence's opening
+  #: function word, and numbers), ascending, as uint16 bytes.
+  lead_facts: bytes = b""
 
   @property
   def root(self) -> tuple[int, str]:
@@ -218,10 +244,34 @@ def text_hash(words: Sequence[str]) -> int:
   return _h64(" ".join(words).encode("utf-8"))
 
 
+def _uint16s(values: Iterable[int]) -> bytes:
+  return np.array(sorted(set(values)), dtype=np.uint16).tobytes()
+
+
+def lead(body: str | None, texts: Sequence[str] | None = None) -> tuple[bytes, bytes]:
+  """(the word pairs, the names and figures) of the body's first sentence, as 16-bit hashes; empty when it
+  has under ``LEAD_MIN_WORDS`` words. A wire story's lead states its news: a rewrite keeps it, perhaps
+  with a few words changed; another company's story on the same template names another company."""
+  for text in sentence_texts(body) if texts is None else texts:
+    words = tokens(text)
+    if not words:
+      continue
+    if len(words) < LEAD_MIN_WORDS:
+      break
+    hashes = [_word_hash(w) for w in words]
+    pairs = sorted({((a * _PAIR_MIX + b) & _MASK64) >> 48 for a, b in zip(hashes, hashes[1:], strict=False)})
+    facts = {w for w in _NAME_RE.findall(text) if w[0].isupper() and w not in _OPENERS}
+    facts.update(figures(text))
+    return _uint16s(pairs[:LEAD_SKETCH]), _uint16s(_word_hash(f) >> 48 for f in facts)
+  return b"", b""
+
+
 def signature(story: Story) -> Signature:
   head_words, words = _words(story)
+  texts = sentence_texts(story.body)
+  lead_pairs, lead_facts = lead(story.body, texts)
   mh, n_shingles = minhash(words)
-  sentence_hashes = sorted({_h64(" ".join(s).encode("utf-8")) for s in sentences(story.body)
+  sentence_hashes = sorted({_h64(" ".join(s).encode("utf-8")) for s in sentences(story.body, texts)
                             if len(s) >= MIN_SENTENCE_TOKENS})
   figure_hashes = sorted(_h64(f"{figure}#{n}".encode()) for figure, count in Counter(figures(story.body)).items()
                          for n in range(count))
@@ -231,7 +281,8 @@ def signature(story: Story) -> Signature:
       n_tokens=len(words), n_shingles=n_shingles, minhash=mh.tobytes(),
       sentences=tuple(sentence_hashes[:SENTENCE_SKETCH]), n_sentences=len(sentence_hashes),
       figures=tuple(figure_hashes[:FIGURE_SKETCH]), n_figures=len(figure_hashes),
-      head_words=tuple(sorted({_word_hash(w) & 0xFFFFFFFF for w in head_words})))
+      head_words=tuple(sorted({_word_hash(w) & 0xFFFFFFFF for w in head_words})),
+      lead=lead_pairs, lead_facts=lead_facts)
 
 
 def keys(sig: Signature) -> list[str]:
@@ -295,6 +346,19 @@ def figure_containment(a: Signature, b: Signature) -> float:
   return _common(a.figures, a.n_figures, b.figures, b.n_figures, FIGURE_SKETCH) / fewest
 
 
+def same_lead(a: Signature, b: Signature) -> bool:
+  """Whether two stories open with the same lead: word-pair Jaccard of at least ``LEAD_JACCARD``, the
+  lead with fewer word pairs naming no name or figure that the other lacks."""
+  if not a.lead_facts or not b.lead_facts:
+    return False
+  pairs_a, pairs_b = set(memoryview(a.lead).cast("H")), set(memoryview(b.lead).cast("H"))
+  both = len(pairs_a & pairs_b)
+  if both < LEAD_JACCARD * (len(pairs_a) + len(pairs_b) - both):
+    return False
+  short, other = (a, b) if len(pairs_a) <= len(pairs_b) else (b, a)
+  return set(memoryview(short.lead_facts).cast("H")) <= set(memoryview(other.lead_facts).cast("H"))
+
+
 def similar(a: Signature, b: Signature) -> bool:
   """Whether two story versions are one story (see the module docstring)."""
   if a.story_id == b.story_id or a.exact == b.exact:
@@ -305,7 +369,14 @@ def similar(a: Signature, b: Signature) -> bool:
   shared = shared_sentences(a, b)
   fewest = min(a.n_sentences, b.n_sentences)
   contained = shared / fewest if fewest else 0.0
-  if (abs(a.time_us - b.time_us) <= REWRITE_HOURS * 3_600_000_000 and min(a.n_figures, b.n_figures) >= 2
+  apart_us = abs(a.time_us - b.time_us)
+  if apart_us <= REFILE_HOURS * 3_600_000_000:
+    if same_lead(a, b) and (not min(a.n_figures, b.n_figures) or figure_containment(a, b) >= FIGURE_CONTAINMENT):
+      return True
+    if (min(a.n_figures, b.n_figures) >= REFILE_MIN_FIGURES and figure_containment(a, b) >= REFILE_FIGURE_CONTAINMENT
+        and headline_jaccard(a, b) >= REWRITE_HEADLINE_JACCARD):
+      return True
+  if (apart_us <= REWRITE_HOURS * 3_600_000_000 and min(a.n_figures, b.n_figures) >= 2
       and (shared >= 1 or j >= REWRITE_JACCARD)
       and headline_jaccard(a, b) >= REWRITE_HEADLINE_JACCARD and figure_containment(a, b) >= FIGURE_CONTAINMENT):
     return True
@@ -404,6 +475,21 @@ def exact_copies(entry: ExactEntry | None, arrivals: Iterable[tuple[int, tuple[i
   return entry, roots, links
 
 
+#: What the stream keeps of a story that joined another story's cluster, under its own id: (its event time,
+#: the root of the cluster it joined).
+AliasEntry = tuple[int, tuple[int, str]]
+
+
+def resolve_alias(entry: AliasEntry | None, root: tuple[int, str], *, now_us: int, ttl_us: int) -> tuple[int, str]:
+  """The cluster of a story whose keys proposed ``root`` (the stream). A key remembers each member with the
+  root that key saw: a member alone in one key but joining an earlier cluster through its other keys is
+  remembered there under its own root, which no row carries. The alias entry kept under that root (within
+  ``ttl_us``) names the cluster the member joined: the stream writes that cluster, batch links the two."""
+  if entry is not None and abs(now_us - entry[0]) <= ttl_us:
+    return entry[1]
+  return root
+
+
 def _arrival_order(sig: Signature) -> tuple[int, str]:
   return (sig.time_us, sig.event_id)
 
@@ -412,8 +498,9 @@ class Clusterer:
   """Clustering in one process, one story at a time (the evaluation, tests, small tools).
 
   Keeps the same per-key members as the pipelines. ``add`` returns the story's cluster id on arrival
-  (what the stream writes); ``merged`` maps those ids to the ids after linked clusters are merged
-  (what the batch pipeline writes). ``keep_links=False`` keeps no links (bounded memory).
+  (what the stream writes); ``place`` also the batch pipeline's id before linked clusters are merged, and
+  ``merged`` maps those to the ids after (what the batch pipeline writes). ``keep_links=False`` keeps no
+  links (bounded memory) and no batch ids.
   """
 
   def __init__(self, ttl_seconds: float = DEFAULT_TTL_SECONDS, cap: int = DEFAULT_CAP, keep_links: bool = True,
@@ -426,9 +513,18 @@ class Clusterer:
     self.exact: dict[int, ExactEntry] = {}
     self.links: list[Link] | None = [] if keep_links else None
     self._roots: dict[str, tuple[int, str]] = {}
+    #: The batch pipeline's exact copies (it gives them the roots before aliases; only with links).
+    self._exact_batch: dict[int, ExactEntry] = {}
+    #: Story id -> :data:`AliasEntry` (the stream's aliases: stories that joined another story's cluster).
+    self.alias: dict[str, AliasEntry] = {}
 
   def add(self, sig: Signature) -> str:
-    """Adds one story version; returns its cluster id on arrival."""
+    """Adds one story version; returns its cluster id on arrival (what the stream writes)."""
+    return self.place(sig)[0]
+
+  def place(self, sig: Signature) -> tuple[str, str]:
+    """Adds one story version; returns its cluster id on arrival in the stream, and in batch before linked
+    clusters are merged (:meth:`merged` maps the latter)."""
     proposals = []
     for key in keys(sig):
       members, proposed, links = assign(self.index.get(key, []), [sig], ttl_us=self.ttl_us, cap=self.cap)
@@ -437,17 +533,26 @@ class Clusterer:
       if self.links is not None:
         self.links.extend(links)
     best = min(proposals, default=(1, *sig.root))
-    root = (best[1], best[2])
+    key_root = root = (best[1], best[2])
+    if best[0] == 0:
+      root = resolve_alias(self.alias.get(key_root[1]), key_root, now_us=sig.time_us, ttl_us=self.ttl_us)
+      if root != key_root and self.links is not None:
+        self.links.append((root, key_root))
+      if key_root != sig.root:
+        self.alias[sig.story_id] = (sig.time_us, key_root)
     if self.links is not None and can_bridge(sig.n_tokens):
       self.links.extend(proposal_links(proposals))
+    batch_root = key_root
     if sig.n_tokens:
-      self.exact[sig.exact], (root,), links = exact_copies(
+      self.exact[sig.exact], (root,), _ = exact_copies(
           self.exact.get(sig.exact), [(sig.time_us, root)], ttl_us=self.exact_ttl_us)
       if self.links is not None:
+        self._exact_batch[sig.exact], (batch_root,), links = exact_copies(
+            self._exact_batch.get(sig.exact), [(sig.time_us, key_root)], ttl_us=self.exact_ttl_us)
         self.links.extend(links)
     if self.links is not None:
-      self._roots[root[1]] = root
-    return root[1]
+      self._roots[batch_root[1]] = batch_root
+    return root[1], batch_root[1]
 
   def merged(self) -> dict[str, str]:
     """Cluster id on arrival -> cluster id once linked clusters are merged (only the ids that change)."""
@@ -462,3 +567,5 @@ class Clusterer:
       del self.index[key]
     for text in [text for text, (newest, _) in self.exact.items() if newest < now_us - self.exact_ttl_us]:
       del self.exact[text]
+    for story_id in [story_id for story_id, (when, _) in self.alias.items() if when < now_us - self.ttl_us]:
+      del self.alias[story_id]

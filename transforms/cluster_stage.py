@@ -16,6 +16,7 @@ from apache_beam.transforms.window import GlobalWindows, TimestampedValue
 from apache_beam.utils.timestamp import Duration
 
 from transforms.cluster import (
+  ALIAS,
   DEFAULT_CAP,
   DEFAULT_EXACT_TTL_SECONDS,
   DEFAULT_TTL_SECONDS,
@@ -32,6 +33,7 @@ from transforms.cluster import (
   keys,
   merge_links,
   proposal_links,
+  resolve_alias,
   signature,
 )
 
@@ -110,7 +112,10 @@ class _Attach(beam.DoFn):
   """(event_id, {(story, signature), proposals to join}) -> the story with the earliest proposed root, else
   its own; links between the others;
   ``(text hash, (event time, event id, root, story or None))`` for the exact-copy stage (stories with text;
-  ``carry``: the story goes there, not to the main output, to meet its text's state)."""
+  ``carry``: the story goes there, not to the main output, to meet its text's state). A story that joined
+  a cluster goes to the alias stage, keyed by the root it joined (``(root id, (event time, 1, event id,
+  root, story, text hash or None))``; with ``carry`` instead of the other outputs, else without the story),
+  and when that is not its own root, its alias too (``(own id, (event time, 0, event id, root, None, None))``)."""
 
   def __init__(self, carry: bool):
     self._carry = carry
@@ -129,12 +134,76 @@ class _Attach(beam.DoFn):
       if best[0] == 0 and best[2] != story.story_id:
         self._joined.inc()
       story = dataclasses.replace(story, cluster_id=best[2])
+      if best[0] == 0:
+        root = (best[1], best[2])
+        text = sig.exact if sig.n_tokens else None
+        yield beam.pvalue.TaggedOutput(ALIAS, (root[1], (sig.time_us, 1, story.event_id, root,
+                                                         *((story, text) if self._carry else (None, None)))))
+        if root != sig.root:
+          yield beam.pvalue.TaggedOutput(ALIAS, (sig.story_id, (sig.time_us, 0, story.event_id, root, None, None)))
+        if self._carry:
+          continue
       carried = self._carry and sig.n_tokens > 0
       if sig.n_tokens:
         yield beam.pvalue.TaggedOutput(
             EXACT, (sig.exact, (sig.time_us, story.event_id, best[1:], story if carried else None)))
       if not carried:
         yield story
+
+
+_ALIAS_ENTRY = ReadModifyWriteStateSpec("alias", PickleCoder())
+_ALIAS_EXPIRY = TimerSpec("alias_expiry", TimeDomain.WATERMARK)
+_ALIAS_ENTRY_PARAM = beam.DoFn.StateParam(_ALIAS_ENTRY)
+_ALIAS_EXPIRY_PARAM = beam.DoFn.TimerParam(_ALIAS_EXPIRY)
+
+
+class _AliasStateful(beam.DoFn):
+  """Stateful, per story id (the stream): the alias of a story that joined another story's cluster, kept
+  ``ttl`` after it; the stories whose keys proposed that story's own root join the cluster it names
+  (:func:`transforms.cluster.resolve_alias`), then go on to the exact-copy stage (stories with text) or out."""
+
+  def __init__(self, ttl_us: int):
+    self._ttl_us = ttl_us
+    self._resolved = Metrics.counter(METRICS_NAMESPACE, "joined_through_alias")
+
+  def process(self, element, timestamp=beam.DoFn.TimestampParam, entry=_ALIAS_ENTRY_PARAM,
+              expiry=_ALIAS_EXPIRY_PARAM) -> Iterator:
+    _, arrivals = element
+    state = entry.read()
+    for time_us, kind, _, root, story, text in sorted(arrivals, key=lambda arrival: arrival[:3]):
+      if kind == 0:
+        state = (time_us, tuple(root))
+        continue
+      resolved = resolve_alias(state, tuple(root), now_us=time_us, ttl_us=self._ttl_us)
+      if resolved[1] != story.cluster_id:
+        self._resolved.inc()
+        story = dataclasses.replace(story, cluster_id=resolved[1])
+      if text is None:
+        yield TimestampedValue(story, timestamp)
+      else:
+        yield beam.pvalue.TaggedOutput(EXACT, TimestampedValue((text, (time_us, story.event_id, resolved, story)),
+                                                               timestamp))
+    if state is not None:
+      entry.write(state)
+      expiry.set(timestamp + Duration(micros=self._ttl_us))
+
+  @on_timer(_ALIAS_EXPIRY)
+  def expire(self, entry=_ALIAS_ENTRY_PARAM) -> None:
+    entry.clear()
+
+
+def _alias_batch(element, ttl_us: int) -> Iterator[Link]:
+  """(root id, aliases and stories that joined it) -> a link from each story's root to the cluster the
+  alias names, where one does (batch)."""
+  _, arrivals = element
+  state = None
+  for time_us, kind, _, root, _, _ in sorted(arrivals, key=lambda arrival: arrival[:3]):
+    if kind == 0:
+      state = (time_us, tuple(root))
+    else:
+      resolved = resolve_alias(state, tuple(root), now_us=time_us, ttl_us=ttl_us)
+      if resolved != tuple(root):
+        yield (resolved, tuple(root))
 
 
 def _exact_batch(element, ttl_us: int) -> list[Link]:
@@ -199,18 +268,23 @@ def _count_bridge(_link) -> None:
   Metrics.counter(METRICS_NAMESPACE, "bridges_not_merged").inc()
 
 
-def _across_windows(grouped, windowing, name: str, dofn: beam.DoFn):
+def _across_windows(grouped, windowing, name: str, dofn: beam.DoFn, tags: tuple[str, ...] = ()):
   """Runs a stateful ``dofn`` on each window's groups in one global window (a key's state outlives the
-  windows), then puts its output back into the input's windows."""
+  windows), then puts its output (and its ``tags`` outputs, after it) back into the input's windows."""
   rewindow = not isinstance(windowing.windowfn, GlobalWindows)
   if rewindow:
     grouped = grouped | f"{name}AcrossWindows" >> beam.WindowInto(GlobalWindows())
-  out = grouped | name >> beam.ParDo(dofn)
+  if tags:
+    results = grouped | name >> beam.ParDo(dofn).with_outputs(*tags, main="main")
+    outs = [results.main, *(results[tag] for tag in tags)]
+  else:
+    outs = [grouped | name >> beam.ParDo(dofn)]
   if rewindow:
-    out = out | f"{name}RestoreWindows" >> beam.WindowInto(
+    outs = [out | f"{name}RestoreWindows{i or ''}" >> beam.WindowInto(
         windowing.windowfn, trigger=windowing.triggerfn, accumulation_mode=windowing.accumulation_mode,
         timestamp_combiner=windowing.timestamp_combiner, allowed_lateness=windowing.allowed_lateness)
-  return out
+        for i, out in enumerate(outs)]
+  return tuple(outs) if tags else outs[0]
 
 
 class ClusterStories(beam.PTransform):
@@ -218,10 +292,13 @@ class ClusterStories(beam.PTransform):
 
   ``stateful=False`` (batch): each key's members are grouped and processed at once, in event-time
   order; then clusters that one story links (it matches members of both, or its keys proposed both,
-  or it is an exact copy, within ``exact_ttl_seconds``, of a story of the other) are merged: connected
+  or it is an exact copy, within ``exact_ttl_seconds``, of a story of the other, or it joined the own
+  root of a story that joined the other: an alias) are merged: connected
   components over the links, named after the earliest root. ``stateful=True`` (stream): each window's
   members of a key are grouped, then meet the key's members of earlier windows, kept in state that
-  expires ``ttl_seconds`` after the key's newest member; then each window's copies of a text meet the
+  expires ``ttl_seconds`` after the key's newest member; a story that joined a cluster meets the alias
+  kept under the root it joined (a story's own root, when that story joined an earlier cluster through
+  its other keys: the story then joins that cluster), kept ``ttl_seconds``; then each window's copies of a text meet the
   text's entry (the cluster of its first copy), kept ``exact_ttl_seconds`` after its latest copy, and
   join that cluster. A row once written is never rewritten, so linked clusters stay apart (counted as
   ``bridges_not_merged``). The input's windowing is kept (merging windows are not supported).
@@ -249,15 +326,21 @@ class ClusterStories(beam.PTransform):
     else:
       proposals, key_links = grouped | "Assign" >> beam.ParDo(
           _AssignBatch(self._ttl_us, self._cap)).with_outputs(LINKS, main="proposals")
-    attached, story_links, texts = ({"story": signed, "root": proposals} | "Join" >> beam.CoGroupByKey()
-                                    | "Attach" >> beam.ParDo(_Attach(self._stateful)).with_outputs(LINKS, EXACT, main="stories"))
-    copies = texts | "ByText" >> beam.GroupByKey()
+    attached, story_links, texts, joined = (
+        {"story": signed, "root": proposals} | "Join" >> beam.CoGroupByKey()
+        | "Attach" >> beam.ParDo(_Attach(self._stateful)).with_outputs(LINKS, EXACT, ALIAS, main="stories"))
     if self._stateful:
       _ = story_links | "CountBridges" >> beam.Map(_count_bridge)
+      aliased, aliased_texts = _across_windows(joined | "ByRoot" >> beam.GroupByKey(), windowing, "Aliases",
+                                               _AliasStateful(self._ttl_us), tags=(EXACT,))
+      copies = (texts, aliased_texts) | "AllTexts" >> beam.Flatten() | "ByText" >> beam.GroupByKey()
       rejoined = _across_windows(copies, windowing, "ExactCopies", _ExactStateful(self._exact_ttl_us))
-      return (attached, rejoined) | "AllStories" >> beam.Flatten()
+      return (attached, aliased, rejoined) | "AllStories" >> beam.Flatten()
+    copies = texts | "ByText" >> beam.GroupByKey()
     exact_links = copies | "ExactCopies" >> beam.FlatMap(_exact_batch, ttl_us=self._exact_ttl_us)
-    merged = ((key_links, story_links, exact_links) | "AllLinks" >> beam.Flatten()
+    alias_links = (joined | "ByRoot" >> beam.GroupByKey()
+                   | "Aliases" >> beam.FlatMap(_alias_batch, ttl_us=self._ttl_us))
+    merged = ((key_links, story_links, exact_links, alias_links) | "AllLinks" >> beam.Flatten()
               | "Links" >> beam.combiners.ToList()
               | "Merge" >> beam.Map(_merged_ids))
     return attached | "Relabel" >> beam.ParDo(_Relabel(), merged=beam.pvalue.AsSingleton(merged))

@@ -31,7 +31,8 @@ ids the batch pipeline writes (linked clusters merged), the same for the ids the
 (``stream``: each id fixed when the story arrives), the
 number of clusters, seconds spent clustering, and recalls per variant kind, for exact copies and
 for real near copies; ``apart_merged`` counts merged pairs of different stories that share a
-Reuters topic. ``--scale N`` instead times N synthetic stories (variants of the files' stories,
+Reuters topic. ``--show-errors N`` also prints (to stderr) the N largest false joins and
+missed joins of the batch and the stream ids, a few stories of each part. ``--scale N`` instead times N synthetic stories (variants of the files' stories,
 spread over time at ``--per-day`` stories a day) and reports the cost per story and the state size.
 
     wirestream eval clusters --reuters ../shared/data/reuters21578 --files 007-013
@@ -416,10 +417,11 @@ def cluster_items(items: Sequence[Item], ttl_seconds: float = C.DEFAULT_TTL_SECO
   order = sorted(range(len(items)), key=lambda i: (sigs[i].time_us, sigs[i].event_id))
   clusterer = C.Clusterer(ttl_seconds=ttl_seconds)
   on_arrival = [""] * len(items)
+  batch = [""] * len(items)
   for i in order:
-    on_arrival[i] = clusterer.add(sigs[i])
+    on_arrival[i], batch[i] = clusterer.place(sigs[i])
   merged = clusterer.merged()
-  return [merged.get(cid, cid) for cid in on_arrival], on_arrival, time.perf_counter() - started
+  return [merged.get(cid, cid) for cid in batch], on_arrival, time.perf_counter() - started
 
 
 def score(items: Sequence[Item], ids: Sequence[str], near_pairs: Iterable[tuple[int, int]]) -> dict:
@@ -467,10 +469,57 @@ def score(items: Sequence[Item], ids: Sequence[str], near_pairs: Iterable[tuple[
   }
 
 
-def evaluate(paths: Sequence[Path]) -> dict:
+def _describe(item: Item) -> str:
+  story = item.story
+  title = story.headline or "(no headline) " + (story.body or "").strip().split("\n", 1)[0]
+  when = (story.published_at or story.ingested_at).strftime("%Y-%m-%d %H:%M")
+  return f"{item.kind:>13} {when} {title[:90]!r}"
+
+
+def errors(items: Sequence[Item], ids: Sequence[str], count: int) -> dict[str, list[dict]]:
+  """The ``count`` largest errors of ``ids``: ``false``, clusters holding stories of several labels (the
+  pairs they wrongly join), and ``missed``, labels split over several clusters (the pairs they miss);
+  each with a few stories of every part."""
+  by_cluster: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+  by_label: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+  for i, (cid, item) in enumerate(zip(ids, items, strict=True)):
+    by_cluster[cid][item.label].append(i)
+    by_label[item.label][cid].append(i)
+
+  def cross(parts: Iterable[list[int]]) -> int:
+    sizes = [len(p) for p in parts]
+    return _pairs(sum(sizes)) - sum(_pairs(n) for n in sizes)
+
+  def shown(parts: dict) -> list[list[str]]:
+    ordered = sorted(parts.values(), key=lambda p: (-len(p), p))
+    return [[f"{len(p)} x"] + [_describe(items[i]) for i in p[:3]] for p in ordered[:4]]
+
+  out = {}
+  for name, groups in (("false", by_cluster), ("missed", by_label)):
+    errs = [(cross(parts.values()), key, parts) for key, parts in groups.items() if len(parts) > 1]
+    errs.sort(key=lambda e: (-e[0], str(e[1])))
+    out[name] = [{"pairs": pairs, "parts": shown(parts)} for pairs, _, parts in errs[:count]]
+  return out
+
+
+def print_errors(name: str, found: dict[str, list[dict]], file=sys.stderr) -> None:
+  for kind, errs in found.items():
+    print(f"== {name}: {kind} pairs (largest first)", file=file)
+    for err in errs:
+      print(f"-- {err['pairs']} pairs", file=file)
+      for part in err["parts"]:
+        print(f"   [{part[0]}]", file=file)
+        for line in part[1:]:
+          print(f"      {line}", file=file)
+
+
+def evaluate(paths: Sequence[Path], show_errors: int = 0) -> dict:
   stories = parse_files(paths)
   items, extra = build_set(stories)
   ids, on_arrival, seconds = cluster_items(items)
+  if show_errors:
+    print_errors("batch", errors(items, ids, show_errors))
+    print_errors("stream", errors(items, on_arrival, show_errors))
   report = score(items, ids, extra["near_pairs"])
   stream = score(items, on_arrival, extra["near_pairs"])
   report["stream"] = {key: stream[key] for key in ("precision", "recall", "f1", "clusters", "exact_copy_recall",
@@ -549,7 +598,7 @@ def _run(args: argparse.Namespace) -> int:
   if args.scale:
     report = scale(parse_files(paths), args.scale, args.per_day, args.ttl_seconds)
   else:
-    report = evaluate(paths)
+    report = evaluate(paths, args.show_errors)
   print(json.dumps(report))
   return 0
 
@@ -562,6 +611,8 @@ def register(subparsers) -> None:
   parser.add_argument("--files", default="007-013", help="File numbers, e.g. 007-013 or 000,003 (default: 007-013).")
   parser.add_argument("--scale", type=int, default=0, metavar="N",
                       help="Time N synthetic stories instead (cost per story, state size).")
+  parser.add_argument("--show-errors", type=int, default=0, metavar="N",
+                      help="Also print the N largest false and missed joins (batch and stream) to stderr.")
   parser.add_argument("--per-day", type=int, default=5000, help="--scale: stories per day of event time.")
   parser.add_argument("--ttl-seconds", type=float, default=C.DEFAULT_TTL_SECONDS,
                       help="--scale: how long a story stays joinable (default: a week).")
