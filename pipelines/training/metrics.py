@@ -60,3 +60,56 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     if inside.any():
       ece += inside.mean() * abs(confidence[inside].mean() - correct[inside].mean())
   return float(ece)
+
+
+def top1_topic_report(top: Sequence[str], gold: Sequence[Sequence[str]], main: Sequence[str | None],
+                      groups: Sequence[str] | None = None, confusions: int = 15) -> dict:
+  """Scores of top-1 topics ``top`` against real labels.
+
+  ``gold[i]``: the topics that count as a right top-1 for row i; ``main[i]``: the one it is mainly about
+  (None for a set without a main one, such as AG World). Reports
+
+  * ``top1_accuracy``: top-1 == main, over the rows with a main topic (``n_main``);
+  * ``top1_in_gold``: top-1 is one of the gold topics, over all rows (``n``);
+  * ``per_label``: per topic, ``recall`` (rows mainly about it whose top-1 is it; ``support`` such
+    rows) and ``precision`` (rows whose top-1 is it, ``predicted``, for which it is a gold topic);
+  * ``confusions``: the largest ``[gold, predicted, count]`` of wrong top-1s (gold: the main topic, else
+    the row's group);
+  * ``by_group`` (with ``groups``): per source class, n, top-1 in gold and its 3 commonest top-1s.
+  """
+  n = len(top)
+  if not (len(gold) == len(main) == n and (groups is None or len(groups) == n)):
+    raise ValueError("top, gold, main and groups must have one entry a row")
+  right = [t in g for t, g in zip(top, gold, strict=True)]
+  with_main = [(t, m) for t, m in zip(top, main, strict=True) if m is not None]
+  per_label = {}
+  for code in sorted(set(top) | {m for _, m in with_main}):
+    predicted = [ok for t, ok in zip(top, right, strict=True) if t == code]
+    support = [t == code for t, m in with_main if m == code]
+    per_label[code] = {"precision": round(sum(predicted) / len(predicted), 4) if predicted else None,
+                       "recall": round(sum(support) / len(support), 4) if support else None,
+                       "support": len(support), "predicted": len(predicted)}
+  pairs: dict[tuple[str, str], int] = {}
+  for i, (t, ok) in enumerate(zip(top, right, strict=True)):
+    if not ok:
+      source = main[i] if main[i] is not None else (groups[i] if groups is not None else "|".join(gold[i]))
+      pairs[(source, t)] = pairs.get((source, t), 0) + 1
+  report = {
+      "n": n, "n_main": len(with_main),
+      "top1_accuracy": round(sum(t == m for t, m in with_main) / len(with_main), 4) if with_main else None,
+      "top1_in_gold": round(sum(right) / n, 4) if n else None,
+      "per_label": per_label,
+      "confusions": [[g, p, c] for (g, p), c in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+                     ][:confusions],
+  }
+  if groups is not None:
+    by_group = {}
+    for name in sorted(set(groups)):
+      rows = [i for i, g in enumerate(groups) if g == name]
+      tops: dict[str, int] = {}
+      for i in rows:
+        tops[top[i]] = tops.get(top[i], 0) + 1
+      by_group[name] = {"n": len(rows), "top1_in_gold": round(sum(right[i] for i in rows) / len(rows), 4),
+                        "top": sorted(tops.items(), key=lambda kv: (-kv[1], kv[0]))[:3]}
+    report["by_group"] = by_group
+  return report

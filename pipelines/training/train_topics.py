@@ -4,8 +4,11 @@ Data (see ``pipelines/topics_data.py`` for the label mapping):
 
 * AG News rows: Sports -> sport (15), Business -> economy, business and finance (04), Sci/Tech -> science
   and technology (13), World -> "at least one of" the twelve topics other than 01/04/10/13/15 (a
-  noisy-OR loss; 01/04/10/13/15 are negatives). A fixed 10% of AG (by a hash of the text) is the dev split
-  and never trains.
+  noisy-OR loss; 01/04/10/13/15 are negatives). A fixed, stratified 9.5% of AG (by a hash of the text,
+  repeats on one side: ``topics_data.split_ag``) is the dev split and never trains.
+* Optionally (``--huffpost``) the train part of the HuffPost headlines (``topics_data.split_huffpost``,
+  categories mapped by ``HUFFPOST_TOPICS``); its dev part never trains (``wirestream eval topics
+  --huffpost`` scores it).
 * Every active IPTC Media Topics concept: "label. definition" is a positive example of its top-level topic
   (the only data for arts, culture, entertainment and media; extra data for politics and the rest).
 * Optionally Reuters-21578 stories with TOPICS tags (all economic -> 04; ``jobs`` also -> labour 09).
@@ -339,11 +342,13 @@ def train(args: argparse.Namespace) -> dict:
     ag_train, ag_dev = ag_train[:args.limit], ag_dev[:max(20, args.limit // 9)]
   iptc = td.load_iptc(Path(args.iptc))
   reuters = td.load_reuters(Path(args.reuters), limit=args.reuters_limit) if args.reuters else []
+  huffpost = td.huffpost_examples(td.split_huffpost(Path(args.huffpost))[0]) if args.huffpost else []
   seed_negatives = [td.medtop(int(n)) if n.isdigit() else n for n in args.seed_negatives.split(",") if n]
   seed_rows = [row for path in args.seed_data if path
                for row in td.load_seed(Path(path), args.seed_secondary_target, seed_negatives)]
-  log(f"data: AG train {len(ag_train)}, AG dev {len(ag_dev)} (fixed 10% hash split), "
-      f"IPTC definitions {len(iptc)}, Reuters {len(reuters)}, seed texts {len(seed_rows)}")
+  log(f"data: AG train {len(ag_train)}, AG dev {len(ag_dev)} (fixed stratified hash split), "
+      f"IPTC definitions {len(iptc)}, Reuters {len(reuters)}, HuffPost train {len(huffpost)}, "
+      f"seed texts {len(seed_rows)}")
   cache = Path(args.cache_dir) if args.cache_dir else None
   from pipelines.training import encoder as te  # torch: loaded when training, not for --help
 
@@ -363,7 +368,8 @@ def train(args: argparse.Namespace) -> dict:
     log(f"World pseudo-labels (IPTC concept teacher): {counts}")
   layer = args.feature_layer if args.feature_layer is not None else (
       encoder.num_layers - 1 if base else DEFAULT_NER_FEATURE_LAYER)
-  sources = [("agtrain", ag_train), ("iptc", iptc), ("reuters", reuters), ("seed", seed_rows)]
+  sources = [("agtrain", ag_train), ("iptc", iptc), ("reuters", reuters), ("huffpost", huffpost),
+             ("seed", seed_rows)]
   feats = {}
   for name, rows in [("agdev", ag_dev)] + sources:
     if rows:
@@ -374,7 +380,8 @@ def train(args: argparse.Namespace) -> dict:
   train_rows = [rows[i] for name, rows in used for i in feats[name].owner]
   train_feats = Features(np.concatenate([feats[name].lens for name, _ in used]),
                          np.concatenate([feats[name].toks for name, _ in used]))
-  per_source = {"ag": 1.0, "iptc": args.iptc_weight, "reuters": args.reuters_weight, "seed": args.seed_weight}
+  per_source = {"ag": 1.0, "iptc": args.iptc_weight, "reuters": args.reuters_weight,
+                "huffpost": args.huffpost_weight, "seed": args.seed_weight}
   weights = np.array([per_source[e.source] for e in train_rows], np.float32)
   # every top-level topic's definitions weigh the same in all (sport has 209 concepts, weather 5)
   per_root = {code: sum(1 for e in iptc if e.label == code) for code in {e.label for e in iptc}}
@@ -424,7 +431,7 @@ def train(args: argparse.Namespace) -> dict:
                    "seed_windows": args.seed_windows, "seed_negatives": seed_negatives,
                    "pseudo_weight": args.pseudo_weight,
                    "rows": {"ag_train": len(ag_train), "ag_dev": len(ag_dev), "iptc": len(iptc),
-                            "reuters": len(reuters), "seed": len(seed_rows),
+                            "reuters": len(reuters), "huffpost": len(huffpost), "seed": len(seed_rows),
                             "seed_windows": len(feats["seed"]) if seed_rows else 0},
                    "seconds": round(time.time() - started, 1)},
   }
@@ -446,11 +453,14 @@ def train(args: argparse.Namespace) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--ag", default=str(SHARED / "ag_news" / "train_union.csv"),
-                      help="AG News CSV (label,label_name,text); 10%% of it is held out as dev.")
+                      help="AG News CSV (label,label_name,text); 9.5%% of every class is held out as dev.")
   parser.add_argument("--iptc", default=str(SHARED / "iptc_mediatopics" / "mediatopic_en-GB_flat.csv"),
                       help="IPTC Media Topics flat CSV (qcode, broader, label_en_GB, definition_en_GB, retired).")
   parser.add_argument("--reuters", default=None, help="Directory of Reuters-21578 reut2-*.sgm files (optional).")
   parser.add_argument("--reuters-limit", type=int, default=1500)
+  parser.add_argument("--huffpost", default=None,
+                      help="HuffPost headlines JSONL (optional): its train part trains, its dev part never.")
+  parser.add_argument("--huffpost-weight", type=float, default=1.0)
   parser.add_argument("--seed-data", nargs="*", default=[str(path) for path in SEED_DATA],
                       help="Our own news-style examples (JSONL files of {text, labels}); none with no file.")
   parser.add_argument("--seed-weight", type=float, default=2.0)
