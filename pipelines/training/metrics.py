@@ -30,23 +30,14 @@ def score_bio(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]])
 
 def top1_report(scores: np.ndarray, allowed: Sequence[Sequence[str]], codes: Sequence[str] | None = None
                 ) -> dict:
-  """Top-1 accuracy (correct when the top topic is one of the allowed ones) and per-label precision and
-  recall of the top-1 prediction (support: rows that allow the label). ``codes`` names the score columns
-  (default: the 17 IPTC roots)."""
+  """:func:`top1_topic_report` of the top topics of ``scores`` (columns named by ``codes``, default the 17
+  IPTC roots): ``top1_accuracy`` is top-1 in the allowed set; a row that allows one topic is mainly about
+  it, a row that allows several (AG World) has no main topic."""
   if codes is None:
     codes = tuple(code for code, _ in IPTC_ROOTS)
   top = [codes[i] for i in np.argmax(scores, axis=1)]
-  correct = [t in ok for t, ok in zip(top, allowed, strict=True)]
-  per_label = {}
-  for code in sorted(set(top) | {c for ok in allowed for c in ok}):
-    predicted = sum(1 for t in top if t == code)
-    hits = sum(1 for t, ok in zip(top, allowed, strict=True) if t == code and code in ok)
-    support = sum(1 for ok in allowed if code in ok)
-    per_label[code] = {"precision": round(hits / predicted, 4) if predicted else None,
-                       "recall": round(hits / support, 4) if support else None,
-                       "support": support, "predicted": predicted}
-  return {"top1_accuracy": round(float(np.mean(correct)), 4) if correct else None, "n": len(correct),
-          "per_label": per_label}
+  report = top1_topic_report(top, allowed, [ok[0] if len(ok) == 1 else None for ok in allowed], confusions=0)
+  return {"top1_accuracy": report["top1_in_gold"], "n": report["n"], "per_label": report["per_label"]}
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
