@@ -32,8 +32,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 #: command group -> model -> module
 GROUPS: dict[str, tuple[str, dict[str, str]]] = {
-    "train": ("Train a model (ner, topics).",
-              {"ner": "pipelines.training.train_ner", "topics": "pipelines.training.train_topics"}),
+    "train": ("Train a model (ner, topics) or average NER runs (ner-average).",
+              {"ner": "pipelines.training.train_ner", "ner-average": "pipelines.training.average_ner",
+               "topics": "pipelines.training.train_topics"}),
     "eval": ("Evaluate a model or stage (ner, topics, resolve, clusters).",
              {"ner": "pipelines.training.eval_ner", "topics": "pipelines.training.eval_topics",
               "resolve": "pipelines.training.eval_resolve", "clusters": "pipelines.training.eval_clusters"}),

@@ -522,6 +522,46 @@ def test_train_smoke_end_to_end(tmp_path):
   check_offsets(STORY, entities)
 
 
+def test_averaged_runs_are_the_mean_of_their_weights_and_load_as_one_model(tmp_path):
+  import torch
+  from safetensors.torch import load_file
+
+  from pipelines.training import average_ner
+
+  runs = []
+  for seed in (1, 2, 3):
+    torch.manual_seed(seed)
+    model = nm.build_casing_model()
+    with torch.no_grad():
+      model.classifier.weight.normal_(0, 0.5)
+      model.bert.encoder.layer[0].output.dense.bias.normal_(0, 0.5)
+    run = nm.save_casing_model(model, tmp_path / f"run{seed}", dtype="float32")
+    (run / "training.json").write_text(json.dumps({"seed": seed, "best_epoch": 2, "dev": {"f1": 0.9 + seed / 100}}))
+    runs.append(run)
+
+  out = tmp_path / "mean"
+  assert average_ner.main(["--models", *map(str, runs), "--output", str(out), "--save-dtype", "float32"]) == 0
+  states = [load_file(str(r / nm.WEIGHTS_FILE)) for r in runs]
+  mean = load_file(str(out / nm.WEIGHTS_FILE))
+  assert set(mean) == set(states[0])
+  for key in ("classifier.weight", "bert.encoder.layer.0.output.dense.bias"):
+    expected = (states[0][key] + states[1][key] + states[2][key]) / 3
+    assert torch.allclose(mean[key], expected, atol=1e-6)
+    assert not torch.allclose(mean[key], states[0][key])
+  summary = json.loads((out / "training.json").read_text())
+  assert [r["seed"] for r in summary["averaged"]] == [1, 2, 3]
+  assert [r["dev_f1"] for r in summary["averaged"]] == [0.91, 0.92, 0.93]
+  loaded = nm.load_casing_model(out)
+  assert torch.allclose(loaded.classifier.weight, mean["classifier.weight"])
+
+  other = nm.build_casing_model(labels=("O", "B-PER", "I-PER"))
+  nm.save_casing_model(other, tmp_path / "other", dtype="float32")
+  assert average_ner.main(["--models", str(runs[0]), str(tmp_path / "other"), "--output",
+                           str(tmp_path / "bad")]) == 2
+  assert average_ner.main(["--models", str(runs[0]), "--output", str(tmp_path / "one")]) == 2
+  assert not (tmp_path / "bad" / nm.WEIGHTS_FILE).exists()
+
+
 # --- The bundled model ---------------------------------------------------------------------------------
 
 

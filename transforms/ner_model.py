@@ -129,21 +129,25 @@ def build_casing_model(labels: Sequence[str] = LABELS, languages: Sequence[str] 
 
 def save_casing_model(model, out_dir: str | Path, dtype: str = "float16") -> Path:
   """Store everything but the frozen word embeddings (``dtype``), plus ``config.json``."""
+
+  out = save_weights({k: v for k, v in model.state_dict().items()
+                      if k not in FROZEN_FROM_BASE and not k.endswith("position_ids")}, out_dir, dtype)
+  model.config.to_json_file(str(out / CONFIG_FILE))
+  return out
+
+
+def save_weights(state: dict, out_dir: str | Path, dtype: str = "float16") -> Path:
+  """Write ``state`` (our stored tensors, without the frozen ones) as ``dtype`` safetensors in ``out_dir``."""
   import torch
   from safetensors.torch import save_file
 
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   torch_dtype = {"float16": torch.float16, "float32": torch.float32}[dtype]
-  state = {
-      k: v.detach().to(torch_dtype).contiguous()
-      for k, v in model.state_dict().items()
-      if k not in FROZEN_FROM_BASE and not k.endswith("position_ids")
-  }
   tmp = out / (WEIGHTS_FILE + ".tmp")
-  save_file(state, str(tmp), metadata={"format": "pt", "frozen_from_base": ",".join(FROZEN_FROM_BASE)})
+  save_file({k: v.detach().to(torch_dtype).contiguous() for k, v in state.items()}, str(tmp),
+            metadata={"format": "pt", "frozen_from_base": ",".join(FROZEN_FROM_BASE)})
   tmp.replace(out / WEIGHTS_FILE)
-  model.config.to_json_file(str(out / CONFIG_FILE))
   return out
 
 
