@@ -129,7 +129,6 @@ def build_casing_model(labels: Sequence[str] = LABELS, languages: Sequence[str] 
 
 def save_casing_model(model, out_dir: str | Path, dtype: str = "float16") -> Path:
   """Store everything but the frozen word embeddings (``dtype``), plus ``config.json``."""
-
   out = save_weights({k: v for k, v in model.state_dict().items()
                       if k not in FROZEN_FROM_BASE and not k.endswith("position_ids")}, out_dir, dtype)
   model.config.to_json_file(str(out / CONFIG_FILE))
