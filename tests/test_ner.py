@@ -522,6 +522,39 @@ def test_train_smoke_end_to_end(tmp_path):
   check_offsets(STORY, entities)
 
 
+def test_several_training_files_keep_their_documents_apart():
+  from pipelines.training import train_ner
+
+  one = conll.read_conll(TINY_CONLL)
+  both = train_ner.read_documents([TINY_CONLL, TINY_CONLL])
+  assert len(both) == 2 * len(one)
+  docs = conll.documents(both)
+  assert len(docs) == 2 * len(conll.documents(one))
+  assert [s.words for s in both[len(one):]] == [s.words for s in one]
+  assert both[len(one)].doc == one[-1].doc + 1
+
+
+@pytest.mark.slow
+def test_final_fit_on_train_and_dev_keeps_the_last_epoch(tmp_path, capsys):
+  from pipelines.training import train_ner
+
+  out = tmp_path / "model"
+  assert train_ner.main(["--train", str(TINY_CONLL), "--out", str(out), "--epochs", "1"]) == 2
+  assert "--keep best needs --dev" in capsys.readouterr().err
+  assert not out.exists()
+  code = train_ner.main(["--train", str(TINY_CONLL), str(TINY_CONLL), "--keep", "last", "--out", str(out),
+                         "--epochs", "2", "--batch-size", "2", "--context", "64", "--threads", "1",
+                         "--log-every", "1000", "--device", "cpu"])
+  assert code == 0
+  summary = json.loads((out / "training.json").read_text())
+  assert summary["train_files"] == [TINY_CONLL.name, TINY_CONLL.name] and summary["dev_file"] is None
+  assert summary["keep"] == "last" and summary["best_epoch"] == 2 and summary["dev"] is None
+  assert [r["epoch"] for r in summary["history"]] == [1, 2] and "dev_f1" not in summary["history"][0]
+  assert summary["command"].startswith(f"wirestream train ner --train {TINY_CONLL} {TINY_CONLL} --out")
+  assert "--keep last --device cpu" in summary["command"]
+  assert nm.load_casing_model(out).config.num_labels == len(nm.LABELS)
+
+
 def test_averaged_runs_are_the_mean_of_their_weights_and_load_as_one_model(tmp_path):
   import torch
   from safetensors.torch import load_file

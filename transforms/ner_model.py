@@ -144,7 +144,7 @@ def save_weights(state: dict, out_dir: str | Path, dtype: str = "float16") -> Pa
   out.mkdir(parents=True, exist_ok=True)
   torch_dtype = {"float16": torch.float16, "float32": torch.float32}[dtype]
   tmp = out / (WEIGHTS_FILE + ".tmp")
-  save_file({k: v.detach().to(torch_dtype).contiguous() for k, v in state.items()}, str(tmp),
+  save_file({k: v.detach().to("cpu", torch_dtype).contiguous() for k, v in state.items()}, str(tmp),
             metadata={"format": "pt", "frozen_from_base": ",".join(FROZEN_FROM_BASE)})
   tmp.replace(out / WEIGHTS_FILE)
   return out

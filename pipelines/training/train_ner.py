@@ -5,12 +5,16 @@ Training examples are chunks of consecutive sentences of one ``-DOCSTART-`` docu
 inference stage feeds it); every word piece in a chunk is labelled (first piece of a word with the word's
 tag, continuation pieces with ``I-X``). Chunk boundaries shift from epoch to epoch. ``--context 0``
 trains on single sentences. The best epoch by dev F1 (seqeval, conlleval mode, first piece of each word)
-is kept in ``--out`` as fp16 weights that exclude the frozen word embeddings.
+is kept in ``--out`` as fp16 weights that exclude the frozen word embeddings; ``--keep last`` keeps the
+last epoch instead, which is how a final model is fitted on train + dev (``--train`` takes several files;
+``--dev`` is then optional). ``--device cuda`` trains on a GPU (the same recipe; results differ from a
+CPU run only by floating-point order).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -92,6 +96,7 @@ def evaluate_chunks(model, sentences, encoded, chunks, tokenizer, labels: Sequen
   import torch
 
   cls_id, sep_id, pad_id = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
+  device = next(model.parameters()).device
   predicted: list[list[str]] = [["O"] * len(s.words) for s in sentences]
   order = sorted(range(len(chunks)), key=lambda i: sum(b - a for _, a, b in chunks[i]))
   model.eval()
@@ -100,7 +105,7 @@ def evaluate_chunks(model, sentences, encoded, chunks, tokenizer, labels: Sequen
       batch = [chunks[i] for i in batch_idx]
       inputs = _collate(batch, encoded, cls_id, sep_id, pad_id)
       inputs.pop("labels")
-      best = model(**inputs).logits.argmax(-1).tolist()
+      best = model(**{k: v.to(device) for k, v in inputs.items()}).logits.argmax(-1).tolist()
       for row, chunk in zip(best, batch, strict=True):
         pos = 1
         for s, a, b in chunk:
@@ -121,12 +126,22 @@ def seed_everything(seed: int) -> None:
   torch.manual_seed(seed)
 
 
+def read_documents(paths: Sequence[str | Path]) -> list[conll.ConllSentence]:
+  """The sentences of several CoNLL files, one after the other, with document numbers kept apart."""
+  out: list[conll.ConllSentence] = []
+  for path in paths:
+    offset = out[-1].doc + 1 if out else 0
+    out += [dataclasses.replace(s, doc=s.doc + offset) for s in conll.read_conll(path)]
+  return out
+
+
 def train(args: argparse.Namespace) -> dict:
   """Train, keep the best dev epoch in ``args.out``; return the training summary."""
   import torch
   from transformers import get_linear_schedule_with_warmup
 
   torch.set_num_threads(args.threads)
+  device = torch.device(args.device)
   seed_everything(args.seed)
   started = time.time()
   out = Path(args.out)
@@ -137,8 +152,8 @@ def train(args: argparse.Namespace) -> dict:
   tokenizer = nm.load_fast_tokenizer(nm.base_model_dir())
   cls_id, sep_id, pad_id = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
 
-  train_sents = conll.read_conll(args.train)
-  dev_sents = conll.read_conll(args.dev)
+  train_sents = read_documents(args.train)
+  dev_sents = conll.read_conll(args.dev) if args.dev else []
   if args.limit_sentences:
     train_sents = train_sents[:args.limit_sentences]
     dev_sents = dev_sents[:args.limit_sentences]
@@ -162,6 +177,7 @@ def train(args: argparse.Namespace) -> dict:
       raise ValueError(f"{args.init_from} has labels {model.config.id2label}, expected {labels}")
   else:
     model = nm.build_casing_model(labels, max_window=max(args.context, 128))
+  model.to(device)
   no_decay = ("bias", "LayerNorm.weight")
   params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
   optimizer = torch.optim.AdamW([
@@ -187,7 +203,7 @@ def train(args: argparse.Namespace) -> dict:
     running = 0.0
     for i, batch in enumerate(conll.iter_batches(chunks, args.batch_size), 1):
       inputs = _collate(batch, train_enc, cls_id, sep_id, pad_id)
-      loss = model(**inputs).loss
+      loss = model(**{k: v.to(device) for k, v in inputs.items()}).loss
       loss.backward()
       torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
       optimizer.step()
@@ -203,31 +219,35 @@ def train(args: argparse.Namespace) -> dict:
       if args.max_steps and step >= args.max_steps:
         break
     train_s = time.time() - epoch_start
-    scores = evaluate_chunks(model, dev_sents, dev_enc, dev_chunks, tokenizer, labels)
-    record = {"epoch": epoch, "dev_f1": scores["f1"], "dev_precision": scores["precision"],
-              "dev_recall": scores["recall"], "per_type": {k: v["f1"] for k, v in scores["per_type"].items()},
-              "train_seconds": round(train_s, 1), "elapsed_seconds": round(time.time() - started, 1)}
+    last = epoch == args.epochs or bool(args.max_steps and step >= args.max_steps)
+    record = {"epoch": epoch, "train_seconds": round(train_s, 1)}
+    scores = None
+    if dev_sents:
+      scores = evaluate_chunks(model, dev_sents, dev_enc, dev_chunks, tokenizer, labels)
+      record.update({"dev_f1": scores["f1"], "dev_precision": scores["precision"], "dev_recall": scores["recall"],
+                     "per_type": {k: v["f1"] for k, v in scores["per_type"].items()}})
+      print(f"epoch {epoch}: dev F1 {scores['f1']:.4f} (P {scores['precision']:.4f} R {scores['recall']:.4f}) "
+            f"per type {record['per_type']} [{train_s:.0f}s train]", flush=True)
+    record["elapsed_seconds"] = round(time.time() - started, 1)
     history.append(record)
-    print(f"epoch {epoch}: dev F1 {scores['f1']:.4f} (P {scores['precision']:.4f} R {scores['recall']:.4f}) "
-          f"per type {record['per_type']} [{train_s:.0f}s train, {record['elapsed_seconds']:.0f}s total]",
-          flush=True)
-    if best is None or scores["f1"] > best["dev"]["f1"]:
+    keep = last if args.keep == "last" else best is None or scores["f1"] > best["dev"]["f1"]
+    if keep:
       best = {"epoch": epoch, "dev": scores}
       nm.save_casing_model(model, out, dtype=args.save_dtype)
-      print(f"saved best model (epoch {epoch}) to {out}", flush=True)
-    if args.max_steps and step >= args.max_steps:
+      print(f"saved the model of epoch {epoch} ({args.keep}) to {out}", flush=True)
+    if last:
       break
 
   summary = {
       "command": command_line(args),
-      "train_file": Path(args.train).name, "dev_file": Path(args.dev).name,
+      "train_files": [Path(p).name for p in args.train], "dev_file": Path(args.dev).name if args.dev else None,
       "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-      "context": args.context, "threads": args.threads,
+      "context": args.context, "threads": args.threads, "device": args.device, "keep": args.keep,
       "best_epoch": best["epoch"] if best else None, "dev": best["dev"] if best else None,
       "history": history, "train_seconds_total": round(time.time() - started, 1),
   }
   (out / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
-  print(json.dumps({"best_epoch": summary["best_epoch"], "dev_f1": best["dev"]["f1"] if best else None,
+  print(json.dumps({"best_epoch": summary["best_epoch"], "dev_f1": (summary["dev"] or {}).get("f1"),
                     "seconds": summary["train_seconds_total"]}), flush=True)
   return summary
 
@@ -236,15 +256,20 @@ def command_line(args: argparse.Namespace) -> str:
   """The ``wirestream train ner`` command that reproduces this run."""
   parts = ["wirestream", "train", "ner"]
   for key in ("train", "dev", "out", "epochs", "lr", "batch_size", "warmup", "seed", "context", "threads",
-              "init_from"):
-    if getattr(args, key, None) is not None:
-      parts += ["--" + key.replace("_", "-"), str(getattr(args, key))]
+              "init_from", "keep", "device"):
+    value = getattr(args, key, None)
+    if value is not None:
+      parts += ["--" + key.replace("_", "-"), *(map(str, value) if isinstance(value, list) else [str(value)])]
   return " ".join(parts)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--train", required=True, help="CoNLL-2003 training file (IOB1 or BIO).")
-  parser.add_argument("--dev", required=True, help="CoNLL-2003 dev file, scored after every epoch.")
+  parser.add_argument("--train", required=True, nargs="+",
+                      help="CoNLL-2003 training file(s) (IOB1 or BIO); several are read one after the other.")
+  parser.add_argument("--dev", help="CoNLL-2003 dev file, scored after every epoch (required with --keep best).")
+  parser.add_argument("--keep", choices=("best", "last"), default="best",
+                      help="Keep the epoch with the best dev F1, or the last epoch (a final fit on train + dev).")
+  parser.add_argument("--device", default="cpu", help="Torch device to train on, e.g. cpu or cuda.")
   add_output_argument(parser, "Directory for the best model (fp16 delta + config).", dest="out", required=True)
   parser.add_argument("--epochs", type=int, default=5)
   parser.add_argument("--lr", type=float, default=1e-4)
@@ -264,7 +289,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-  for path in (args.train, args.dev):
+  if args.keep == "best" and not args.dev:
+    print("error: --keep best needs --dev (or use --keep last)", file=sys.stderr)
+    return 2
+  for path in [*args.train, *([args.dev] if args.dev else [])]:
     if not Path(path).is_file():
       print(f"error: no such file: {path}", file=sys.stderr)
       return 2
