@@ -348,6 +348,17 @@ def test_hf_model_loader_with_taxonomy(tmp_path):
   assert {t.code for t in out[0].topics} <= {SPORT, POLITICS, "other"}
 
 
+def test_train_refuses_an_evaluation_that_could_not_find_the_encoder_before_training(tmp_path, capsys):
+  out = tmp_path / "scratch" / "topics"
+  code = tt.main(["--ag", str(FIXTURES / "topics_ag_tiny.csv"), "--iptc", str(FIXTURES / "topics_iptc_tiny.csv"),
+                  "--out", str(out), "--encoder-ref", "../ner", "--eval-jsonl", str(FIXTURES / "topics_bbcstyle_dev.jsonl"),
+                  "--epochs", "1", "--threads", "1"])
+  assert code == 2
+  err = capsys.readouterr().err
+  assert "--encoder-ref ../ner" in err and str(tmp_path / "scratch" / "ner") in err
+  assert not out.exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["default", "base"])
 def test_train_smoke_run(tmp_path, capsys, encoder):

@@ -501,6 +501,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+  if args.eval_jsonl and args.encoder_ref and args.encoder != sp.BASE_ENCODER:
+    named = (Path(args.out) / args.encoder_ref).resolve()
+    if named != Path(args.encoder).resolve():
+      print(f"error: --eval-jsonl loads the trained head from --out, where --encoder-ref {args.encoder_ref} "
+            f"names {named}, not the --encoder {args.encoder}: write the head beside its encoder or drop "
+            "--eval-jsonl", file=sys.stderr)
+      return 2
   train(args)
   return 0
 
