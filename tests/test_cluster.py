@@ -192,6 +192,21 @@ def test_a_rewrite_that_keeps_the_lead_joins_within_hours_unless_it_names_others
                        C.signature(_story("f2", "B", [figures_b, *STEEL[3:]], minutes=50)))  # other figures
 
 
+def test_a_lead_that_lower_cases_a_word_is_the_same_lead_in_the_clustering_and_the_labels():
+  from pipelines.training import eval_clusters as E
+  lead = ("Chancellor of the Exchequer Nigel Lawson, presenting his budget for fiscal 1987/88 to Parliament, said "
+          "U.K. Economic growth was forecast at three pct in calendar 1987.")
+  lowered = lead.replace("Parliament", "parliament")
+  other = lead.replace("Nigel Lawson", "John Major")
+  stories = [_story("b1", "U.K. BUDGET SEES 1987 GDP GROWTH AT THREE PCT", [lead, *FLOOD[:2]]),
+             _story("b2", "U.K. GROWTH RATE SEEN AT THREE PCT THIS YEAR", [lowered, *STEEL[3:]], minutes=48),
+             _story("b3", "U.K. GROWTH RATE SEEN AT THREE PCT THIS YEAR", [other, *STEEL[3:]], minutes=48)]
+  base, rewrite, named = map(C.signature, stories)
+  assert C.same_lead(base, rewrite) and C.same_lead(rewrite, base) and C.similar(base, rewrite)
+  assert not C.same_lead(base, named) and not C.similar(base, named)  # names someone else
+  assert sorted(E.same_news_pairs(stories)) == [(0, 1)]
+
+
 def test_a_table_filed_again_reformatted_joins_under_a_similar_headline_within_hours():
   table = ["Shr one ct vs five cts", "Net 50,745 vs 161,019", "Revs 478,700 vs 1,048,543",
            "Avg shrs 4,350,000 vs 3,217,500", "Nine mths", "Net 169,275 vs 390,179"]

@@ -209,8 +209,10 @@ class Signature:
   #: pairs have 0.02 pairs in common by chance.
   lead: bytes = b""
   #: 16-bit hashes of the lead's names and figures (capitalised words other than a sentence's opening
-  #: function word, and numbers), ascending, as uint16 bytes.
+  #: function word, and numbers; lower-cased), ascending, as uint16 bytes.
   lead_facts: bytes = b""
+  #: 16-bit hashes of all the lead's words and figures (lower-cased), ascending, as uint16 bytes.
+  lead_words: bytes = b""
 
   @property
   def root(self) -> tuple[int, str]:
@@ -248,28 +250,45 @@ def _uint16s(values: Iterable[int]) -> bytes:
   return np.array(sorted(set(values)), dtype=np.uint16).tobytes()
 
 
-def lead(body: str | None, texts: Sequence[str] | None = None) -> tuple[bytes, bytes]:
-  """(the word pairs, the names and figures) of the body's first sentence, as 16-bit hashes; empty when it
-  has under ``LEAD_MIN_WORDS`` words. A wire story's lead states its news: a rewrite keeps it, perhaps
-  with a few words changed; another company's story on the same template names another company."""
+def lead_terms(text: str) -> tuple[list[str], set[str], set[str]]:
+  """(words, facts, vocabulary) of a lead sentence: its lower-case words; the names and figures it states
+  (capitalised words other than a sentence's opening function word, and numbers), lower-cased; and every
+  word and figure in it, lower-cased. One definition for the clustering and the evaluation's labels."""
+  words = tokens(text)
+  numbers = figures(text)
+  facts = {w.lower() for w in _NAME_RE.findall(text) if w[0].isupper() and w not in _OPENERS}
+  facts.update(numbers)
+  return words, facts, {*words, *numbers}
+
+
+def lead_names_nothing_new(facts: set[Any], vocabulary: set[Any]) -> bool:
+  """Whether a lead's facts (names and figures) all occur in another lead's vocabulary, in any case: a
+  rewrite may lower-case "Parliament", not name another company or another figure."""
+  return facts <= vocabulary
+
+
+def lead(body: str | None, texts: Sequence[str] | None = None) -> tuple[bytes, bytes, bytes]:
+  """(the word pairs, the names and figures, all words and figures) of the body's first sentence, as 16-bit
+  hashes (:func:`lead_terms`); empty when it has under ``LEAD_MIN_WORDS`` words. A wire story's lead states
+  its news: a rewrite keeps it, perhaps with a few words changed; another company's story on the same
+  template names another company."""
   for text in sentence_texts(body) if texts is None else texts:
-    words = tokens(text)
+    words, facts, vocabulary = lead_terms(text)
     if not words:
       continue
     if len(words) < LEAD_MIN_WORDS:
       break
     hashes = [_word_hash(w) for w in words]
     pairs = sorted({((a * _PAIR_MIX + b) & _MASK64) >> 48 for a, b in zip(hashes, hashes[1:], strict=False)})
-    facts = {w for w in _NAME_RE.findall(text) if w[0].isupper() and w not in _OPENERS}
-    facts.update(figures(text))
-    return _uint16s(pairs[:LEAD_SKETCH]), _uint16s(_word_hash(f) >> 48 for f in facts)
-  return b"", b""
+    return (_uint16s(pairs[:LEAD_SKETCH]), _uint16s(_word_hash(f) >> 48 for f in facts),
+            _uint16s(_word_hash(w) >> 48 for w in vocabulary))
+  return b"", b"", b""
 
 
 def signature(story: Story) -> Signature:
   head_words, words = _words(story)
   texts = sentence_texts(story.body)
-  lead_pairs, lead_facts = lead(story.body, texts)
+  lead_pairs, lead_facts, lead_words = lead(story.body, texts)
   mh, n_shingles = minhash(words)
   sentence_hashes = sorted({_h64(" ".join(s).encode("utf-8")) for s in sentences(story.body, texts)
                             if len(s) >= MIN_SENTENCE_TOKENS})
@@ -282,7 +301,7 @@ def signature(story: Story) -> Signature:
       sentences=tuple(sentence_hashes[:SENTENCE_SKETCH]), n_sentences=len(sentence_hashes),
       figures=tuple(figure_hashes[:FIGURE_SKETCH]), n_figures=len(figure_hashes),
       head_words=tuple(sorted({_word_hash(w) & 0xFFFFFFFF for w in head_words})),
-      lead=lead_pairs, lead_facts=lead_facts)
+      lead=lead_pairs, lead_facts=lead_facts, lead_words=lead_words)
 
 
 def keys(sig: Signature) -> list[str]:
@@ -348,7 +367,7 @@ def figure_containment(a: Signature, b: Signature) -> float:
 
 def same_lead(a: Signature, b: Signature) -> bool:
   """Whether two stories open with the same lead: word-pair Jaccard of at least ``LEAD_JACCARD``, the
-  lead with fewer word pairs naming no name or figure that the other lacks."""
+  lead with fewer word pairs naming no name or figure that the other lacks (:func:`lead_names_nothing_new`)."""
   if not a.lead_facts or not b.lead_facts:
     return False
   pairs_a, pairs_b = set(memoryview(a.lead).cast("H")), set(memoryview(b.lead).cast("H"))
@@ -356,7 +375,7 @@ def same_lead(a: Signature, b: Signature) -> bool:
   if both < LEAD_JACCARD * (len(pairs_a) + len(pairs_b) - both):
     return False
   short, other = (a, b) if len(pairs_a) <= len(pairs_b) else (b, a)
-  return set(memoryview(short.lead_facts).cast("H")) <= set(memoryview(other.lead_facts).cast("H"))
+  return lead_names_nothing_new(set(memoryview(short.lead_facts).cast("H")), set(memoryview(other.lead_words).cast("H")))
 
 
 def similar(a: Signature, b: Signature) -> bool:

@@ -73,7 +73,6 @@ SAME_FIGURES_CONTAINMENT = 0.5
 VARIANT_KINDS = ("copy", "repeat", "new_lead", "trimmed", "update", "correction", "reordered", "write_through")
 
 _NUMBER_RE = re.compile(r"\b\d+(?:[.,]\d+)?\b")
-_OPENERS = frozenset("A An The In It Its This That These Those He She They We On At For After But As".split())
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
 _LEADS = (
     "{place} - {subject}, according to people familiar with the matter, in a move analysts had expected.",
@@ -286,26 +285,26 @@ def _hours_apart(a: Story, b: Story) -> float:
   return abs((ta - tb).total_seconds()) / 3600
 
 
-def _lead(story: Story) -> tuple[set[str], set[str]]:
-  """The word pairs of the body's first sentence, and its names and figures (capitalised words other
-  than a sentence's opening function word, and numbers); empty when it has under ``SAME_LEAD_MIN_WORDS`` words."""
+def _lead(story: Story) -> tuple[set[str], set[str], set[str]]:
+  """The word pairs of the body's first sentence, its names and figures, and all its words and figures
+  (:func:`transforms.cluster.lead_terms`); empty when it has under ``SAME_LEAD_MIN_WORDS`` words."""
   for sentence in _sentences(story.body):
-    words = C.tokens(sentence)
+    words, facts, vocabulary = C.lead_terms(sentence)
     if len(words) >= SAME_LEAD_MIN_WORDS:
-      facts = {w for w in C._WORD_RE.findall(sentence) if w[0].isupper() and w not in _OPENERS}
-      facts.update(C.figures(sentence))
-      return {f"{a} {b}" for a, b in zip(words, words[1:], strict=False)}, facts
+      return {f"{a} {b}" for a, b in zip(words, words[1:], strict=False)}, facts, vocabulary
     break
-  return set(), set()
+  return set(), set(), set()
 
 
-def _same_lead(a: tuple[set[str], set[str]], b: tuple[set[str], set[str]]) -> bool:
+def _same_lead(a: tuple[set[str], set[str], set[str]], b: tuple[set[str], set[str], set[str]]) -> bool:
   """Leads at word-pair Jaccard >= ``SAME_LEAD_JACCARD``, the shorter one holding no name or figure
-  that the other lacks."""
-  (pairs_a, facts_a), (pairs_b, facts_b) = a, b
+  that the other lacks (:func:`transforms.cluster.lead_names_nothing_new`)."""
+  (pairs_a, facts_a, words_a), (pairs_b, facts_b, words_b) = a, b
   if not pairs_a or not pairs_b or len(pairs_a & pairs_b) < SAME_LEAD_JACCARD * len(pairs_a | pairs_b):
     return False
-  return facts_a <= facts_b if len(pairs_a) <= len(pairs_b) else facts_b <= facts_a
+  if len(pairs_a) <= len(pairs_b):
+    return C.lead_names_nothing_new(facts_a, words_b)
+  return C.lead_names_nothing_new(facts_b, words_a)
 
 
 def _same_figures(a: Counter, b: Counter) -> bool:
