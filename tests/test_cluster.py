@@ -192,6 +192,25 @@ def test_a_rewrite_that_keeps_the_lead_joins_within_hours_unless_it_names_others
                        C.signature(_story("f2", "B", [figures_b, *STEEL[3:]], minutes=50)))  # other figures
 
 
+def test_stories_with_the_same_lead_meet_under_a_lead_key():
+  first = ("<American Aircraft Corp> said it has acquired a 51 pct interest in privately-held <Hunter Helicopter of "
+           "Nevada, Inc>.")
+  second = ("<American Aircraft Corp> said it has acquired a 51 pct interest in privately-owned <Hunter Helicopter of "
+            "Nevada Inc> for an undisclosed amount of stock.")
+  base = _story("a1", "AMERICAN AIRCRAFT CORP BUYS PRIVATE FIRM", [first, *FLOOD[:2]])
+  rewrite = _story("a2", "AMERICAN AIRCRAFT BUYS INTO HELICOPTER BUILDER", [second, *STEEL[3:]], minutes=47)
+  other = _story("a3", "AMERICAN AIRCRAFT BUYS INTO HELICOPTER BUILDER",
+                 [second.replace("Hunter Helicopter", "Rotorway"), *STEEL[3:]], minutes=47)
+  sig_base, sig_rewrite, sig_other = map(C.signature, (base, rewrite, other))
+  shared = set(C.keys(sig_base)) & set(C.keys(sig_rewrite))
+  assert shared and all(key.startswith("l:") for key in shared)  # no band, sentence or headline key in common
+  joined, apart = C.Clusterer(), C.Clusterer()
+  assert [joined.add(sig) for sig in (sig_base, sig_rewrite)] == ["a1", "a1"]
+  assert [apart.add(sig) for sig in (sig_base, sig_other)] == ["a1", "a3"]  # another company's lead
+  plain = C.signature(_story("p1", "PROPOSED OFFERINGS", [first.lower().replace("51 pct", "majority"), *FLOOD[:2]]))
+  assert not plain.lead_keys  # a lead that names no one joins nothing, so it needs no key
+
+
 def test_a_lead_that_lower_cases_a_word_is_the_same_lead_in_the_clustering_and_the_labels():
   from pipelines.training import eval_clusters as E
   lead = ("Chancellor of the Exchequer Nigel Lawson, presenting his budget for fiscal 1987/88 to Parliament, said "

@@ -91,6 +91,7 @@ REWRITE_JACCARD = 0.2
 LEAD_MIN_WORDS = 15
 LEAD_SKETCH = 48
 LEAD_JACCARD = 0.6
+LEAD_KEYS = 3
 REFILE_HOURS = 12
 REFILE_FIGURE_CONTAINMENT = 0.8
 REFILE_MIN_FIGURES = 6
@@ -213,6 +214,9 @@ class Signature:
   lead_facts: bytes = b""
   #: 16-bit hashes of all the lead's words and figures (lower-cased), ascending, as uint16 bytes.
   lead_words: bytes = b""
+  #: The lead's ``LEAD_KEYS`` smallest 64-bit word-pair hashes, ascending (its candidate keys; empty when the
+  #: lead names no one, since such a lead joins nothing).
+  lead_keys: tuple[int, ...] = ()
 
   @property
   def root(self) -> tuple[int, str]:
@@ -267,9 +271,11 @@ def lead_names_nothing_new(facts: set[Any], vocabulary: set[Any]) -> bool:
   return facts <= vocabulary
 
 
-def lead(body: str | None, texts: Sequence[str] | None = None) -> tuple[bytes, bytes, bytes]:
+def lead(body: str | None, texts: Sequence[str] | None = None) -> tuple[bytes, bytes, bytes, tuple[int, ...]]:
   """(the word pairs, the names and figures, all words and figures) of the body's first sentence, as 16-bit
-  hashes (:func:`lead_terms`); empty when it has under ``LEAD_MIN_WORDS`` words. A wire story's lead states
+  hashes (:func:`lead_terms`), and its ``LEAD_KEYS`` smallest 64-bit word-pair hashes (a bottom-k sketch: two
+  leads at word-pair Jaccard 0.6 share one with probability about 0.94); empty when it has under
+  ``LEAD_MIN_WORDS`` words. A wire story's lead states
   its news: a rewrite keeps it, perhaps with a few words changed; another company's story on the same
   template names another company."""
   for text in sentence_texts(body) if texts is None else texts:
@@ -279,16 +285,17 @@ def lead(body: str | None, texts: Sequence[str] | None = None) -> tuple[bytes, b
     if len(words) < LEAD_MIN_WORDS:
       break
     hashes = [_word_hash(w) for w in words]
-    pairs = sorted({((a * _PAIR_MIX + b) & _MASK64) >> 48 for a, b in zip(hashes, hashes[1:], strict=False)})
+    full = sorted({(a * _PAIR_MIX + b) & _MASK64 for a, b in zip(hashes, hashes[1:], strict=False)})
+    pairs = sorted({h >> 48 for h in full})
     return (_uint16s(pairs[:LEAD_SKETCH]), _uint16s(_word_hash(f) >> 48 for f in facts),
-            _uint16s(_word_hash(w) >> 48 for w in vocabulary))
-  return b"", b"", b""
+            _uint16s(_word_hash(w) >> 48 for w in vocabulary), tuple(full[:LEAD_KEYS]))
+  return b"", b"", b"", ()
 
 
 def signature(story: Story) -> Signature:
   head_words, words = _words(story)
   texts = sentence_texts(story.body)
-  lead_pairs, lead_facts, lead_words = lead(story.body, texts)
+  lead_pairs, lead_facts, lead_words, lead_keys = lead(story.body, texts)
   mh, n_shingles = minhash(words)
   sentence_hashes = sorted({_h64(" ".join(s).encode("utf-8")) for s in sentences(story.body, texts)
                             if len(s) >= MIN_SENTENCE_TOKENS})
@@ -301,12 +308,13 @@ def signature(story: Story) -> Signature:
       sentences=tuple(sentence_hashes[:SENTENCE_SKETCH]), n_sentences=len(sentence_hashes),
       figures=tuple(figure_hashes[:FIGURE_SKETCH]), n_figures=len(figure_hashes),
       head_words=tuple(sorted({_word_hash(w) & 0xFFFFFFFF for w in head_words})),
-      lead=lead_pairs, lead_facts=lead_facts, lead_words=lead_words)
+      lead=lead_pairs, lead_facts=lead_facts, lead_words=lead_words,
+      lead_keys=lead_keys if lead_facts else ())
 
 
 def keys(sig: Signature) -> list[str]:
-  """The candidate keys of a story: id, LSH bands, smallest sentence hashes, headline bands (exact copies
-  share every band; beyond the TTL they meet in :func:`exact_copies`)."""
+  """The candidate keys of a story: id, LSH bands, smallest sentence hashes, headline bands, smallest lead
+  word-pair hashes (exact copies share every band; beyond the TTL they meet in :func:`exact_copies`)."""
   out = [f"s:{sig.story_id}"]
   if sig.n_shingles:
     for band in range(BANDS):
@@ -320,6 +328,7 @@ def keys(sig: Signature) -> list[str]:
     for band in range(HEADLINE_BANDS):
       chunk = mins[band * HEADLINE_ROWS:(band + 1) * HEADLINE_ROWS].tobytes()
       out.append(f"h{band}:{_h64(bytes([band]) + chunk):016x}")
+  out.extend(f"l:{h:016x}" for h in sig.lead_keys)
   return out
 
 
