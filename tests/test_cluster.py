@@ -244,6 +244,24 @@ def test_a_table_filed_again_reformatted_joins_under_a_similar_headline_within_h
                                                 minutes=120)))  # too many figures differ
 
 
+def test_the_same_figures_under_a_headline_at_the_labels_similarity_join_within_hours():
+  from pipelines.training import eval_clusters as E
+  first = ["General Motors hopes to sell between 7,000 and 8,000 vehicles in Europe this year, James Fry said.",
+           "Officials said GM sold 1,500 vehicles in the 1986 model year, at an average price of 13,000 dlrs.",
+           "That would mean sales of 91 mln to 104 mln dlrs in the year to August 1987, he said."]
+  second = ["GM wants to sell 7,000 to 8,000 North American-made cars in Europe this year, Fry told reporters.",
+            "It sold 1,500 of them in the 1986 model year; at 13,000 dlrs each, sales would reach 91 to 104 mln dlrs.",
+            "The year ends in August 1987."]
+  stories = [_story("g1", "GM HOPES FOR FIVE-FOLD RISE IN EUROPEAN SALES", first),
+             _story("g2", "CORRECTED - GM SEES RISE IN EUROPEAN SALES", second, minutes=120),
+             _story("g3", "GM TO BUILD NEW PLANT IN SPAIN", second, minutes=120)]
+  base, again, other = map(C.signature, stories)
+  assert C.shared_sentences(base, again) == 0 and C.jaccard(base, again) < C.REWRITE_JACCARD
+  assert C.headline_jaccard(base, again) == C.SIMILAR_HEADLINE_JACCARD < C.REWRITE_HEADLINE_JACCARD
+  assert C.similar(base, again) and not C.similar(base, other)  # the same figures under another headline
+  assert E.REFILED_HEADLINE == C.SIMILAR_HEADLINE_JACCARD
+
+
 def test_members_are_bounded_and_a_late_near_copy_within_the_ttl_joins():
   clusterer = C.Clusterer(ttl_seconds=3 * 24 * 3600, cap=4, exact_ttl_seconds=10 * 24 * 3600)
   first = _story("a", "Steel plant to close", STEEL)

@@ -95,6 +95,8 @@ LEAD_KEYS = 3
 REFILE_HOURS = 12
 REFILE_FIGURE_CONTAINMENT = 0.8
 REFILE_MIN_FIGURES = 6
+#: Headlines this similar (word Jaccard, filing marks removed) are one story's headlines when the figures agree.
+SIMILAR_HEADLINE_JACCARD = 0.5
 
 NEAR_JACCARD = 0.5
 SAME_HEADLINE_JACCARD = 0.4
@@ -402,7 +404,7 @@ def similar(a: Signature, b: Signature) -> bool:
     if same_lead(a, b) and (not min(a.n_figures, b.n_figures) or figure_containment(a, b) >= FIGURE_CONTAINMENT):
       return True
     if (min(a.n_figures, b.n_figures) >= REFILE_MIN_FIGURES and figure_containment(a, b) >= REFILE_FIGURE_CONTAINMENT
-        and headline_jaccard(a, b) >= REWRITE_HEADLINE_JACCARD):
+        and headline_jaccard(a, b) >= SIMILAR_HEADLINE_JACCARD):
       return True
   if (apart_us <= REWRITE_HOURS * 3_600_000_000 and min(a.n_figures, b.n_figures) >= 2
       and (shared >= 1 or j >= REWRITE_JACCARD)
