@@ -262,6 +262,23 @@ def test_the_same_figures_under_a_headline_at_the_labels_similarity_join_within_
   assert E.REFILED_HEADLINE == C.SIMILAR_HEADLINE_JACCARD
 
 
+def test_a_table_without_a_headline_is_titled_by_its_first_line_in_the_clustering_and_the_labels():
+  from pipelines.training import eval_clusters as E
+  rows = ["Net free reserves 644 vs 1,337", "Bank borrowings 680 vs 425", "Including seasonal loans 81 vs 56",
+          "Excess reserves 1,025 vs 1,497"]
+  reformatted = ["Free reserves, net: 644 (1,337)", "Borrowings from banks: 680 (425)",
+                 "Seasonal loans included: 81 (56)", "Reserves in excess: 1,025 (1,497)"]
+  stories = [_story("f1", None, ["FEDERAL RESERVE WEEKLY REPORT 1 - FEB 26", *rows]),
+             _story("f2", None, ["FEDERAL RESERVE WEEKLY REPORT 1 - FEB 26", *reformatted], minutes=30),
+             _story("f3", None, ["TREASURY BALANCES AT FEDERAL RESERVE BANKS", *reformatted], minutes=30)]
+  base, again, other = map(C.signature, stories)
+  assert C.title(stories[0]) == "FEDERAL RESERVE WEEKLY REPORT 1 - FEB 26"
+  assert C.shared_sentences(base, again) == 1 and C.jaccard(base, again) < C.REWRITE_JACCARD  # the title line
+  assert C.headline_jaccard(base, again) == 1.0 and C.similar(base, again)
+  assert not C.similar(base, other)  # the same figures under another title
+  assert E._headline_words(stories[1]) == set(C.tokens(C.title(stories[1])))
+
+
 def test_members_are_bounded_and_a_late_near_copy_within_the_ttl_joins():
   clusterer = C.Clusterer(ttl_seconds=3 * 24 * 3600, cap=4, exact_ttl_seconds=10 * 24 * 3600)
   first = _story("a", "Steel plant to close", STEEL)

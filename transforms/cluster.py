@@ -234,10 +234,15 @@ def _micros(when: dt.datetime) -> int:
   return int(round(when.timestamp() * 1_000_000))
 
 
+def title(story: Story) -> str:
+  """The story's title: its headline without filing marks; a story without a headline (a table, a quote
+  sheet) is titled by its body's first line. One definition for the clustering and the evaluation's labels."""
+  return strip_headline_prefixes(story.headline or (story.body or "").strip().split("\n", 1)[0])[0]
+
+
 def _words(story: Story) -> tuple[list[str], list[str]]:
-  """(headline words without filing marks, headline and body words)."""
-  head_words = tokens(strip_headline_prefixes(story.headline)[0])
-  return head_words, head_words + tokens(story.body)
+  """(title words (:func:`title`), headline without filing marks and body words)."""
+  return tokens(title(story)), tokens(strip_headline_prefixes(story.headline)[0]) + tokens(story.body)
 
 
 def can_bridge(n_tokens: int) -> bool:

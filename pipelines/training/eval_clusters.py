@@ -274,10 +274,9 @@ def refiled_pairs(stories: Sequence[Story], min_containment: float = REFILED_CON
 
 
 def _headline_words(story: Story) -> set[str]:
-  """The headline's words, filing marks removed; a story without a headline (a table, a quote sheet)
-  is titled by its body's first line."""
-  headline = story.headline or (story.body or "").strip().split("\n", 1)[0]
-  return set(C.tokens(strip_headline_prefixes(headline)[0]))
+  """The words of the story's title (:func:`transforms.cluster.title`: the headline without filing marks, or
+  the body's first line)."""
+  return set(C.tokens(C.title(story)))
 
 
 def _hours_apart(a: Story, b: Story) -> float:
