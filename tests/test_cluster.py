@@ -166,6 +166,22 @@ def test_a_rewrite_under_a_similar_headline_with_the_same_figures_joins_within_h
   assert set(C.keys(base)) & set(C.keys(rewrite)) - set(C.keys(other))  # a headline band brings them together
 
 
+def test_headlines_naming_other_tickers_are_not_similar_headlines():
+  sun = ["Sun Co said it raised the contract price it will pay for crude oil 50 cts a barrel, effective today.",
+         "The increase brings its posted price for West Texas Intermediate to 17.50 dlrs a barrel.",
+         "Sun last changed its crude postings on March 4.", "The move follows similar increases by other oil companies."]
+  phillips = ["Phillips Petroleum said it raised the price it pays for all grades of crude oil 50 cts a barrel.",
+              "Its posted price for West Texas Intermediate rises to 17.50 dlrs, and Louisiana Sweet to 17.85 dlrs.",
+              "Phillips last changed its crude oil postings on March 4.",
+              "The move follows similar increases by other oil companies."]
+  base = C.signature(_story("p1", "SUN <SUN> RAISES CRUDE POSTINGS 50 CTS", sun))
+  other = C.signature(_story("p2", "PHILLIPS <P> RAISES CRUDE POSTINGS 50 CTS", phillips, minutes=24))
+  rewrite = C.signature(_story("p3", "SUN CO <SUN> RAISES CRUDE OIL POSTINGS 50 CTS", phillips, minutes=24))
+  assert C.headline_jaccard(base, other) >= C.REWRITE_HEADLINE_JACCARD and C.shared_sentences(base, other) == 1
+  assert not C.similar_headlines(base, other, C.REWRITE_HEADLINE_JACCARD) and not C.similar(base, other)
+  assert C.similar_headlines(base, rewrite, C.REWRITE_HEADLINE_JACCARD) and C.similar(base, rewrite)
+
+
 def test_a_rewrite_that_keeps_the_lead_joins_within_hours_unless_it_names_others_or_other_figures():
   lead = ("<American Aircraft Corp> said it has acquired a 51 pct interest in privately-held <Hunter Helicopter of "
           "Nevada Inc> for an undisclosed amount of stock.")

@@ -121,6 +121,8 @@ _MASK64 = (1 << 64) - 1
 _WORD_RE = re.compile(r"\w+")
 _FIGURE_RE = re.compile(r"\d+(?:[.,/]\d+)*")
 _NAME_RE = re.compile(r"[^\W\d_][\w]*")
+#: A ticker in angle brackets ("<SUN>", "<SCAB.ST>").
+_TICKER_RE = re.compile(r"<([A-Z0-9][A-Z0-9.]{0,11})>")
 #: Words that open a sentence capitalised without naming anyone.
 _OPENERS = frozenset("A An The In It Its This That These Those He She They We On At For After But As".split())
 
@@ -219,6 +221,8 @@ class Signature:
   #: The lead's ``LEAD_KEYS`` smallest 64-bit word-pair hashes, ascending (its candidate keys; empty when the
   #: lead names no one, since such a lead joins nothing).
   lead_keys: tuple[int, ...] = ()
+  #: 32-bit hashes of the tickers in the headline ("<SUN>"), ascending.
+  head_tickers: tuple[int, ...] = ()
 
   @property
   def root(self) -> tuple[int, str]:
@@ -243,6 +247,11 @@ def title(story: Story) -> str:
 def _words(story: Story) -> tuple[list[str], list[str]]:
   """(title words (:func:`title`), headline without filing marks and body words)."""
   return tokens(title(story)), tokens(strip_headline_prefixes(story.headline)[0]) + tokens(story.body)
+
+
+def tickers(headline: str | None) -> tuple[int, ...]:
+  """32-bit hashes of the tickers a headline names in angle brackets ("SUN <SUN> RAISES CRUDE POSTINGS"), ascending."""
+  return tuple(sorted({_word_hash(ticker) & 0xFFFFFFFF for ticker in _TICKER_RE.findall(headline or "")}))
 
 
 def can_bridge(n_tokens: int) -> bool:
@@ -316,7 +325,7 @@ def signature(story: Story) -> Signature:
       figures=tuple(figure_hashes[:FIGURE_SKETCH]), n_figures=len(figure_hashes),
       head_words=tuple(sorted({_word_hash(w) & 0xFFFFFFFF for w in head_words})),
       lead=lead_pairs, lead_facts=lead_facts, lead_words=lead_words,
-      lead_keys=lead_keys if lead_facts else ())
+      lead_keys=lead_keys if lead_facts else (), head_tickers=tickers(story.headline))
 
 
 def keys(sig: Signature) -> list[str]:
@@ -345,6 +354,15 @@ def headline_jaccard(a: Signature, b: Signature) -> float:
     return 0.0
   both = len(set(a.head_words) & set(b.head_words))
   return both / (len(a.head_words) + len(b.head_words) - both)
+
+
+def similar_headlines(a: Signature, b: Signature, threshold: float) -> bool:
+  """Whether two headlines are one story's: word Jaccard of at least ``threshold``, and no two disjoint sets of
+  tickers ("SUN <SUN> RAISES CRUDE POSTINGS 50 CTS" and "PHILLIPS <P> RAISES CRUDE POSTINGS 50 CTS" are two
+  companies' news)."""
+  if a.head_tickers and b.head_tickers and not set(a.head_tickers) & set(b.head_tickers):
+    return False
+  return headline_jaccard(a, b) >= threshold
 
 
 def jaccard(a: Signature, b: Signature) -> float:
@@ -409,11 +427,11 @@ def similar(a: Signature, b: Signature) -> bool:
     if same_lead(a, b) and (not min(a.n_figures, b.n_figures) or figure_containment(a, b) >= FIGURE_CONTAINMENT):
       return True
     if (min(a.n_figures, b.n_figures) >= REFILE_MIN_FIGURES and figure_containment(a, b) >= REFILE_FIGURE_CONTAINMENT
-        and headline_jaccard(a, b) >= SIMILAR_HEADLINE_JACCARD):
+        and similar_headlines(a, b, SIMILAR_HEADLINE_JACCARD)):
       return True
   if (apart_us <= REWRITE_HOURS * 3_600_000_000 and min(a.n_figures, b.n_figures) >= 2
       and (shared >= 1 or j >= REWRITE_JACCARD)
-      and headline_jaccard(a, b) >= REWRITE_HEADLINE_JACCARD and figure_containment(a, b) >= FIGURE_CONTAINMENT):
+      and similar_headlines(a, b, REWRITE_HEADLINE_JACCARD) and figure_containment(a, b) >= FIGURE_CONTAINMENT):
     return True
   if a.headline and a.headline == b.headline:
     return j >= SAME_HEADLINE_JACCARD or (shared >= MIN_SHARED_SENTENCES and contained >= MIN_SENTENCE_CONTAINMENT)
