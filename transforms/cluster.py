@@ -123,6 +123,8 @@ _FIGURE_RE = re.compile(r"\d+(?:[.,/]\d+)*")
 _NAME_RE = re.compile(r"[^\W\d_][\w]*")
 #: A ticker in angle brackets ("<SUN>", "<SCAB.ST>").
 _TICKER_RE = re.compile(r"<([A-Z0-9][A-Z0-9.]{0,11})>")
+#: A number standing alone in a title ("478", "1.2", "3-1/2"; not "4TH").
+_TITLE_FIGURE_RE = re.compile(r"(?<![\w.])\d+(?:[.,/-]\d+)*(?![\w])")
 #: Words that open a sentence capitalised without naming anyone.
 _OPENERS = frozenset("A An The In It Its This That These Those He She They We On At For After But As".split())
 
@@ -221,8 +223,10 @@ class Signature:
   #: The lead's ``LEAD_KEYS`` smallest 64-bit word-pair hashes, ascending (its candidate keys; empty when the
   #: lead names no one, since such a lead joins nothing).
   lead_keys: tuple[int, ...] = ()
-  #: 32-bit hashes of the tickers in the headline ("<SUN>"), ascending.
+  #: 32-bit hashes of the tickers in the title ("<SUN>"), ascending (:func:`title_marks`).
   head_tickers: tuple[int, ...] = ()
+  #: 32-bit hashes of the figures in the title ("478" in "GIVEN 478 MLN STG HELP"), ascending.
+  head_figures: tuple[int, ...] = ()
 
   @property
   def root(self) -> tuple[int, str]:
@@ -249,9 +253,22 @@ def _words(story: Story) -> tuple[list[str], list[str]]:
   return tokens(title(story)), tokens(strip_headline_prefixes(story.headline)[0]) + tokens(story.body)
 
 
-def tickers(headline: str | None) -> tuple[int, ...]:
-  """32-bit hashes of the tickers a headline names in angle brackets ("SUN <SUN> RAISES CRUDE POSTINGS"), ascending."""
-  return tuple(sorted({_word_hash(ticker) & 0xFFFFFFFF for ticker in _TICKER_RE.findall(headline or "")}))
+def title_marks(text: str) -> tuple[set[str], set[str]]:
+  """(tickers, figures) a title states: the tickers in angle brackets ("SUN <SUN> RAISES CRUDE POSTINGS") and
+  the numbers standing alone ("U.K. MONEY MARKET GIVEN 478 MLN STG HELP"; not "4TH QTR")."""
+  return set(_TICKER_RE.findall(text)), set(_TITLE_FIGURE_RE.findall(text))
+
+
+def other_subjects(tickers_a: set[Any], tickers_b: set[Any], figures_a: set[Any], figures_b: set[Any]) -> bool:
+  """Whether two titles name disjoint tickers (two companies' news) or state disjoint figures (two reports:
+  "GIVEN 478 MLN STG EARLY HELP" and "GIVEN FURTHER 168 MLN STG HELP", "BRITISH LAND ISSUES 30 MLN STG BOND"
+  and "DRG ISSUES 40 MLN STG BOND"). One definition for the clustering and the evaluation's labels."""
+  return bool(tickers_a and tickers_b and not tickers_a & tickers_b) or bool(
+      figures_a and figures_b and not figures_a & figures_b)
+
+
+def _hashes32(values: Iterable[str]) -> tuple[int, ...]:
+  return tuple(sorted({_word_hash(v) & 0xFFFFFFFF for v in values}))
 
 
 def can_bridge(n_tokens: int) -> bool:
@@ -310,6 +327,7 @@ def lead(body: str | None, texts: Sequence[str] | None = None) -> tuple[bytes, b
 
 def signature(story: Story) -> Signature:
   head_words, words = _words(story)
+  head_tickers, head_figures = title_marks(title(story))
   texts = sentence_texts(story.body)
   lead_pairs, lead_facts, lead_words, lead_keys = lead(story.body, texts)
   mh, n_shingles = minhash(words)
@@ -325,7 +343,8 @@ def signature(story: Story) -> Signature:
       figures=tuple(figure_hashes[:FIGURE_SKETCH]), n_figures=len(figure_hashes),
       head_words=tuple(sorted({_word_hash(w) & 0xFFFFFFFF for w in head_words})),
       lead=lead_pairs, lead_facts=lead_facts, lead_words=lead_words,
-      lead_keys=lead_keys if lead_facts else (), head_tickers=tickers(story.headline))
+      lead_keys=lead_keys if lead_facts else (), head_tickers=_hashes32(head_tickers),
+      head_figures=_hashes32(head_figures))
 
 
 def keys(sig: Signature) -> list[str]:
@@ -357,10 +376,10 @@ def headline_jaccard(a: Signature, b: Signature) -> float:
 
 
 def similar_headlines(a: Signature, b: Signature, threshold: float) -> bool:
-  """Whether two headlines are one story's: word Jaccard of at least ``threshold``, and no two disjoint sets of
-  tickers ("SUN <SUN> RAISES CRUDE POSTINGS 50 CTS" and "PHILLIPS <P> RAISES CRUDE POSTINGS 50 CTS" are two
-  companies' news)."""
-  if a.head_tickers and b.head_tickers and not set(a.head_tickers) & set(b.head_tickers):
+  """Whether two headlines are one story's: word Jaccard of at least ``threshold``, naming no disjoint tickers
+  and stating no disjoint figures (:func:`other_subjects`: "SUN <SUN> RAISES CRUDE POSTINGS 50 CTS" and
+  "PHILLIPS <P> RAISES CRUDE POSTINGS 50 CTS" are two companies' news)."""
+  if other_subjects(set(a.head_tickers), set(b.head_tickers), set(a.head_figures), set(b.head_figures)):
     return False
   return headline_jaccard(a, b) >= threshold
 

@@ -248,7 +248,6 @@ def refiled_pairs(stories: Sequence[Story], min_containment: float = REFILED_CON
   are in the other body: one story filed again with changes. Exact counts; candidates share a shingle
   found in at most ``REFILED_MAX_DF`` stories."""
   sets = [_shingles(story.body) for story in stories]
-  heads = [_headline_words(story) for story in stories]
   figures = [_figures(story) for story in stories]
   df = Counter(s for shingles in sets for s in shingles)
   index: dict[str, list[int]] = defaultdict(list)
@@ -267,10 +266,21 @@ def refiled_pairs(stories: Sequence[Story], min_containment: float = REFILED_CON
       small = min(len(shingles), len(sets[j]))
       if small < REFILED_MIN_SHINGLES or len(shingles & sets[j]) < min_containment * small:
         continue
-      union = heads[i] | heads[j]
-      if union and len(heads[i] & heads[j]) >= REFILED_HEADLINE * len(union):
+      if _similar_titles(stories[i], stories[j]):
         pairs.append((i, j))
   return pairs
+
+
+def _similar_titles(a: Story, b: Story) -> bool:
+  """Titles at word Jaccard >= ``REFILED_HEADLINE`` that name no disjoint tickers and state no disjoint figures
+  (:func:`transforms.cluster.other_subjects`)."""
+  words_a, words_b = _headline_words(a), _headline_words(b)
+  union = words_a | words_b
+  if not union or len(words_a & words_b) < REFILED_HEADLINE * len(union):
+    return False
+  tickers_a, figures_a = C.title_marks(C.title(a))
+  tickers_b, figures_b = C.title_marks(C.title(b))
+  return not C.other_subjects(tickers_a, tickers_b, figures_a, figures_b)
 
 
 def _headline_words(story: Story) -> set[str]:
@@ -332,7 +342,6 @@ def same_news_pairs(stories: Sequence[Story]) -> list[tuple[int, int]]:
   Candidates share a lead word pair, or a figure found in at most ``REFILED_MAX_DF`` stories."""
   leads = [_lead(story) for story in stories]
   figures = [_figures(story) for story in stories]
-  heads = [_headline_words(story) for story in stories]
   df = Counter(f for counts in figures for f in counts)
   index: dict[str, list[int]] = defaultdict(list)
   for i in range(len(stories)):
@@ -353,9 +362,7 @@ def same_news_pairs(stories: Sequence[Story]) -> list[tuple[int, int]]:
         pairs.append((i, j))
         continue
       fewer = min(sum(figures[i].values()), sum(figures[j].values()))
-      head_union = heads[i] | heads[j]
-      if (fewer >= SAME_FIGURES_MIN and _same_figures(figures[i], figures[j])
-          and head_union and len(heads[i] & heads[j]) >= REFILED_HEADLINE * len(head_union)):
+      if fewer >= SAME_FIGURES_MIN and _same_figures(figures[i], figures[j]) and _similar_titles(stories[i], stories[j]):
         pairs.append((i, j))
   return pairs
 
