@@ -17,15 +17,24 @@ What counts as one story (:func:`similar`, on two stories' :class:`Signature`\\ 
 
 * refilings within ``REFILE_HOURS`` (12 hours): the same lead (the body's first sentence of
   ``LEAD_MIN_WORDS`` words or more, word-pair Jaccard >= ``LEAD_JACCARD``, the shorter lead naming no
-  name or figure the other lacks, naming at least one, and half the figures in common when both carry
-  figures), or, under a similar headline (word Jaccard >= ``REWRITE_HEADLINE_JACCARD``),
+  name or figure the other lacks in any case, naming at least one, and half the figures in common when
+  both carry figures), or, under a similar title (word Jaccard >= ``SIMILAR_HEADLINE_JACCARD``),
   ``REFILE_FIGURE_CONTAINMENT`` of the figures (``REFILE_MIN_FIGURES`` or more) without any text in
   common: a results table reformatted.
 
+A story's title is its headline without filing marks, or, without a headline (a table, a quote sheet),
+its body's first line (:func:`title`). Titles are similar for the headline rules only when they name
+no disjoint tickers ("SUN <SUN> ..." and "PHILLIPS <P> ...") and state no disjoint figures ("GIVEN 478
+MLN STG EARLY HELP" and "GIVEN FURTHER 168 MLN STG HELP": two operations). The title, the lead's terms
+and this test (:func:`title`, :func:`lead_terms`, :func:`lead_names_nothing_new`, :func:`other_subjects`,
+``SIMILAR_HEADLINE_JACCARD``) are shared with the labels of ``wirestream eval clusters``, which decide
+with their own exact counts and windows.
+
 Candidates come from keys, never from comparing a story with every other one: the story id,
 21 LSH bands of 3 MinHash rows (a pair at Jaccard 0.5 shares a band with probability 0.94), the
-story's 8 smallest sentence hashes (a bottom-k sketch of its sentence set) and 6 bands of 2 MinHash
-rows over the headline's words. Each key keeps its most recent ``cap`` members within
+story's 8 smallest sentence hashes (a bottom-k sketch of its sentence set), 6 bands of 2 MinHash
+rows over the title's words and the lead's 3 smallest word-pair hashes (two leads at word-pair Jaccard
+0.6 share one with probability about 0.94; only leads that name someone). Each key keeps its most recent ``cap`` members within
 ``ttl_seconds`` of event time (a week by default), so the work per story and the state are bounded
 however large the lake grows.
 

@@ -22,7 +22,12 @@ filed within 12 hours of each other (:func:`same_news_pairs`): the same lead sen
 under a new headline, perhaps with a word changed), and the same figures under a similar headline (a
 results table filed again, reformatted: "Qtly div" corrected to "Shr", "Sales" to "Revs", a figure
 amended; the 5-word shingles of such tables break at every edit, so body overlap misses them).
-Exact sets decide, not the clustering under test.
+Similar titles (:func:`_similar_titles`) name no disjoint tickers and state no disjoint figures ("GIVEN
+478 MLN STG EARLY HELP" and "GIVEN FURTHER 168 MLN STG HELP" are two operations of the Bank of England;
+"BRITISH LAND ISSUES 30 MLN STG CONVERTIBLE BOND" and "DRG ISSUES 40 MLN STG CONVERTIBLE BOND" two issues).
+A story's title, its lead's names and figures, and "names nothing the other lacks" (in any case: a rewrite
+may lower-case "Parliament") are the clustering's own definitions (:mod:`transforms.cluster`), so labels
+and clusters mean the same by them. Exact sets decide, not the clustering under test.
 Everything else must stay apart, among them thousands of same-topic stories about different events
 (earnings, acquisitions, commodities).
 
