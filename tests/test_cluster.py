@@ -616,6 +616,34 @@ def test_eval_labels_need_the_same_figures_names_and_a_title():
   assert sorted(E.same_news_pairs(stories)) == [(0, 2), (5, 6)]  # not another company's lead, nor the next part
 
 
+def test_eval_labels_a_body_rewritten_under_a_new_headline_as_one_story():
+  from pipelines.training import eval_clusters as E
+
+  def filed(story_id, headline, body, hours):
+    return dataclasses.replace(_story(story_id, headline, body), published_at=T0 + dt.timedelta(hours=hours))
+
+  lead = ("Congressional ire is rising against the development banks which make loans to help other countries "
+          "produce goods in direct competition with U.S. farmers and miners.")
+  rest = [*STEEL[1:5], *FLOOD[:3]]
+  contract = ("A unit of {} has been awarded a 304 mln dlr contract by the Air Force for work on the strategic "
+              "defense initiative, the Pentagon said.")
+  template = ["The work is expected to be completed by the end of the decade, the Pentagon said in a statement.",
+              "The contract was awarded after a competition among several of the largest defense companies.",
+              "No further details of the contract or of the work to be performed were immediately available."]
+  stories = [
+      filed("c1", "CONGRESS MAY CURB U.S. AID TO DEVELOPMENT BANKS", [lead, *rest], 0),
+      filed("c2", "CONGRESS EYES LOANS THAT AID U.S. COMPETITORS",
+            [lead.replace("U.S. farmers", "American farmers"), *rest[:5], FLOOD[3]], 0.3),
+      filed("c3", "CONGRESS EYES LOANS THAT AID U.S. COMPETITORS", [lead, *rest], 30),  # another day
+      filed("k1", "LOCKHEED <LK> UNIT GETS SDI CONTRACT", [contract.format("Lockheed Corp"), *template], 1),
+      filed("k2", "GRUMMAN <GQ> UNIT GETS SDI CONTRACT", [contract.format("Grumman Corp"), *template], 1),
+  ]
+  assert not E._similar_titles(stories[0], stories[1]) and not E._same_lead(E._lead(stories[0]), E._lead(stories[1]))
+  pairs = E.refiled_pairs(stories)
+  assert (0, 1) in pairs and (0, 2) not in pairs  # not a day later
+  assert (3, 4) not in pairs and not E._rewritten(stories[3], stories[4])  # two companies' template
+
+
 def test_near_copy_pairs_are_exact():
   from pipelines.training import eval_clusters as E
   words = " ".join(f"w{i}" for i in range(40))

@@ -66,6 +66,7 @@ from transforms.revision import strip_headline_prefixes
 MIN_BASE_SENTENCES = 4
 NEAR_COPY_JACCARD = 0.8
 NEAR_COPY_MIN_CHARS = 200
+NEAR_JACCARD = C.NEAR_JACCARD
 REFILED_CONTAINMENT = 0.5
 REFILED_MIN_SHINGLES = 20
 REFILED_MAX_DF = 50
@@ -248,9 +249,10 @@ def near_copy_pairs(bodies: Sequence[str], threshold: float = NEAR_COPY_JACCARD)
 
 
 def refiled_pairs(stories: Sequence[Story], min_containment: float = REFILED_CONTAINMENT) -> list[tuple[int, int]]:
-  """Pairs of real stories with similar headlines (word Jaccard >= ``REFILED_HEADLINE``, filing marks
-  removed) where half or more of the shorter body's 5-word shingles (at least ``REFILED_MIN_SHINGLES``)
-  are in the other body: one story filed again with changes. Exact counts; candidates share a shingle
+  """Pairs of real stories with similar titles (:func:`_similar_titles`) where half or more of the shorter
+  body's 5-word shingles (at least ``REFILED_MIN_SHINGLES``) are in the other body: one story filed again with
+  changes; or, under any title, bodies at 5-word shingle Jaccard >= ``NEAR_JACCARD`` with the same lead
+  (:func:`_rewritten`): one story rewritten under a new headline. Exact counts; candidates share a shingle
   found in at most ``REFILED_MAX_DF`` stories."""
   sets = [_shingles(story.body) for story in stories]
   figures = [_figures(story) for story in stories]
@@ -269,11 +271,28 @@ def refiled_pairs(stories: Sequence[Story], min_containment: float = REFILED_CON
       if not _same_figures(figures[i], figures[j]):
         continue
       small = min(len(shingles), len(sets[j]))
-      if small < REFILED_MIN_SHINGLES or len(shingles & sets[j]) < min_containment * small:
+      both = len(shingles & sets[j])
+      if small < REFILED_MIN_SHINGLES or both < min_containment * small:
         continue
-      if _similar_titles(stories[i], stories[j]):
+      if _similar_titles(stories[i], stories[j]) or (
+          both >= NEAR_JACCARD * (len(shingles) + len(sets[j]) - both) and _rewritten(stories[i], stories[j])):
         pairs.append((i, j))
   return pairs
+
+
+def _rewritten(a: Story, b: Story) -> bool:
+  """Whether two stories whose bodies keep half their 5-word shingles (Jaccard >= ``NEAR_JACCARD``) are one
+  story rewritten under a new headline: filed within ``REFILED_HOURS``, the lead kept in its wording (word-pair
+  Jaccard >= ``SAME_LEAD_JACCARD``, a name perhaps replaced: "U.S. farmers", "American farmers") and titles
+  naming no disjoint tickers or figures (two companies' stories on one template stay apart)."""
+  if _hours_apart(a, b) > REFILED_HOURS:
+    return False
+  (pairs_a, _, _), (pairs_b, _, _) = _lead(a), _lead(b)
+  if not pairs_a or not pairs_b or len(pairs_a & pairs_b) < SAME_LEAD_JACCARD * len(pairs_a | pairs_b):
+    return False
+  tickers_a, figures_a = C.title_marks(C.title(a))
+  tickers_b, figures_b = C.title_marks(C.title(b))
+  return not C.other_subjects(tickers_a, tickers_b, figures_a, figures_b)
 
 
 def _similar_titles(a: Story, b: Story) -> bool:
