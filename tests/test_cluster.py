@@ -166,6 +166,44 @@ def test_a_rewrite_under_a_similar_headline_with_the_same_figures_joins_within_h
   assert set(C.keys(base)) & set(C.keys(rewrite)) - set(C.keys(other))  # a headline band brings them together
 
 
+def test_headlines_naming_other_tickers_are_not_similar_headlines():
+  sun = ["Sun Co said it raised the contract price it will pay for crude oil 50 cts a barrel, effective today.",
+         "The increase brings its posted price for West Texas Intermediate to 17.50 dlrs a barrel.",
+         "Sun last changed its crude postings on March 4.", "The move follows similar increases by other oil companies."]
+  phillips = ["Phillips Petroleum said it raised the price it pays for all grades of crude oil 50 cts a barrel.",
+              "Its posted price for West Texas Intermediate rises to 17.50 dlrs, and Louisiana Sweet to 17.85 dlrs.",
+              "Phillips last changed its crude oil postings on March 4.",
+              "The move follows similar increases by other oil companies."]
+  base = C.signature(_story("p1", "SUN <SUN> RAISES CRUDE POSTINGS 50 CTS", sun))
+  other = C.signature(_story("p2", "PHILLIPS <P> RAISES CRUDE POSTINGS 50 CTS", phillips, minutes=24))
+  rewrite = C.signature(_story("p3", "SUN CO <SUN> RAISES CRUDE OIL POSTINGS 50 CTS", phillips, minutes=24))
+  assert C.headline_jaccard(base, other) >= C.REWRITE_HEADLINE_JACCARD and C.shared_sentences(base, other) == 1
+  assert not C.similar_headlines(base, other, C.REWRITE_HEADLINE_JACCARD) and not C.similar(base, other)
+  assert C.similar_headlines(base, rewrite, C.REWRITE_HEADLINE_JACCARD) and C.similar(base, rewrite)
+
+
+def test_titles_stating_other_figures_are_other_reports_in_the_clustering_and_the_labels():
+  from pipelines.training import eval_clusters as E
+  early = ["The Bank of England said it provided the market with 478 mln stg of early assistance today.",
+           "It made outright purchases of 7 mln stg of band one bank bills at 10-3/8 pct and 30 mln stg of band two "
+           "bank bills at 10-5/16 pct.", "It bought 294 mln stg of bills for resale on March 30 and 147 mln stg for "
+           "resale on April 8, in both cases at 10-7/16 pct."]
+  later = ["The Bank of England said it gave the money market a further 168 mln stg of help this morning.",
+           "It bought 21 mln stg of bills outright, 20 mln in band one at 10-3/8 pct and 1 mln in band two at "
+           "10-5/16 pct.", "In addition it bought 98 mln stg of bills for resale on March 30 and 49 mln stg for "
+           "resale on April 8 at 10-7/16 pct."]
+  stories = [_story("m1", "U.K. MONEY MARKET GIVEN 478 MLN STG EARLY HELP", early),
+             _story("m2", "U.K. MONEY MARKET GIVEN FURTHER 168 MLN STG HELP", later, minutes=120),
+             _story("m3", "U.K. MONEY MARKET GIVEN 478 MLN STG HELP", later, minutes=120)]
+  first, other, same = map(C.signature, stories)
+  assert C.headline_jaccard(first, other) >= C.REWRITE_HEADLINE_JACCARD and C.figure_containment(first, other) >= 0.5
+  assert C.title_marks(C.title(stories[0])) == (set(), {"478"})
+  assert not C.similar_headlines(first, other, C.SIMILAR_HEADLINE_JACCARD) and not C.similar(first, other)
+  assert C.similar_headlines(first, same, C.REWRITE_HEADLINE_JACCARD)
+  pairs = E.same_news_pairs(stories)
+  assert (0, 2) in pairs and (0, 1) not in pairs  # not the next operation, which states another sum
+
+
 def test_a_rewrite_that_keeps_the_lead_joins_within_hours_unless_it_names_others_or_other_figures():
   lead = ("<American Aircraft Corp> said it has acquired a 51 pct interest in privately-held <Hunter Helicopter of "
           "Nevada Inc> for an undisclosed amount of stock.")
@@ -192,6 +230,40 @@ def test_a_rewrite_that_keeps_the_lead_joins_within_hours_unless_it_names_others
                        C.signature(_story("f2", "B", [figures_b, *STEEL[3:]], minutes=50)))  # other figures
 
 
+def test_stories_with_the_same_lead_meet_under_a_lead_key():
+  first = ("<American Aircraft Corp> said it has acquired a 51 pct interest in privately-held <Hunter Helicopter of "
+           "Nevada, Inc>.")
+  second = ("<American Aircraft Corp> said it has acquired a 51 pct interest in privately-owned <Hunter Helicopter of "
+            "Nevada Inc> for an undisclosed amount of stock.")
+  base = _story("a1", "AMERICAN AIRCRAFT CORP BUYS PRIVATE FIRM", [first, *FLOOD[:2]])
+  rewrite = _story("a2", "AMERICAN AIRCRAFT BUYS INTO HELICOPTER BUILDER", [second, *STEEL[3:]], minutes=47)
+  other = _story("a3", "AMERICAN AIRCRAFT BUYS INTO HELICOPTER BUILDER",
+                 [second.replace("Hunter Helicopter", "Rotorway"), *STEEL[3:]], minutes=47)
+  sig_base, sig_rewrite, sig_other = map(C.signature, (base, rewrite, other))
+  shared = set(C.keys(sig_base)) & set(C.keys(sig_rewrite))
+  assert shared and all(key.startswith("l:") for key in shared)  # no band, sentence or headline key in common
+  joined, apart = C.Clusterer(), C.Clusterer()
+  assert [joined.add(sig) for sig in (sig_base, sig_rewrite)] == ["a1", "a1"]
+  assert [apart.add(sig) for sig in (sig_base, sig_other)] == ["a1", "a3"]  # another company's lead
+  plain = C.signature(_story("p1", "PROPOSED OFFERINGS", [first.lower().replace("51 pct", "majority"), *FLOOD[:2]]))
+  assert not plain.lead_keys  # a lead that names no one joins nothing, so it needs no key
+
+
+def test_a_lead_that_lower_cases_a_word_is_the_same_lead_in_the_clustering_and_the_labels():
+  from pipelines.training import eval_clusters as E
+  lead = ("Chancellor of the Exchequer Nigel Lawson, presenting his budget for fiscal 1987/88 to Parliament, said "
+          "U.K. Economic growth was forecast at three pct in calendar 1987.")
+  lowered = lead.replace("Parliament", "parliament")
+  other = lead.replace("Nigel Lawson", "John Major")
+  stories = [_story("b1", "U.K. BUDGET SEES 1987 GDP GROWTH AT THREE PCT", [lead, *FLOOD[:2]]),
+             _story("b2", "U.K. GROWTH RATE SEEN AT THREE PCT THIS YEAR", [lowered, *STEEL[3:]], minutes=48),
+             _story("b3", "U.K. GROWTH RATE SEEN AT THREE PCT THIS YEAR", [other, *STEEL[3:]], minutes=48)]
+  base, rewrite, named = map(C.signature, stories)
+  assert C.same_lead(base, rewrite) and C.same_lead(rewrite, base) and C.similar(base, rewrite)
+  assert not C.same_lead(base, named) and not C.similar(base, named)  # names someone else
+  assert sorted(E.same_news_pairs(stories)) == [(0, 1)]
+
+
 def test_a_table_filed_again_reformatted_joins_under_a_similar_headline_within_hours():
   table = ["Shr one ct vs five cts", "Net 50,745 vs 161,019", "Revs 478,700 vs 1,048,543",
            "Avg shrs 4,350,000 vs 3,217,500", "Nine mths", "Net 169,275 vs 390,179"]
@@ -208,6 +280,41 @@ def test_a_table_filed_again_reformatted_joins_under_a_similar_headline_within_h
              for line in refiled]
   assert not C.similar(base, C.signature(_story("n5", "CORRECTED-NETWORK VIDEO INC <NVID> 3RD QTR", amended,
                                                 minutes=120)))  # too many figures differ
+
+
+def test_the_same_figures_under_a_headline_at_the_labels_similarity_join_within_hours():
+  from pipelines.training import eval_clusters as E
+  first = ["General Motors hopes to sell between 7,000 and 8,000 vehicles in Europe this year, James Fry said.",
+           "Officials said GM sold 1,500 vehicles in the 1986 model year, at an average price of 13,000 dlrs.",
+           "That would mean sales of 91 mln to 104 mln dlrs in the year to August 1987, he said."]
+  second = ["GM wants to sell 7,000 to 8,000 North American-made cars in Europe this year, Fry told reporters.",
+            "It sold 1,500 of them in the 1986 model year; at 13,000 dlrs each, sales would reach 91 to 104 mln dlrs.",
+            "The year ends in August 1987."]
+  stories = [_story("g1", "GM HOPES FOR FIVE-FOLD RISE IN EUROPEAN SALES", first),
+             _story("g2", "CORRECTED - GM SEES RISE IN EUROPEAN SALES", second, minutes=120),
+             _story("g3", "GM TO BUILD NEW PLANT IN SPAIN", second, minutes=120)]
+  base, again, other = map(C.signature, stories)
+  assert C.shared_sentences(base, again) == 0 and C.jaccard(base, again) < C.REWRITE_JACCARD
+  assert C.headline_jaccard(base, again) == C.SIMILAR_HEADLINE_JACCARD < C.REWRITE_HEADLINE_JACCARD
+  assert C.similar(base, again) and not C.similar(base, other)  # the same figures under another headline
+  assert E.REFILED_HEADLINE == C.SIMILAR_HEADLINE_JACCARD
+
+
+def test_a_table_without_a_headline_is_titled_by_its_first_line_in_the_clustering_and_the_labels():
+  from pipelines.training import eval_clusters as E
+  rows = ["Net free reserves 644 vs 1,337", "Bank borrowings 680 vs 425", "Including seasonal loans 81 vs 56",
+          "Excess reserves 1,025 vs 1,497"]
+  reformatted = ["Free reserves, net: 644 (1,337)", "Borrowings from banks: 680 (425)",
+                 "Seasonal loans included: 81 (56)", "Reserves in excess: 1,025 (1,497)"]
+  stories = [_story("f1", None, ["FEDERAL RESERVE WEEKLY REPORT 1 - FEB 26", *rows]),
+             _story("f2", None, ["FEDERAL RESERVE WEEKLY REPORT 1 - FEB 26", *reformatted], minutes=30),
+             _story("f3", None, ["TREASURY BALANCES AT FEDERAL RESERVE BANKS", *reformatted], minutes=30)]
+  base, again, other = map(C.signature, stories)
+  assert C.title(stories[0]) == "FEDERAL RESERVE WEEKLY REPORT 1 - FEB 26"
+  assert C.shared_sentences(base, again) == 1 and C.jaccard(base, again) < C.REWRITE_JACCARD  # the title line
+  assert C.headline_jaccard(base, again) == 1.0 and C.similar(base, again)
+  assert not C.similar(base, other)  # the same figures under another title
+  assert E._headline_words(stories[1]) == set(C.tokens(C.title(stories[1])))
 
 
 def test_members_are_bounded_and_a_late_near_copy_within_the_ttl_joins():
@@ -507,6 +614,34 @@ def test_eval_labels_need_the_same_figures_names_and_a_title():
   # A week later with new figures is another story; a table without a headline is titled by its first line.
   assert sorted(E.refiled_pairs(stories)) == [(0, 2), (5, 6)]
   assert sorted(E.same_news_pairs(stories)) == [(0, 2), (5, 6)]  # not another company's lead, nor the next part
+
+
+def test_eval_labels_a_body_rewritten_under_a_new_headline_as_one_story():
+  from pipelines.training import eval_clusters as E
+
+  def filed(story_id, headline, body, hours):
+    return dataclasses.replace(_story(story_id, headline, body), published_at=T0 + dt.timedelta(hours=hours))
+
+  lead = ("Congressional ire is rising against the development banks which make loans to help other countries "
+          "produce goods in direct competition with U.S. farmers and miners.")
+  rest = [*STEEL[1:5], *FLOOD[:3]]
+  contract = ("A unit of {} has been awarded a 304 mln dlr contract by the Air Force for work on the strategic "
+              "defense initiative, the Pentagon said.")
+  template = ["The work is expected to be completed by the end of the decade, the Pentagon said in a statement.",
+              "The contract was awarded after a competition among several of the largest defense companies.",
+              "No further details of the contract or of the work to be performed were immediately available."]
+  stories = [
+      filed("c1", "CONGRESS MAY CURB U.S. AID TO DEVELOPMENT BANKS", [lead, *rest], 0),
+      filed("c2", "CONGRESS EYES LOANS THAT AID U.S. COMPETITORS",
+            [lead.replace("U.S. farmers", "American farmers"), *rest[:5], FLOOD[3]], 0.3),
+      filed("c3", "CONGRESS EYES LOANS THAT AID U.S. COMPETITORS", [lead, *rest], 30),  # another day
+      filed("k1", "LOCKHEED <LK> UNIT GETS SDI CONTRACT", [contract.format("Lockheed Corp"), *template], 1),
+      filed("k2", "GRUMMAN <GQ> UNIT GETS SDI CONTRACT", [contract.format("Grumman Corp"), *template], 1),
+  ]
+  assert not E._similar_titles(stories[0], stories[1]) and not E._same_lead(E._lead(stories[0]), E._lead(stories[1]))
+  pairs = E.refiled_pairs(stories)
+  assert (0, 1) in pairs and (0, 2) not in pairs  # not a day later
+  assert (3, 4) not in pairs and not E._rewritten(stories[3], stories[4])  # two companies' template
 
 
 def test_near_copy_pairs_are_exact():

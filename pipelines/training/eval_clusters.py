@@ -22,7 +22,12 @@ filed within 12 hours of each other (:func:`same_news_pairs`): the same lead sen
 under a new headline, perhaps with a word changed), and the same figures under a similar headline (a
 results table filed again, reformatted: "Qtly div" corrected to "Shr", "Sales" to "Revs", a figure
 amended; the 5-word shingles of such tables break at every edit, so body overlap misses them).
-Exact sets decide, not the clustering under test.
+Similar titles (:func:`_similar_titles`) name no disjoint tickers and state no disjoint figures ("GIVEN
+478 MLN STG EARLY HELP" and "GIVEN FURTHER 168 MLN STG HELP" are two operations of the Bank of England;
+"BRITISH LAND ISSUES 30 MLN STG CONVERTIBLE BOND" and "DRG ISSUES 40 MLN STG CONVERTIBLE BOND" two issues).
+A story's title, its lead's names and figures, and "names nothing the other lacks" (in any case: a rewrite
+may lower-case "Parliament") are the clustering's own definitions (:mod:`transforms.cluster`), so labels
+and clusters mean the same by them. Exact sets decide, not the clustering under test.
 Everything else must stay apart, among them thousands of same-topic stories about different events
 (earnings, acquisitions, commodities).
 
@@ -61,10 +66,11 @@ from transforms.revision import strip_headline_prefixes
 MIN_BASE_SENTENCES = 4
 NEAR_COPY_JACCARD = 0.8
 NEAR_COPY_MIN_CHARS = 200
+NEAR_JACCARD = C.NEAR_JACCARD
 REFILED_CONTAINMENT = 0.5
 REFILED_MIN_SHINGLES = 20
 REFILED_MAX_DF = 50
-REFILED_HEADLINE = 0.5
+REFILED_HEADLINE = C.SIMILAR_HEADLINE_JACCARD
 REFILED_HOURS = 24
 SAME_LEAD_MIN_WORDS = 15
 SAME_LEAD_JACCARD = 0.6
@@ -73,7 +79,6 @@ SAME_FIGURES_CONTAINMENT = 0.5
 VARIANT_KINDS = ("copy", "repeat", "new_lead", "trimmed", "update", "correction", "reordered", "write_through")
 
 _NUMBER_RE = re.compile(r"\b\d+(?:[.,]\d+)?\b")
-_OPENERS = frozenset("A An The In It Its This That These Those He She They We On At For After But As".split())
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
 _LEADS = (
     "{place} - {subject}, according to people familiar with the matter, in a move analysts had expected.",
@@ -244,12 +249,12 @@ def near_copy_pairs(bodies: Sequence[str], threshold: float = NEAR_COPY_JACCARD)
 
 
 def refiled_pairs(stories: Sequence[Story], min_containment: float = REFILED_CONTAINMENT) -> list[tuple[int, int]]:
-  """Pairs of real stories with similar headlines (word Jaccard >= ``REFILED_HEADLINE``, filing marks
-  removed) where half or more of the shorter body's 5-word shingles (at least ``REFILED_MIN_SHINGLES``)
-  are in the other body: one story filed again with changes. Exact counts; candidates share a shingle
+  """Pairs of real stories with similar titles (:func:`_similar_titles`) where half or more of the shorter
+  body's 5-word shingles (at least ``REFILED_MIN_SHINGLES``) are in the other body: one story filed again with
+  changes; or, under any title, bodies at 5-word shingle Jaccard >= ``NEAR_JACCARD`` with the same lead
+  (:func:`_rewritten`): one story rewritten under a new headline. Exact counts; candidates share a shingle
   found in at most ``REFILED_MAX_DF`` stories."""
   sets = [_shingles(story.body) for story in stories]
-  heads = [_headline_words(story) for story in stories]
   figures = [_figures(story) for story in stories]
   df = Counter(s for shingles in sets for s in shingles)
   index: dict[str, list[int]] = defaultdict(list)
@@ -266,19 +271,46 @@ def refiled_pairs(stories: Sequence[Story], min_containment: float = REFILED_CON
       if not _same_figures(figures[i], figures[j]):
         continue
       small = min(len(shingles), len(sets[j]))
-      if small < REFILED_MIN_SHINGLES or len(shingles & sets[j]) < min_containment * small:
+      both = len(shingles & sets[j])
+      if small < REFILED_MIN_SHINGLES or both < min_containment * small:
         continue
-      union = heads[i] | heads[j]
-      if union and len(heads[i] & heads[j]) >= REFILED_HEADLINE * len(union):
+      if _similar_titles(stories[i], stories[j]) or (
+          both >= NEAR_JACCARD * (len(shingles) + len(sets[j]) - both) and _rewritten(stories[i], stories[j])):
         pairs.append((i, j))
   return pairs
 
 
+def _rewritten(a: Story, b: Story) -> bool:
+  """Whether two stories whose bodies keep half their 5-word shingles (Jaccard >= ``NEAR_JACCARD``) are one
+  story rewritten under a new headline: filed within ``REFILED_HOURS``, the lead kept in its wording (word-pair
+  Jaccard >= ``SAME_LEAD_JACCARD``, a name perhaps replaced: "U.S. farmers", "American farmers") and titles
+  naming no disjoint tickers or figures (two companies' stories on one template stay apart)."""
+  if _hours_apart(a, b) > REFILED_HOURS:
+    return False
+  (pairs_a, _, _), (pairs_b, _, _) = _lead(a), _lead(b)
+  if not pairs_a or not pairs_b or len(pairs_a & pairs_b) < SAME_LEAD_JACCARD * len(pairs_a | pairs_b):
+    return False
+  tickers_a, figures_a = C.title_marks(C.title(a))
+  tickers_b, figures_b = C.title_marks(C.title(b))
+  return not C.other_subjects(tickers_a, tickers_b, figures_a, figures_b)
+
+
+def _similar_titles(a: Story, b: Story) -> bool:
+  """Titles at word Jaccard >= ``REFILED_HEADLINE`` that name no disjoint tickers and state no disjoint figures
+  (:func:`transforms.cluster.other_subjects`)."""
+  words_a, words_b = _headline_words(a), _headline_words(b)
+  union = words_a | words_b
+  if not union or len(words_a & words_b) < REFILED_HEADLINE * len(union):
+    return False
+  tickers_a, figures_a = C.title_marks(C.title(a))
+  tickers_b, figures_b = C.title_marks(C.title(b))
+  return not C.other_subjects(tickers_a, tickers_b, figures_a, figures_b)
+
+
 def _headline_words(story: Story) -> set[str]:
-  """The headline's words, filing marks removed; a story without a headline (a table, a quote sheet)
-  is titled by its body's first line."""
-  headline = story.headline or (story.body or "").strip().split("\n", 1)[0]
-  return set(C.tokens(strip_headline_prefixes(headline)[0]))
+  """The words of the story's title (:func:`transforms.cluster.title`: the headline without filing marks, or
+  the body's first line)."""
+  return set(C.tokens(C.title(story)))
 
 
 def _hours_apart(a: Story, b: Story) -> float:
@@ -286,26 +318,26 @@ def _hours_apart(a: Story, b: Story) -> float:
   return abs((ta - tb).total_seconds()) / 3600
 
 
-def _lead(story: Story) -> tuple[set[str], set[str]]:
-  """The word pairs of the body's first sentence, and its names and figures (capitalised words other
-  than a sentence's opening function word, and numbers); empty when it has under ``SAME_LEAD_MIN_WORDS`` words."""
+def _lead(story: Story) -> tuple[set[str], set[str], set[str]]:
+  """The word pairs of the body's first sentence, its names and figures, and all its words and figures
+  (:func:`transforms.cluster.lead_terms`); empty when it has under ``SAME_LEAD_MIN_WORDS`` words."""
   for sentence in _sentences(story.body):
-    words = C.tokens(sentence)
+    words, facts, vocabulary = C.lead_terms(sentence)
     if len(words) >= SAME_LEAD_MIN_WORDS:
-      facts = {w for w in C._WORD_RE.findall(sentence) if w[0].isupper() and w not in _OPENERS}
-      facts.update(C.figures(sentence))
-      return {f"{a} {b}" for a, b in zip(words, words[1:], strict=False)}, facts
+      return {f"{a} {b}" for a, b in zip(words, words[1:], strict=False)}, facts, vocabulary
     break
-  return set(), set()
+  return set(), set(), set()
 
 
-def _same_lead(a: tuple[set[str], set[str]], b: tuple[set[str], set[str]]) -> bool:
+def _same_lead(a: tuple[set[str], set[str], set[str]], b: tuple[set[str], set[str], set[str]]) -> bool:
   """Leads at word-pair Jaccard >= ``SAME_LEAD_JACCARD``, the shorter one holding no name or figure
-  that the other lacks."""
-  (pairs_a, facts_a), (pairs_b, facts_b) = a, b
+  that the other lacks (:func:`transforms.cluster.lead_names_nothing_new`)."""
+  (pairs_a, facts_a, words_a), (pairs_b, facts_b, words_b) = a, b
   if not pairs_a or not pairs_b or len(pairs_a & pairs_b) < SAME_LEAD_JACCARD * len(pairs_a | pairs_b):
     return False
-  return facts_a <= facts_b if len(pairs_a) <= len(pairs_b) else facts_b <= facts_a
+  if len(pairs_a) <= len(pairs_b):
+    return C.lead_names_nothing_new(facts_a, words_b)
+  return C.lead_names_nothing_new(facts_b, words_a)
 
 
 def _same_figures(a: Counter, b: Counter) -> bool:
@@ -334,7 +366,6 @@ def same_news_pairs(stories: Sequence[Story]) -> list[tuple[int, int]]:
   Candidates share a lead word pair, or a figure found in at most ``REFILED_MAX_DF`` stories."""
   leads = [_lead(story) for story in stories]
   figures = [_figures(story) for story in stories]
-  heads = [_headline_words(story) for story in stories]
   df = Counter(f for counts in figures for f in counts)
   index: dict[str, list[int]] = defaultdict(list)
   for i in range(len(stories)):
@@ -355,9 +386,7 @@ def same_news_pairs(stories: Sequence[Story]) -> list[tuple[int, int]]:
         pairs.append((i, j))
         continue
       fewer = min(sum(figures[i].values()), sum(figures[j].values()))
-      head_union = heads[i] | heads[j]
-      if (fewer >= SAME_FIGURES_MIN and _same_figures(figures[i], figures[j])
-          and head_union and len(heads[i] & heads[j]) >= REFILED_HEADLINE * len(head_union)):
+      if fewer >= SAME_FIGURES_MIN and _same_figures(figures[i], figures[j]) and _similar_titles(stories[i], stories[j]):
         pairs.append((i, j))
   return pairs
 
