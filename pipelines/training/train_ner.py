@@ -136,7 +136,7 @@ def read_documents(paths: Sequence[str | Path]) -> list[conll.ConllSentence]:
 
 
 def train(args: argparse.Namespace) -> dict:
-  """Train, keep the best dev epoch in ``args.out``; return the training summary."""
+  """Train, keep the best dev epoch (or the last, ``--keep last``) in ``args.out``; return the training summary."""
   import torch
   from transformers import get_linear_schedule_with_warmup
 
@@ -270,7 +270,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--keep", choices=("best", "last"), default="best",
                       help="Keep the epoch with the best dev F1, or the last epoch (a final fit on train + dev).")
   parser.add_argument("--device", default="cpu", help="Torch device to train on, e.g. cpu or cuda.")
-  add_output_argument(parser, "Directory for the best model (fp16 delta + config).", dest="out", required=True)
+  add_output_argument(parser, "Directory for the kept model (fp16 delta + config).", dest="out", required=True)
   parser.add_argument("--epochs", type=int, default=5)
   parser.add_argument("--lr", type=float, default=1e-4)
   parser.add_argument("--batch-size", type=int, default=8)
