@@ -638,10 +638,10 @@ def test_eval_labels_a_body_rewritten_under_a_new_headline_as_one_story():
       filed("k1", "LOCKHEED <LK> UNIT GETS SDI CONTRACT", [contract.format("Lockheed Corp"), *template], 1),
       filed("k2", "GRUMMAN <GQ> UNIT GETS SDI CONTRACT", [contract.format("Grumman Corp"), *template], 1),
   ]
-  assert not E._similar_titles(stories[0], stories[1]) and not E._same_lead(E._lead(stories[0]), E._lead(stories[1]))
+  assert not E._similar_titles(E._title(stories[0]), E._title(stories[1])) and not E._same_lead(E._lead(stories[0]), E._lead(stories[1]))
   pairs = E.refiled_pairs(stories)
   assert (0, 1) in pairs and (0, 2) not in pairs  # not a day later
-  assert (3, 4) not in pairs and not E._rewritten(stories[3], stories[4])  # two companies' template
+  assert (3, 4) not in pairs and not E._rewritten(stories[3], stories[4], E._title(stories[3]), E._title(stories[4]))  # two companies' template
 
 
 def test_near_copy_pairs_are_exact():

@@ -257,11 +257,6 @@ def title(story: Story) -> str:
   return strip_headline_prefixes(story.headline or (story.body or "").strip().split("\n", 1)[0])[0]
 
 
-def _words(story: Story) -> tuple[list[str], list[str]]:
-  """(title words (:func:`title`), headline without filing marks and body words)."""
-  return tokens(title(story)), tokens(strip_headline_prefixes(story.headline)[0]) + tokens(story.body)
-
-
 def title_marks(text: str) -> tuple[set[str], set[str]]:
   """(tickers, figures) a title states: the tickers in angle brackets ("SUN <SUN> RAISES CRUDE POSTINGS") and
   the numbers standing alone ("U.K. MONEY MARKET GIVEN 478 MLN STG HELP"; not "4TH QTR")."""
@@ -335,8 +330,11 @@ def lead(body: str | None, texts: Sequence[str] | None = None) -> tuple[bytes, b
 
 
 def signature(story: Story) -> Signature:
-  head_words, words = _words(story)
-  head_tickers, head_figures = title_marks(title(story))
+  name = title(story)
+  head_words = tokens(name)
+  # the title is the headline without filing marks when there is one: the text is headline and body
+  words = (head_words if story.headline else []) + tokens(story.body)
+  head_tickers, head_figures = title_marks(name)
   texts = sentence_texts(story.body)
   lead_pairs, lead_facts, lead_words, lead_keys = lead(story.body, texts)
   mh, n_shingles = minhash(words)

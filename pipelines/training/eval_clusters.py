@@ -58,6 +58,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from schemas import RawRecord, Story
 from transforms import cluster as C
@@ -256,6 +257,7 @@ def refiled_pairs(stories: Sequence[Story], min_containment: float = REFILED_CON
   found in at most ``REFILED_MAX_DF`` stories."""
   sets = [_shingles(story.body) for story in stories]
   figures = [_figures(story) for story in stories]
+  titles = [_title(story) for story in stories]
   df = Counter(s for shingles in sets for s in shingles)
   index: dict[str, list[int]] = defaultdict(list)
   for i, shingles in enumerate(sets):
@@ -274,13 +276,14 @@ def refiled_pairs(stories: Sequence[Story], min_containment: float = REFILED_CON
       both = len(shingles & sets[j])
       if small < REFILED_MIN_SHINGLES or both < min_containment * small:
         continue
-      if _similar_titles(stories[i], stories[j]) or (
-          both >= NEAR_JACCARD * (len(shingles) + len(sets[j]) - both) and _rewritten(stories[i], stories[j])):
+      if _similar_titles(titles[i], titles[j]) or (
+          both >= NEAR_JACCARD * (len(shingles) + len(sets[j]) - both)
+          and _rewritten(stories[i], stories[j], titles[i], titles[j])):
         pairs.append((i, j))
   return pairs
 
 
-def _rewritten(a: Story, b: Story) -> bool:
+def _rewritten(a: Story, b: Story, title_a: _Title, title_b: _Title) -> bool:
   """Whether two stories whose bodies keep half their 5-word shingles (Jaccard >= ``NEAR_JACCARD``) are one
   story rewritten under a new headline: filed within ``REFILED_HOURS``, the lead kept in its wording (word-pair
   Jaccard >= ``SAME_LEAD_JACCARD``, a name perhaps replaced: "U.S. farmers", "American farmers") and titles
@@ -290,21 +293,28 @@ def _rewritten(a: Story, b: Story) -> bool:
   (pairs_a, _, _), (pairs_b, _, _) = _lead(a), _lead(b)
   if not pairs_a or not pairs_b or len(pairs_a & pairs_b) < SAME_LEAD_JACCARD * len(pairs_a | pairs_b):
     return False
-  tickers_a, figures_a = C.title_marks(C.title(a))
-  tickers_b, figures_b = C.title_marks(C.title(b))
-  return not C.other_subjects(tickers_a, tickers_b, figures_a, figures_b)
+  return not C.other_subjects(title_a.tickers, title_b.tickers, title_a.figures, title_b.figures)
 
 
-def _similar_titles(a: Story, b: Story) -> bool:
+class _Title(NamedTuple):
+  """What the labels read of a story's title (:func:`transforms.cluster.title`), computed once a story."""
+
+  words: set[str]
+  tickers: set[str]
+  figures: set[str]
+
+
+def _title(story: Story) -> _Title:
+  return _Title(_headline_words(story), *C.title_marks(C.title(story)))
+
+
+def _similar_titles(a: _Title, b: _Title) -> bool:
   """Titles at word Jaccard >= ``REFILED_HEADLINE`` that name no disjoint tickers and state no disjoint figures
   (:func:`transforms.cluster.other_subjects`)."""
-  words_a, words_b = _headline_words(a), _headline_words(b)
-  union = words_a | words_b
-  if not union or len(words_a & words_b) < REFILED_HEADLINE * len(union):
+  union = a.words | b.words
+  if not union or len(a.words & b.words) < REFILED_HEADLINE * len(union):
     return False
-  tickers_a, figures_a = C.title_marks(C.title(a))
-  tickers_b, figures_b = C.title_marks(C.title(b))
-  return not C.other_subjects(tickers_a, tickers_b, figures_a, figures_b)
+  return not C.other_subjects(a.tickers, b.tickers, a.figures, b.figures)
 
 
 def _headline_words(story: Story) -> set[str]:
@@ -366,6 +376,7 @@ def same_news_pairs(stories: Sequence[Story]) -> list[tuple[int, int]]:
   Candidates share a lead word pair, or a figure found in at most ``REFILED_MAX_DF`` stories."""
   leads = [_lead(story) for story in stories]
   figures = [_figures(story) for story in stories]
+  titles = [_title(story) for story in stories]
   df = Counter(f for counts in figures for f in counts)
   index: dict[str, list[int]] = defaultdict(list)
   for i in range(len(stories)):
@@ -386,7 +397,7 @@ def same_news_pairs(stories: Sequence[Story]) -> list[tuple[int, int]]:
         pairs.append((i, j))
         continue
       fewer = min(sum(figures[i].values()), sum(figures[j].values()))
-      if fewer >= SAME_FIGURES_MIN and _same_figures(figures[i], figures[j]) and _similar_titles(stories[i], stories[j]):
+      if fewer >= SAME_FIGURES_MIN and _same_figures(figures[i], figures[j]) and _similar_titles(titles[i], titles[j]):
         pairs.append((i, j))
   return pairs
 
