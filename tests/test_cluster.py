@@ -433,11 +433,44 @@ def test_a_story_that_bridges_two_clusters_merges_them_in_batch_only():
     assert_that(out, equal_to([("A:1", "A"), ("B:1", "A"), ("C:1", "A")]))
 
 
+def _daily_reports() -> list[Story]:
+  """Two days' reports under one standing headline, sharing a template's lead and closing sentence, and a story
+  filed the next day with the second report's first three sentences (a trimmed tail)."""
+  lead = "The central bank is expected to enter the money market to add temporary reserves, dealers said."
+  close = "Dealers said the bank may add the reserves directly instead through its own repurchase agreements."
+  day = [
+      ["They expect it to arrange a fairly large round of two billion dlrs or more of customer agreements.",
+       "Overnight funds, which averaged 6.02 pct on Friday, opened at 6-1/8 pct in early trading.",
+       "Funds are under pressure from the settlement of recently sold two-year notes and a tax call."],
+      ["They expect it to arrange 1.5 to two billion dlrs of customer agreements in the morning round.",
+       "Overnight funds, which averaged 6.18 pct yesterday, opened at 6-3/16 pct and stayed there.",
+       "Analysts said settlement of 8.25 billion dlrs of five-year notes keeps pressure on the rate."]]
+  headline = "BANK EXPECTED TO ADD TEMPORARY RESERVES"
+  return [_story("d1", headline, [lead, day[0][0], close, *day[0][1:]]),
+          _story("d2", headline, [lead, day[1][0], close, *day[1][1:]], minutes=24 * 60),
+          _story("t2", headline, [lead, day[1][0], close], minutes=37 * 60)]
+
+
+def test_a_story_joins_the_cluster_it_matches_strongly_and_bridges_none_it_matches_weakly():
+  d1, d2, trimmed = (C.signature(s) for s in _daily_reports())
+  assert C.match(d1, d2) is None  # two days' reports
+  assert C.match(d2, trimmed) == C.STRONG  # every sentence of the trimmed story is the second report's
+  assert C.match(d1, trimmed) == C.WEAK  # the template's sentences only
+  assert C.can_bridge(trimmed.n_tokens)
+  clusterer = C.Clusterer()
+  assert [clusterer.add(sig) for sig in (d1, d2, trimmed)] == ["d1", "d2", "d2"]
+  assert clusterer.merged() == {}  # not the earliest cluster it matches, and no bridge between the days
+  with TestPipeline() as p:
+    out = p | beam.Create(_daily_reports()[::-1]) | ClusterStories() | beam.Map(lambda s: (s.event_id, s.cluster_id))
+    assert_that(out, equal_to([("d1:1", "d1"), ("d2:1", "d2"), ("t2:1", "d2")]))
+
+
 def test_merge_links_names_each_component_after_its_smallest_root():
   merged = C.merge_links([((3, "c"), (5, "e")), ((1, "a"), (5, "e")), ((7, "g"), (8, "h"))])
   assert merged == {(3, "c"): (1, "a"), (5, "e"): (1, "a"), (1, "a"): (1, "a"), (7, "g"): (7, "g"),
                     (8, "h"): (7, "g")}
-  assert C.proposal_links([(1, 5, "x"), (0, 3, "c"), (0, 1, "a"), (0, 3, "c")]) == [((1, "a"), (3, "c"))]
+  proposals = [(C.ALONE, 5, "x"), (C.STRONG, 3, "c"), (C.STRONG, 1, "a"), (C.WEAK, 2, "b"), (C.STRONG, 3, "c")]
+  assert C.proposal_links(proposals) == [((1, "a"), (3, "c"))]  # only clusters matched strongly are linked
 
 
 def test_stream_state_joins_a_copy_windows_later_and_keeps_windows():

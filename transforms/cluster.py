@@ -22,6 +22,14 @@ What counts as one story (:func:`similar`, on two stories' :class:`Signature`\\ 
   ``REFILE_FIGURE_CONTAINMENT`` of the figures (``REFILE_MIN_FIGURES`` or more) without any text in
   common: a results table reformatted.
 
+A match is strong or weak (:func:`match`). Strong: the same id or text, near copies, sentences at
+``STRONG_SENTENCE_CONTAINMENT``, the same lead or the same figures refiled within ``REFILE_HOURS``: one
+holds the other nearly whole. Weak: the rest (a similar or the same headline over half the sentences or
+some shingles). A trimmed story left with a template's sentences (a daily report's lead and closing line)
+matches every day's report under that headline weakly and its own day's report strongly, so a story joins
+the clusters it matches strongly before those it matches weakly, and links (bridges) only clusters it
+matches strongly.
+
 A story's title is its headline without filing marks, or, without a headline (a table, a quote sheet),
 its body's first line (:func:`title`). Titles are similar for the headline rules only when they name
 no disjoint tickers ("SUN <SUN> ..." and "PHILLIPS <P> ...") and state no disjoint figures ("GIVEN 478
@@ -47,7 +55,7 @@ distinct texts filed in 90 days.
 
 The cluster id is the ``story_id`` of the cluster's first story (earliest event time, then the
 smallest id). A key's members are processed in event-time order; a story joins the earliest
-cluster among the members it matches, per key, and the earliest over its keys. The batch pipeline
+cluster among the members it matches strongly, else weakly, per key, and likewise over its keys. The batch pipeline
 sees every story of a key at once (deterministic: the same input gives the same ids on every run
 and runner); the stream keeps each key's members in keyed state across windows with an expiry
 timer, like :mod:`transforms.dedup`, so a story arriving days after its copy (within the TTL) still
@@ -438,42 +446,67 @@ def same_lead(a: Signature, b: Signature) -> bool:
   return lead_names_nothing_new(set(memoryview(short.lead_facts).cast("H")), set(memoryview(other.lead_words).cast("H")))
 
 
-def similar(a: Signature, b: Signature) -> bool:
-  """Whether two story versions are one story (see the module docstring)."""
+#: How strongly two story versions match (:func:`match`): the smaller, the stronger.
+STRONG = 0
+WEAK = 1
+#: A key's answer for a story that matched no member: it stays alone (its own root).
+ALONE = 2
+
+
+def match(a: Signature, b: Signature) -> int | None:
+  """How two story versions are one story (see the module docstring): ``STRONG`` when one holds the other's
+  text nearly whole (the same id or text, shingle Jaccard >= ``NEAR_JACCARD``, ``STRONG_SENTENCE_CONTAINMENT``
+  of the shorter one's sentences, the same lead or the same figures filed again within ``REFILE_HOURS``);
+  ``WEAK`` when they are one story by part of their text (a similar headline, half the sentences); ``None``
+  when they are two stories. A story joins the clusters it matches strongly before those it matches weakly,
+  and links (bridges) only clusters it matches strongly: a trimmed story left with a template's sentences
+  matches every day's report under that headline weakly, and its own story strongly."""
   if a.story_id == b.story_id or a.exact == b.exact:
-    return True
+    return STRONG
   if min(a.n_figures, b.n_figures) >= MIN_FIGURES and figure_containment(a, b) < FIGURE_CONTAINMENT:
-    return False
+    return None
   j = jaccard(a, b)
   shared = shared_sentences(a, b)
   fewest = min(a.n_sentences, b.n_sentences)
   contained = shared / fewest if fewest else 0.0
+  strong = j >= NEAR_JACCARD or (shared >= MIN_SHARED_SENTENCES and contained >= STRONG_SENTENCE_CONTAINMENT)
   apart_us = abs(a.time_us - b.time_us)
   if apart_us <= REFILE_HOURS * 3_600_000_000:
     if same_lead(a, b) and (not min(a.n_figures, b.n_figures) or figure_containment(a, b) >= FIGURE_CONTAINMENT):
-      return True
+      return STRONG
     if (min(a.n_figures, b.n_figures) >= REFILE_MIN_FIGURES and figure_containment(a, b) >= REFILE_FIGURE_CONTAINMENT
         and similar_headlines(a, b, SIMILAR_HEADLINE_JACCARD)):
-      return True
+      return STRONG
   if (apart_us <= REWRITE_HOURS * 3_600_000_000 and min(a.n_figures, b.n_figures) >= 2
       and (shared >= 1 or j >= REWRITE_JACCARD)
       and similar_headlines(a, b, REWRITE_HEADLINE_JACCARD) and figure_containment(a, b) >= FIGURE_CONTAINMENT):
-    return True
+    return STRONG if strong else WEAK
   if a.headline and a.headline == b.headline:
-    return j >= SAME_HEADLINE_JACCARD or (shared >= MIN_SHARED_SENTENCES and contained >= MIN_SENTENCE_CONTAINMENT)
+    if strong:
+      return STRONG
+    if j >= SAME_HEADLINE_JACCARD or (shared >= MIN_SHARED_SENTENCES and contained >= MIN_SENTENCE_CONTAINMENT):
+      return WEAK
+    return None
   if min(a.n_tokens, b.n_tokens) < SHORT_TOKENS:
-    return shared >= MIN_SHARED_SENTENCES and contained >= STRONG_SENTENCE_CONTAINMENT
-  return (j >= NEAR_JACCARD or (shared >= MIN_SHARED_SENTENCES and contained >= STRONG_SENTENCE_CONTAINMENT)
-          or (shared >= MIN_SHARED_SENTENCES + 1 and contained >= MIN_SENTENCE_CONTAINMENT))
+    return STRONG if shared >= MIN_SHARED_SENTENCES and contained >= STRONG_SENTENCE_CONTAINMENT else None
+  if strong:
+    return STRONG
+  return WEAK if shared >= MIN_SHARED_SENTENCES + 1 and contained >= MIN_SENTENCE_CONTAINMENT else None
+
+
+def similar(a: Signature, b: Signature) -> bool:
+  """Whether two story versions are one story (:func:`match`, strongly or weakly)."""
+  return match(a, b) is not None
 
 
 # --------------------------------------------------------------------------- one key's members
 
 #: A key's member: (signature, root of its cluster as this key saw it).
 Member = tuple[Signature, tuple[int, str]]
-#: A key's answer for one story: (0, root time, root id) joined; (1, own time, own id) alone.
+#: A key's answer for one story: (``STRONG`` or ``WEAK``, root time, root id) joined, as strongly as it matched;
+#: (``ALONE``, own time, own id) alone. The smallest proposal over a story's keys is the cluster it joins.
 Proposal = tuple[int, int, str]
-#: Two cluster roots found to be one story (a story that matches members of both).
+#: Two cluster roots found to be one story (a story that matches members of both strongly).
 Link = tuple[tuple[int, str], tuple[int, str]]
 
 
@@ -481,25 +514,28 @@ def assign(members: list[Member], arrivals: Iterable[Signature], *, ttl_us: int,
            ) -> tuple[list[Member], list[tuple[str, Proposal]], list[Link]]:
   """Adds ``arrivals`` (in the order given) to one key's ``members`` (in arrival order).
 
-  Each arrival joins the earliest cluster among the members it matches (within ``ttl_us`` of event
-  time), else starts its own. Returns the members left (the ``cap`` most recent arrivals within
-  ``ttl_us`` of the newest event time), ``(event_id, proposal)`` for each arrival: ``(0, *root)``
-  when it joined a cluster, ``(1, *own root)`` when it did not, so the smallest proposal over a
-  story's keys is the cluster it joins; and a link ``(earliest root, other root)`` for every other
-  cluster an arrival matched (the arrival bridges them: they are one story).
+  Each arrival joins the earliest cluster among the members it matches strongly, else the earliest among
+  those it matches weakly (:func:`match`; within ``ttl_us`` of event time), else starts its own. Returns the
+  members left (the ``cap`` most recent arrivals within ``ttl_us`` of the newest event time),
+  ``(event_id, proposal)`` for each arrival (:data:`Proposal`), and a link ``(root joined, other root)`` for
+  every other cluster an arrival matched strongly (the arrival bridges them: they are one story).
   """
   members = list(members)
   proposals = []
   links = []
   newest = max((m[0].time_us for m in members), default=None)
   for sig in arrivals:
-    matched = {other_root for other, other_root in members
-               if abs(other.time_us - sig.time_us) <= ttl_us and similar(other, sig)}
-    best = min(matched) if matched else None
-    if can_bridge(sig.n_tokens):
-      links.extend((best, root) for root in sorted(matched) if root != best)
-    members.append((sig, best or sig.root))
-    proposals.append((sig.event_id, (0, *best) if best else (1, *sig.root)))
+    matched: dict[tuple[int, str], int] = {}
+    for other, other_root in members:
+      if abs(other.time_us - sig.time_us) <= ttl_us:
+        rank = match(other, sig)
+        if rank is not None and rank < matched.get(other_root, ALONE):
+          matched[other_root] = rank
+    rank, best = min(((rank, root) for root, rank in matched.items()), default=(ALONE, sig.root))
+    if rank == STRONG and can_bridge(sig.n_tokens):
+      links.extend((best, root) for root in sorted(matched) if root != best and matched[root] == STRONG)
+    members.append((sig, best))
+    proposals.append((sig.event_id, (rank, *best)))
     newest = sig.time_us if newest is None else max(newest, sig.time_us)
     if len(members) > cap or members[0][0].time_us < newest - ttl_us:
       members = [m for m in members if m[0].time_us >= newest - ttl_us][-cap:]
@@ -507,8 +543,8 @@ def assign(members: list[Member], arrivals: Iterable[Signature], *, ttl_us: int,
 
 
 def proposal_links(proposals: Iterable[Proposal]) -> list[Link]:
-  """Links between the clusters that one story's keys proposed it join (each key saw its own members)."""
-  roots = sorted({(p[1], p[2]) for p in proposals if p[0] == 0})
+  """Links between the clusters that one story's keys proposed it join strongly (each key saw its own members)."""
+  roots = sorted({(p[1], p[2]) for p in proposals if p[0] == STRONG})
   return [(roots[0], root) for root in roots[1:]]
 
 
@@ -611,9 +647,9 @@ class Clusterer:
       proposals.append(proposed[0][1])
       if self.links is not None:
         self.links.extend(links)
-    best = min(proposals, default=(1, *sig.root))
+    best = min(proposals, default=(ALONE, *sig.root))
     key_root = root = (best[1], best[2])
-    if best[0] == 0:
+    if best[0] != ALONE:
       root = resolve_alias(self.alias.get(key_root[1]), key_root, now_us=sig.time_us, ttl_us=self.ttl_us)
       if root != key_root and self.links is not None:
         self.links.append((root, key_root))

@@ -17,6 +17,7 @@ from apache_beam.utils.timestamp import Duration
 
 from transforms.cluster import (
   ALIAS,
+  ALONE,
   DEFAULT_CAP,
   DEFAULT_EXACT_TTL_SECONDS,
   DEFAULT_TTL_SECONDS,
@@ -54,7 +55,7 @@ def _signatures(blobs: Iterable[bytes]) -> list[Signature]:
 def _joined(proposals: Iterable[tuple[str, Proposal]]) -> Iterator[tuple[str, Proposal]]:
   """The proposals to join an earlier cluster: a story that joins none keeps its own root, which
   :class:`_Attach` knows without them."""
-  return (proposal for proposal in proposals if proposal[1][0] == 0)
+  return (proposal for proposal in proposals if proposal[1][0] != ALONE)
 
 
 class _AssignBatch(beam.DoFn):
@@ -129,12 +130,12 @@ class _Attach(beam.DoFn):
       if can_bridge(sig.n_tokens):
         for link in proposal_links(proposals):
           yield beam.pvalue.TaggedOutput(LINKS, link)
-      best = min(proposals, default=(1, *sig.root))
+      best = min(proposals, default=(ALONE, *sig.root))
       self._stories.inc()
-      if best[0] == 0 and best[2] != story.story_id:
+      if best[0] != ALONE and best[2] != story.story_id:
         self._joined.inc()
       story = dataclasses.replace(story, cluster_id=best[2])
-      if best[0] == 0:
+      if best[0] != ALONE:
         root = (best[1], best[2])
         text = sig.exact if sig.n_tokens else None
         yield beam.pvalue.TaggedOutput(ALIAS, (root[1], (sig.time_us, 1, story.event_id, root,
