@@ -214,6 +214,9 @@ def test_a_rewrite_that_keeps_the_lead_joins_within_hours_unless_it_names_others
   assert C.shared_sentences(base, rewrite) == 0 and C.jaccard(base, rewrite) < C.NEAR_JACCARD
   assert C.headline_jaccard(base, rewrite) < C.REWRITE_HEADLINE_JACCARD
   assert C.same_lead(base, rewrite) and C.similar(base, rewrite)
+  next_morning = C.signature(_story("l5", "AMERICAN AIRCRAFT BUYS INTO HELICOPTER BUILDER", [reworded, *STEEL[3:]],
+                                    minutes=16 * 60))
+  assert C.match(base, next_morning) == C.STRONG  # refiled the next morning
   late = C.signature(_story("l3", "AMERICAN AIRCRAFT BUYS INTO HELICOPTER BUILDER", [reworded, *STEEL[3:]],
                             minutes=(C.REFILE_HOURS + 1) * 60))
   assert not C.similar(base, late)  # a day later the same lead is another story's background

@@ -15,7 +15,7 @@ What counts as one story (:func:`similar`, on two stories' :class:`Signature`\\ 
   ``STRONG_SENTENCE_CONTAINMENT`` of the shorter one's sentences (2 or more) are shared, so two
   companies' identical "Qtly div 10 cts vs 10 cts prior" notices stay apart.
 
-* refilings within ``REFILE_HOURS`` (12 hours): the same lead (the body's first sentence of
+* refilings within ``REFILE_HOURS`` (18 hours: a refiling the next morning): the same lead (the body's first sentence of
   ``LEAD_MIN_WORDS`` words or more, word-pair Jaccard >= ``LEAD_JACCARD``, the shorter lead naming no
   name or figure the other lacks in any case, naming at least one, and half the figures in common when
   both carry figures), or, under a similar title (word Jaccard >= ``SIMILAR_HEADLINE_JACCARD``),
@@ -109,7 +109,7 @@ LEAD_MIN_WORDS = 15
 LEAD_SKETCH = 48
 LEAD_JACCARD = 0.6
 LEAD_KEYS = 3
-REFILE_HOURS = 12
+REFILE_HOURS = 18
 REFILE_FIGURE_CONTAINMENT = 0.8
 REFILE_MIN_FIGURES = 6
 #: Headlines this similar (word Jaccard, filing marks removed) are one story's headlines when the figures agree.

@@ -18,7 +18,7 @@ similar headlines (word Jaccard >= 0.5) over bodies where half or more of the sh
 shingles (20 or more) are in the other: the same story filed again (Reuters-21578 holds many
 refilings with amended figures or a reworded headline; templated stories about different events,
 such as two bond issues, differ in their headlines). Two more kinds of refiling are one story when
-filed within 12 hours of each other (:func:`same_news_pairs`): the same lead sentence (a rewrite
+filed within 24 hours of each other (:func:`same_news_pairs`): the same lead sentence (a rewrite
 under a new headline, perhaps with a word changed), and the same figures under a similar headline (a
 results table filed again, reformatted: "Qtly div" corrected to "Shr", "Sales" to "Revs", a figure
 amended; the 5-word shingles of such tables break at every edit, so body overlap misses them).
