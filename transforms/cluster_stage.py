@@ -110,8 +110,8 @@ class _AssignStateful(beam.DoFn):
 
 
 class _Attach(beam.DoFn):
-  """(event_id, {(story, signature), proposals to join}) -> the story with the earliest proposed root, else
-  its own; links between the others;
+  """(event_id, {(story, signature), proposals to join}) -> the story with the earliest root proposed strongly,
+  else weakly (:data:`transforms.cluster.Proposal`), else its own; links between the others proposed strongly;
   ``(text hash, (event time, event id, root, story or None))`` for the exact-copy stage (stories with text;
   ``carry``: the story goes there, not to the main output, to meet its text's state). A story that joined
   a cluster goes to the alias stage, keyed by the root it joined (``(root id, (event time, 1, event id,
