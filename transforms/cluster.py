@@ -542,6 +542,12 @@ def assign(members: list[Member], arrivals: Iterable[Signature], *, ttl_us: int,
   return members, proposals, links
 
 
+def chosen(proposals: Iterable[Proposal], sig: Signature) -> Proposal:
+  """The cluster a story joins among its keys' proposals: the earliest root proposed strongly, else weakly, else
+  its own (``ALONE``)."""
+  return min(proposals, default=(ALONE, *sig.root))
+
+
 def proposal_links(proposals: Iterable[Proposal]) -> list[Link]:
   """Links between the clusters that one story's keys proposed it join strongly (each key saw its own members)."""
   roots = sorted({(p[1], p[2]) for p in proposals if p[0] == STRONG})
@@ -647,7 +653,7 @@ class Clusterer:
       proposals.append(proposed[0][1])
       if self.links is not None:
         self.links.extend(links)
-    best = min(proposals, default=(ALONE, *sig.root))
+    best = chosen(proposals, sig)
     key_root = root = (best[1], best[2])
     if best[0] != ALONE:
       root = resolve_alias(self.alias.get(key_root[1]), key_root, now_us=sig.time_us, ttl_us=self.ttl_us)

@@ -30,6 +30,7 @@ from transforms.cluster import (
   _arrival_order,
   assign,
   can_bridge,
+  chosen,
   exact_copies,
   keys,
   merge_links,
@@ -130,7 +131,7 @@ class _Attach(beam.DoFn):
       if can_bridge(sig.n_tokens):
         for link in proposal_links(proposals):
           yield beam.pvalue.TaggedOutput(LINKS, link)
-      best = min(proposals, default=(ALONE, *sig.root))
+      best = chosen(proposals, sig)
       self._stories.inc()
       if best[0] != ALONE and best[2] != story.story_id:
         self._joined.inc()

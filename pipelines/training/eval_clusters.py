@@ -290,8 +290,7 @@ def _rewritten(a: Story, b: Story, title_a: _Title, title_b: _Title) -> bool:
   naming no disjoint tickers or figures (two companies' stories on one template stay apart)."""
   if _hours_apart(a, b) > REFILED_HOURS:
     return False
-  (pairs_a, _, _), (pairs_b, _, _) = _lead(a), _lead(b)
-  if not pairs_a or not pairs_b or len(pairs_a & pairs_b) < SAME_LEAD_JACCARD * len(pairs_a | pairs_b):
+  if not _same_wording(_lead(a)[0], _lead(b)[0]):
     return False
   return not C.other_subjects(title_a.tickers, title_b.tickers, title_a.figures, title_b.figures)
 
@@ -339,11 +338,16 @@ def _lead(story: Story) -> tuple[set[str], set[str], set[str]]:
   return set(), set(), set()
 
 
+def _same_wording(pairs_a: set[str], pairs_b: set[str]) -> bool:
+  """Whether two leads' word pairs (both non-empty) are at Jaccard >= ``SAME_LEAD_JACCARD``."""
+  return bool(pairs_a and pairs_b) and len(pairs_a & pairs_b) >= SAME_LEAD_JACCARD * len(pairs_a | pairs_b)
+
+
 def _same_lead(a: tuple[set[str], set[str], set[str]], b: tuple[set[str], set[str], set[str]]) -> bool:
   """Leads at word-pair Jaccard >= ``SAME_LEAD_JACCARD``, the shorter one holding no name or figure
   that the other lacks (:func:`transforms.cluster.lead_names_nothing_new`)."""
   (pairs_a, facts_a, words_a), (pairs_b, facts_b, words_b) = a, b
-  if not pairs_a or not pairs_b or len(pairs_a & pairs_b) < SAME_LEAD_JACCARD * len(pairs_a | pairs_b):
+  if not _same_wording(pairs_a, pairs_b):
     return False
   if len(pairs_a) <= len(pairs_b):
     return C.lead_names_nothing_new(facts_a, words_b)
