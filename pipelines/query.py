@@ -7,7 +7,9 @@ partitioning (column ``date``) and ``union_by_name`` (files of older minor schem
 line up), and keep:
 
 * ``events``: one row per ``event_id``, the most recently ingested (a story re-run into
-  the lake, or delivered twice to a stream, counts once);
+  the lake, or delivered twice to a stream, counts once), its ``cluster_id`` merged with the
+  clusters that a story bridged (``cluster_links``: the stream writes a row once, so a story
+  that links two earlier clusters records it; batch has merged them already);
 * ``entities``: the mentions of each event's current row only (a re-run with other
   stages, or with ``--stages none``, replaces the earlier mentions; none are left over);
 * ``errors``: one row per ``error_id``, the most recent;
@@ -48,6 +50,30 @@ def _source(lake: str, table: str) -> str:
           f"hive_types = {{'date': DATE}})")
 
 
+_SEEN = "COALESCE(published_at, ingested_at)"
+# Clusters that a story bridged (events.cluster_links: the stream never rewrites a row) are one cluster:
+# connected components over the links, each named after the cluster seen first (transforms.cluster.view_ids).
+_MERGED_CLUSTERS = (
+    "story_cluster AS (\n"
+    "  SELECT story_id, min(cluster_id) AS cluster_id FROM ev WHERE cluster_id IS NOT NULL GROUP BY story_id),\n"
+    "first_seen AS (\n"
+    f"  SELECT cluster_id, min({_SEEN}) AS seen FROM ev WHERE cluster_id IS NOT NULL GROUP BY cluster_id),\n"
+    "edges AS (\n"
+    "  SELECT DISTINCT l.cluster_id AS a, s.cluster_id AS b\n"
+    "  FROM (SELECT cluster_id, unnest(cluster_links) AS linked FROM ev WHERE len(cluster_links) > 0) AS l\n"
+    "  JOIN story_cluster AS s ON s.story_id = l.linked\n"
+    "  WHERE l.cluster_id <> s.cluster_id),\n"
+    "pairs AS (SELECT a, b FROM edges UNION SELECT b, a FROM edges),\n"
+    "reach(node, other) AS (\n"
+    "  SELECT a, a FROM pairs\n"
+    "  UNION\n"
+    "  SELECT reach.node, pairs.b FROM reach JOIN pairs ON pairs.a = reach.other),\n"
+    "merged AS (\n"
+    "  SELECT reach.node, arg_min(reach.other, (f.seen, reach.other)) AS cluster_id\n"
+    "  FROM reach JOIN first_seen AS f ON f.cluster_id = reach.other\n"
+    "  GROUP BY reach.node)")
+
+
 def view_sql(lake: str, table: str, source: str | None = None) -> str:
   """The ``CREATE VIEW`` statement of ``table`` (reading ``source``, by default the lake's files)."""
   lake = lake.rstrip("/")
@@ -60,6 +86,15 @@ def view_sql(lake: str, table: str, source: str | None = None) -> str:
             f"  AND (m.ingested_at = e.ingested_at OR (m.ingested_at IS NULL AND e.entity_count IS NOT NULL))\n"
             f"WHERE true\n"
             f"QUALIFY row_number() OVER (PARTITION BY m.mention_id ORDER BY m.ingested_at DESC NULLS LAST) = 1;")
+  if table == "events":
+    return (f"CREATE OR REPLACE VIEW events AS\n"
+            f"WITH RECURSIVE ev AS MATERIALIZED (\n"
+            f"  SELECT * FROM {source}\n"
+            f"  WHERE true\n"
+            f"  QUALIFY {latest}),\n"
+            f"{_MERGED_CLUSTERS}\n"
+            f"SELECT ev.* REPLACE (COALESCE(merged.cluster_id, ev.cluster_id) AS cluster_id)\n"
+            f"FROM ev LEFT JOIN merged ON merged.node = ev.cluster_id;")
   return (f"CREATE OR REPLACE VIEW {table} AS\n"
           f"SELECT * FROM {source}\n"
           f"WHERE true\n"
@@ -72,7 +107,6 @@ STORY_ENTITIES_VIEW = (
     "  e.first_field\n"
     "FROM (SELECT *, unnest(story_entities) AS e FROM events);")
 
-_SEEN = "COALESCE(published_at, ingested_at)"
 _NEWEST = f"{_SEEN} DESC, version DESC, event_id DESC"
 LATEST_VIEW = (
     "CREATE OR REPLACE VIEW latest AS\n"

@@ -16,7 +16,8 @@ History: 1.1 adds the resolve stage's columns (events: ``countries``,
 the place columns) and ``entities.ingested_at``, and the story clusters' columns
 (events: ``cluster_id``, ``pub_status``, ``revision``). 1.2 adds headline mentions: ``entities.field``
 says which text of the story (``body`` or ``headline``) a mention's offsets index into, and
-``story_entities`` items get ``first_field``; in older files both are null, meaning ``body``.
+``story_entities`` items get ``first_field``; in older files both are null, meaning ``body``. 1.3 adds
+``events.cluster_links``, the clusters a story bridges (null in older files: none).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import pyarrow as pa
 
 from schemas.records import FIELD_HEADLINE, DeadLetter, Entity, Story
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 
 def _package_version() -> str:
@@ -101,7 +102,12 @@ EVENTS = pa.schema([
     _f("message_id", pa.string(), "Pub/Sub message id (streaming only)."),
     _f("cluster_id", pa.string(),
        "Story cluster: the story_id of the first story of its copies, versions and rewrites "
-       "(null in files written before clustering existed)."),
+       "(null in files written before clustering existed). The stream writes the id it chose on arrival; the "
+       "views show clusters that a later story bridged (cluster_links) merged."),
+    _f("cluster_links", pa.list_(pa.string()),
+       "Other story clusters (their cluster_id) that this story matched as strongly as its own: it bridges "
+       "them, they are one story. The stream, which never rewrites a row, records them here and the views "
+       "merge them; empty in batch, which merges them before writing."),
     _f("pub_status", pa.string(), "Publication status from the input: usable, withheld, canceled, embargoed."),
     _f("revision", pa.string(),
        "Kind of filing: update, correction, refile, repeat, kill or withdrawal (from headline marks such "
@@ -239,6 +245,7 @@ def event_row(story: Story) -> dict[str, Any]:
       "raw_sha256": story.raw_sha256,
       "message_id": story.message_id,
       "cluster_id": story.cluster_id,
+      "cluster_links": list(story.cluster_links),
       "pub_status": story.pub_status,
       "revision": story.revision,
       "ner_status": story.ner_status,

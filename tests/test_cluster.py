@@ -425,15 +425,57 @@ def _bridged() -> list[Story]:
           _story("C", "NORTHFIELD STEEL PLANT CLOSURE", STEEL, minutes=20)]
 
 
-def test_a_story_that_bridges_two_clusters_merges_them_in_batch_only():
+def test_a_story_that_bridges_two_clusters_merges_them_in_batch_and_in_the_stream_s_views(tmp_path):
+  from pipelines.query import connect
   a, b, c = (C.signature(s) for s in _bridged())
   assert not C.similar(a, b) and C.similar(a, c) and C.similar(b, c)
   clusterer = C.Clusterer()
   assert [clusterer.add(sig) for sig in (a, b, c)] == ["A", "B", "A"]  # on arrival: what the stream writes
   assert clusterer.merged() == {"B": "A"}
+  assert [row[3] for row in clusterer.rows] == [[], [], ["B"]]  # C records the other cluster it matched
+  assert clusterer.view_merged() == {"B": "A"}
   with TestPipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
-    out = p | beam.Create(_bridged()[::-1]) | ClusterStories() | beam.Map(lambda s: (s.event_id, s.cluster_id))
-    assert_that(out, equal_to([("A:1", "A"), ("B:1", "A"), ("C:1", "A")]))
+    out = (p | beam.Create(_bridged()[::-1]) | ClusterStories()
+           | beam.Map(lambda s: (s.event_id, s.cluster_id, s.cluster_links)))
+    assert_that(out, equal_to([("A:1", "A", []), ("B:1", "A", []), ("C:1", "A", [])]))  # merged, nothing to record
+  options = PipelineOptions(["--runner=BundleBasedDirectRunner"])
+  options.view_as(StandardOptions).streaming = True
+  events = TestStream().advance_watermark_to(0)
+  for at, story in zip((10, 70, 130), _bridged(), strict=True):
+    events = events.add_elements([window.TimestampedValue(story, at)]).advance_watermark_to(at + 50)
+  with TestPipeline(options=options) as p:
+    out = (p | events.advance_watermark_to_infinity() | beam.WindowInto(window.FixedWindows(60))
+           | ClusterStories(stateful=True) | beam.Map(lambda s: (s.event_id, s.cluster_id, s.cluster_links)))
+    assert_that(out, equal_to([("A:1", "A", []), ("B:1", "B", []), ("C:1", "A", ["B"])]))
+  written = {"A": ("A", []), "B": ("B", []), "C": ("A", ["B"])}  # the rows the stream wrote
+  _write_events(tmp_path, [dataclasses.replace(s, cluster_id=written[s.story_id][0], cluster_links=written[s.story_id][1])
+                           for s in _bridged()])
+  con = connect(str(tmp_path))
+  assert con.execute("SELECT event_id, cluster_id FROM events ORDER BY 1").fetchall() == [
+      ("A:1", "A"), ("B:1", "A"), ("C:1", "A")]
+  assert con.execute("SELECT cluster_id, size, story_ids FROM stories").fetchall() == [("A", 3, 3)]
+
+
+def test_the_views_merge_linked_clusters_as_view_ids_does(tmp_path):
+  """Chains of links, a link to a story the lake lacks, a story whose versions carry two clusters, a link within
+  one cluster: the events view and :func:`transforms.cluster.view_ids` agree, each component named after the
+  cluster seen first."""
+  from pipelines.query import connect
+  rows = [  # (story id, minutes, cluster id, cluster links)
+      ("x", 50, "x", []), ("y", 10, "y", []), ("z", 30, "z", []), ("x2", 55, "x", ["y"]), ("z2", 60, "z", ["y"]),
+      ("p", 5, "p", []), ("q", 0, "q", []), ("p2", 70, "p", ["gone", "p"]),
+      ("v", 20, "v", []), ("v", 25, "w", []), ("w", 22, "w", []), ("u", 40, "u", ["v"]), ("s", 1, "s", [])]
+  stories = [dataclasses.replace(_story(sid, "Headline", ["Body."], minutes=minutes, version=n + 1),
+                                 cluster_id=cid, cluster_links=links)
+             for n, (sid, minutes, cid, links) in enumerate(rows)]
+  _write_events(tmp_path, stories)
+  expected = {s.event_id: s.cluster_id for s in stories}
+  merged = C.view_ids((s.story_id, C.signature(s).time_us, s.cluster_id, s.cluster_links) for s in stories)
+  assert merged == {"x": "y", "z": "y", "u": "v"}
+  expected.update({event_id: merged.get(cid, cid) for event_id, cid in expected.items()})
+  con = connect(str(tmp_path))
+  assert dict(con.execute("SELECT event_id, cluster_id FROM events").fetchall()) == expected
+  assert con.execute("SELECT count(*) FROM stories").fetchone()[0] == len(set(expected.values()))
 
 
 def _daily_reports() -> list[Story]:
@@ -571,6 +613,7 @@ def test_views_on_files_without_cluster_columns(tmp_path):
   from pipelines.query import connect
   old = EVENTS.remove(EVENTS.get_field_index("cluster_id"))
   old = old.remove(old.get_field_index("revision")).remove(old.get_field_index("pub_status"))
+  old = old.remove(old.get_field_index("cluster_links"))
   row = {k: v for k, v in event_row(_mixed_stories()[0]).items() if k in old.names}
   path = tmp_path / "events" / "date=2026-03-02" / "old.parquet"
   path.parent.mkdir(parents=True)
@@ -584,7 +627,7 @@ def test_eval_labels_and_scores_on_the_fixture():
   items, extra = E.build_set(stories)
   kinds = {item.kind for item in items}
   assert "real" in kinds and kinds <= {"real", *E.VARIANT_KINDS}
-  ids, _, _ = E.cluster_items(items)
+  ids, _, _, _ = E.cluster_items(items)
   report = E.score(items, ids, extra["near_pairs"])
   assert report["stories"] == len(items) and 0 < report["clusters"] <= len(items)
   assert report["precision"] == 1.0 and report["recall"] >= 0.9

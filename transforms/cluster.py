@@ -61,7 +61,10 @@ and runner); the stream keeps each key's members in keyed state across windows w
 timer, like :mod:`transforms.dedup`, so a story arriving days after its copy (within the TTL) still
 joins, and the job scales out by key with no central index. Each window's stories are sorted
 before they meet the state, so a stream that receives stories in event-time order assigns the same
-ids as the batch pipeline.
+ids as the batch pipeline. A story that matches two clusters strongly bridges them: batch merges them
+before it writes; the stream, which never rewrites a row, records the other clusters on the story's row
+(:func:`bridged`, ``events.cluster_links``) and the lake's views merge them (:func:`view_ids` is what
+they compute).
 
 Hashes are blake2b (never Python's salted ``hash()``) and the MinHash coefficients are derived
 from fixed strings, so signatures are identical in every process.
@@ -508,17 +511,19 @@ Member = tuple[Signature, tuple[int, str]]
 Proposal = tuple[int, int, str]
 #: Two cluster roots found to be one story (a story that matches members of both strongly).
 Link = tuple[tuple[int, str], tuple[int, str]]
+#: A link and the event id of the story that made it.
+StoryLink = tuple[str, Link]
 
 
 def assign(members: list[Member], arrivals: Iterable[Signature], *, ttl_us: int, cap: int
-           ) -> tuple[list[Member], list[tuple[str, Proposal]], list[Link]]:
+           ) -> tuple[list[Member], list[tuple[str, Proposal]], list[StoryLink]]:
   """Adds ``arrivals`` (in the order given) to one key's ``members`` (in arrival order).
 
   Each arrival joins the earliest cluster among the members it matches strongly, else the earliest among
   those it matches weakly (:func:`match`; within ``ttl_us`` of event time), else starts its own. Returns the
   members left (the ``cap`` most recent arrivals within ``ttl_us`` of the newest event time),
-  ``(event_id, proposal)`` for each arrival (:data:`Proposal`), and a link ``(root joined, other root)`` for
-  every other cluster an arrival matched strongly (the arrival bridges them: they are one story).
+  ``(event_id, proposal)`` for each arrival (:data:`Proposal`), and ``(event_id, (root joined, other root))``
+  for every other cluster an arrival matched strongly (the arrival bridges them: they are one story).
   """
   members = list(members)
   proposals = []
@@ -533,7 +538,8 @@ def assign(members: list[Member], arrivals: Iterable[Signature], *, ttl_us: int,
           matched[other_root] = rank
     rank, best = min(((rank, root) for root, rank in matched.items()), default=(ALONE, sig.root))
     if rank == STRONG and can_bridge(sig.n_tokens):
-      links.extend((best, root) for root in sorted(matched) if root != best and matched[root] == STRONG)
+      links.extend((sig.event_id, (best, root)) for root in sorted(matched)
+                   if root != best and matched[root] == STRONG)
     members.append((sig, best))
     proposals.append((sig.event_id, (rank, *best)))
     newest = sig.time_us if newest is None else max(newest, sig.time_us)
@@ -552,6 +558,41 @@ def proposal_links(proposals: Iterable[Proposal]) -> list[Link]:
   """Links between the clusters that one story's keys proposed it join strongly (each key saw its own members)."""
   roots = sorted({(p[1], p[2]) for p in proposals if p[0] == STRONG})
   return [(roots[0], root) for root in roots[1:]]
+
+
+def bridged(proposals: Iterable[Proposal], key_links: Iterable[Link], sig: Signature, joined: str) -> list[str]:
+  """The ids of the other clusters a story matched strongly beside ``joined``, the one it joined: those its keys
+  proposed strongly and those a key saw it match strongly (``key_links``). None for a story too short to bridge
+  (:func:`can_bridge`). The stream records them on the story's row (``events.cluster_links``) and the lake's
+  views merge the clusters (:func:`view_ids`); batch merges them before it writes."""
+  if not can_bridge(sig.n_tokens):
+    return []
+  roots = {p[2] for p in proposals if p[0] == STRONG}
+  roots.update(root[1] for link in key_links for root in link)
+  roots.discard(joined)
+  return sorted(roots)
+
+
+#: What the lake's views read of one events row to merge bridged clusters: (story id, event time in
+#: microseconds, cluster id, the ids in its ``cluster_links``).
+RowLinks = tuple[str, int, str, Sequence[str]]
+
+
+def view_ids(rows: Iterable[RowLinks]) -> dict[str, str]:
+  """Cluster id as written -> cluster id as the lake's views show it (only the ids that change), as the
+  ``events`` view of ``wirestream query`` computes it: a row's ``cluster_links`` name story ids; each stands
+  for the cluster its rows carry (the smallest, should they differ); linked clusters form connected
+  components, each named after the cluster seen first (its earliest event time, then the smallest id), as
+  batch names a merged cluster after its earliest story."""
+  rows = list(rows)
+  cluster_of: dict[str, str] = {}
+  first_seen: dict[str, int] = {}
+  for story_id, time_us, cluster_id, _ in rows:
+    cluster_of[story_id] = min(cluster_id, cluster_of.get(story_id, cluster_id))
+    first_seen[cluster_id] = min(time_us, first_seen.get(cluster_id, time_us))
+  merged = merge_links(((first_seen[a], a), (first_seen[b], b)) for _, _, a, others in rows for b in
+                       (cluster_of[other] for other in others if other in cluster_of) if a != b)
+  return {root[1]: top[1] for root, top in merged.items() if root != top}
 
 
 def merge_links(links: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
@@ -620,8 +661,9 @@ class Clusterer:
 
   Keeps the same per-key members as the pipelines. ``add`` returns the story's cluster id on arrival
   (what the stream writes); ``place`` also the batch pipeline's id before linked clusters are merged, and
-  ``merged`` maps those to the ids after (what the batch pipeline writes). ``keep_links=False`` keeps no
-  links (bounded memory) and no batch ids.
+  ``merged`` maps those to the ids after (what the batch pipeline writes); ``view_merged`` maps the ids
+  on arrival to those the lake's views show for the stream's rows (bridged clusters merged, :func:`view_ids`).
+  ``keep_links=False`` keeps no links (bounded memory), no batch ids and no rows.
   """
 
   def __init__(self, ttl_seconds: float = DEFAULT_TTL_SECONDS, cap: int = DEFAULT_CAP, keep_links: bool = True,
@@ -638,6 +680,8 @@ class Clusterer:
     self._exact_batch: dict[int, ExactEntry] = {}
     #: Story id -> :data:`AliasEntry` (the stream's aliases: stories that joined another story's cluster).
     self.alias: dict[str, AliasEntry] = {}
+    #: What the stream's rows say to the views (:data:`RowLinks`; only with links).
+    self.rows: list[RowLinks] = []
 
   def add(self, sig: Signature) -> str:
     """Adds one story version; returns its cluster id on arrival (what the stream writes)."""
@@ -647,12 +691,14 @@ class Clusterer:
     """Adds one story version; returns its cluster id on arrival in the stream, and in batch before linked
     clusters are merged (:meth:`merged` maps the latter)."""
     proposals = []
+    key_links = []
     for key in keys(sig):
       members, proposed, links = assign(self.index.get(key, []), [sig], ttl_us=self.ttl_us, cap=self.cap)
       self.index[key] = members
       proposals.append(proposed[0][1])
-      if self.links is not None:
-        self.links.extend(links)
+      key_links.extend(link for _, link in links)
+    if self.links is not None:
+      self.links.extend(key_links)
     best = chosen(proposals, sig)
     key_root = root = (best[1], best[2])
     if best[0] != ALONE:
@@ -673,12 +719,18 @@ class Clusterer:
         self.links.extend(links)
     if self.links is not None:
       self._roots[batch_root[1]] = batch_root
+      self.rows.append((sig.story_id, sig.time_us, root[1], bridged(proposals, key_links, sig, best[2])))
     return root[1], batch_root[1]
 
   def merged(self) -> dict[str, str]:
     """Cluster id on arrival -> cluster id once linked clusters are merged (only the ids that change)."""
     merged = merge_links(self.links or [])
     return {cid: merged[root][1] for cid, root in self._roots.items() if root in merged and merged[root] != root}
+
+  def view_merged(self) -> dict[str, str]:
+    """Cluster id on arrival -> the cluster id the lake's views show for the stream's rows, bridged clusters
+    merged (only the ids that change)."""
+    return view_ids(self.rows)
 
   def expire(self, now_us: int) -> None:
     """Drops the keys whose newest member is older than the TTL, and the texts whose latest copy is older

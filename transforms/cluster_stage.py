@@ -29,6 +29,7 @@ from transforms.cluster import (
   Signature,
   _arrival_order,
   assign,
+  bridged,
   can_bridge,
   chosen,
   exact_copies,
@@ -60,8 +61,9 @@ def _joined(proposals: Iterable[tuple[str, Proposal]]) -> Iterator[tuple[str, Pr
 
 
 class _AssignBatch(beam.DoFn):
-  """(key, signatures) -> (event_id, root) per signature that joins an earlier member's cluster, members
-  in event-time order (a key of one story proposes nothing)."""
+  """(key, signatures) -> (event_id, proposal) per signature that joins an earlier member's cluster, members
+  in event-time order (a key of one story proposes nothing); ``LINKS``: (event_id, link) per other cluster a
+  signature matched strongly."""
 
   def __init__(self, ttl_us: int, cap: int):
     self._ttl_us = ttl_us
@@ -91,19 +93,18 @@ class _AssignStateful(beam.DoFn):
     self._ttl_us = ttl_us
     self._cap = cap
     self._keys = Metrics.counter(METRICS_NAMESPACE, "key_groups")
-    self._bridges = Metrics.counter(METRICS_NAMESPACE, "bridges_not_merged")
 
   def process(self, element, timestamp=beam.DoFn.TimestampParam, members=_MEMBERS_PARAM,
               expiry=_EXPIRY_PARAM) -> Iterator:
     _, blobs = element
     self._keys.inc()
     state, proposals, links = assign(members.read() or [], _signatures(blobs), ttl_us=self._ttl_us, cap=self._cap)
-    # The stream never rewrites a row it wrote: clusters that a later story bridges stay apart (counted).
-    self._bridges.inc(len(links))
     members.write(state)
     expiry.set(timestamp + Duration(micros=self._ttl_us))
     for proposal in _joined(proposals):
       yield TimestampedValue(proposal, timestamp)
+    for link in links:
+      yield beam.pvalue.TaggedOutput(LINKS, TimestampedValue(link, timestamp))
 
   @on_timer(_EXPIRY)
   def expire(self, members=_MEMBERS_PARAM) -> None:
@@ -111,8 +112,10 @@ class _AssignStateful(beam.DoFn):
 
 
 class _Attach(beam.DoFn):
-  """(event_id, {(story, signature), proposals to join}) -> the story with the earliest root proposed strongly,
-  else weakly (:data:`transforms.cluster.Proposal`), else its own; links between the others proposed strongly;
+  """(event_id, {(story, signature), proposals to join, links its keys saw}) -> the story with the earliest root
+  proposed strongly, else weakly (:data:`transforms.cluster.Proposal`), else its own; in the stream (``carry``),
+  the other clusters it matched strongly in ``cluster_links`` (:func:`transforms.cluster.bridged`); in batch,
+  links between the clusters proposed strongly;
   ``(text hash, (event time, event id, root, story or None))`` for the exact-copy stage (stories with text;
   ``carry``: the story goes there, not to the main output, to meet its text's state). A story that joined
   a cluster goes to the alias stage, keyed by the root it joined (``(root id, (event time, 1, event id,
@@ -123,19 +126,24 @@ class _Attach(beam.DoFn):
     self._carry = carry
     self._stories = Metrics.counter(METRICS_NAMESPACE, "stories")
     self._joined = Metrics.counter(METRICS_NAMESPACE, "joined_earlier_story")
+    self._bridging = Metrics.counter(METRICS_NAMESPACE, "bridging_stories")
 
   def process(self, element):
     _, grouped = element
     proposals = list(grouped["root"])
+    key_links = list(grouped.get("links", ()))
     for story, sig in grouped["story"]:
-      if can_bridge(sig.n_tokens):
+      if not self._carry and can_bridge(sig.n_tokens):
         for link in proposal_links(proposals):
           yield beam.pvalue.TaggedOutput(LINKS, link)
       best = chosen(proposals, sig)
       self._stories.inc()
       if best[0] != ALONE and best[2] != story.story_id:
         self._joined.inc()
-      story = dataclasses.replace(story, cluster_id=best[2])
+      others = bridged(proposals, key_links, sig, best[2]) if self._carry else []
+      if others:
+        self._bridging.inc()
+      story = dataclasses.replace(story, cluster_id=best[2], cluster_links=others)
       if best[0] != ALONE:
         root = (best[1], best[2])
         text = sig.exact if sig.n_tokens else None
@@ -266,10 +274,6 @@ def _merged_ids(links: list[Link]) -> dict[str, str]:
   return {root[1]: top[1] for root, top in merge_links(links).items() if root != top}
 
 
-def _count_bridge(_link) -> None:
-  Metrics.counter(METRICS_NAMESPACE, "bridges_not_merged").inc()
-
-
 def _across_windows(grouped, windowing, name: str, dofn: beam.DoFn, tags: tuple[str, ...] = ()):
   """Runs a stateful ``dofn`` on each window's groups in one global window (a key's state outlives the
   windows), then puts its output (and its ``tags`` outputs, after it) back into the input's windows."""
@@ -302,8 +306,9 @@ class ClusterStories(beam.PTransform):
   kept under the root it joined (a story's own root, when that story joined an earlier cluster through
   its other keys: the story then joins that cluster), kept ``ttl_seconds``; then each window's copies of a text meet the
   text's entry (the cluster of its first copy), kept ``exact_ttl_seconds`` after its latest copy, and
-  join that cluster. A row once written is never rewritten, so linked clusters stay apart (counted as
-  ``bridges_not_merged``). The input's windowing is kept (merging windows are not supported).
+  join that cluster. A row once written is never rewritten: a story that bridges two clusters records the
+  other one in ``cluster_links``, and the lake's views merge them. The input's windowing is kept (merging
+  windows are not supported).
   """
 
   def __init__(self, ttl_seconds: float = DEFAULT_TTL_SECONDS, cap: int = DEFAULT_CAP, stateful: bool = False,
@@ -324,15 +329,17 @@ class ClusterStories(beam.PTransform):
     grouped = (signed | "Keys" >> beam.FlatMap(_keyed).with_output_types(tuple[str, bytes])
                | "ByKey" >> beam.GroupByKey())
     if self._stateful:
-      proposals = _across_windows(grouped, windowing, "Assign", _AssignStateful(self._ttl_us, self._cap))
+      proposals, key_links = _across_windows(grouped, windowing, "Assign", _AssignStateful(self._ttl_us, self._cap),
+                                             tags=(LINKS,))
     else:
       proposals, key_links = grouped | "Assign" >> beam.ParDo(
           _AssignBatch(self._ttl_us, self._cap)).with_outputs(LINKS, main="proposals")
+    # the stream's stories record the clusters they bridge; batch merges them
+    sources = {"story": signed, "root": proposals, **({"links": key_links} if self._stateful else {})}
     attached, story_links, texts, joined = (
-        {"story": signed, "root": proposals} | "Join" >> beam.CoGroupByKey()
+        sources | "Join" >> beam.CoGroupByKey()
         | "Attach" >> beam.ParDo(_Attach(self._stateful)).with_outputs(LINKS, EXACT, ALIAS, main="stories"))
     if self._stateful:
-      _ = story_links | "CountBridges" >> beam.Map(_count_bridge)
       aliased, aliased_texts = _across_windows(joined | "ByRoot" >> beam.GroupByKey(), windowing, "Aliases",
                                                _AliasStateful(self._ttl_us), tags=(EXACT,))
       copies = (texts, aliased_texts) | "AllTexts" >> beam.Flatten() | "ByText" >> beam.GroupByKey()
@@ -342,6 +349,7 @@ class ClusterStories(beam.PTransform):
     exact_links = copies | "ExactCopies" >> beam.FlatMap(_exact_batch, ttl_us=self._exact_ttl_us)
     alias_links = (joined | "ByRoot" >> beam.GroupByKey()
                    | "Aliases" >> beam.FlatMap(_alias_batch, ttl_us=self._ttl_us))
+    key_links = key_links | "KeyLinks" >> beam.Map(lambda story_link: story_link[1])
     merged = ((key_links, story_links, exact_links, alias_links) | "AllLinks" >> beam.Flatten()
               | "Links" >> beam.combiners.ToList()
               | "Merge" >> beam.Map(_merged_ids))
