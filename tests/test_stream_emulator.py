@@ -23,6 +23,7 @@ import pytest
 from pipelines import query
 from pipelines.publish import publish_files
 from tests.pubsub_emulator import StreamProcess, pubsub_channel, pubsub_emulator  # noqa: F401 - fixtures
+from tests.test_cluster import STEEL
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO / "seeds" / "000_2caeb3c1602a667c.txt"
@@ -53,13 +54,22 @@ def test_stream_ledger_dedup_errors_and_latency(pubsub_channel, tmp_path):  # no
       json.dumps({"guid": "urn:test:line-1", "headline": "First line", "body": "Rain fell in Paris."}) + "\n"
       + json.dumps({"guid": "urn:test:line-2", "headline": "Second line", "body": "Snow fell in Oslo."}) + "\n")
   (src / "story.txt.gz").write_bytes(gzip.compress(b"ROME (Reuters) - Italy's parliament met on Monday.\n"))
+  # Two stories that share too little to be one, and a third, filed last, that contains both: it bridges them.
+  (src / "bridge.jsonl").write_text("".join(
+      json.dumps({"guid": f"urn:test:bridge-{name}", "headline": headline, "body": "\n\n".join(paragraphs),
+                  "language": "en", "published": f"2026-11-28T10:{minute}:00Z"}) + "\n"
+      for name, headline, paragraphs, minute in (
+          ("a", "Northfield to close Hamilton plant", STEEL[:4], "00"),
+          ("b", "Hamilton mayor laments steel closure", STEEL[2:], "10"),
+          ("c", "NORTHFIELD STEEL PLANT CLOSURE", STEEL, "20"))))
   (src / "huge.txt").write_bytes(b"LONDON (Reuters) - " + b"Markets moved again. " * 2000)
 
   # Backlog, published before the pipeline starts.
   ids, problems = publish_files(channel.topic, [SEED, SEED, src / "story.json", src / "batch.jsonl",
-                                                src / "story.txt.gz", src / "huge.txt"], publisher=publisher)
+                                                src / "story.txt.gz", src / "huge.txt", src / "bridge.jsonl"],
+                                publisher=publisher)
   assert not problems
-  seed_id, seed_repeat_id, json_id, jsonl_id, gz_id, huge_id = ids
+  seed_id, seed_repeat_id, json_id, jsonl_id, gz_id, huge_id, bridge_id = ids
   garbage = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xd8\xff\xe0 not a story \xc3\x28\xa0\xa1"
   garbage_id = publisher.publish(channel.topic, garbage, source="fuzzer", kind="garbage").result()
   broken_id = publisher.publish(channel.topic, b'{"headline": "Broken", "body": "no end', format="json").result()
@@ -89,7 +99,7 @@ def test_stream_ledger_dedup_errors_and_latency(pubsub_channel, tmp_path):  # no
   assert re.search(r"^stream: .*messages=\d+", out, re.M), out
 
   summary = dict(re.findall(r"^\s+wirestream\.stream\.(\w+)\s+(\d+)$", out, re.M))
-  assert int(summary["messages"]) == 8 + len(published_at)
+  assert int(summary["messages"]) == 9 + len(published_at)
   assert int(summary["duplicates"]) == 2 and int(summary["errors_rows_written"]) == 3
   assert int(summary["events_rows_written"]) == int(summary["stories_out"]) == int(summary["stories_unique"])
 
@@ -118,10 +128,11 @@ def test_stream_ledger_dedup_errors_and_latency(pubsub_channel, tmp_path):  # no
   errors = {row[0]: row[1:] for row in con.execute(
       "SELECT message_id, stage, error_type, locator, input_uri, attributes FROM er").fetchall()}
   repeats = {seed_id, seed_repeat_id, late_repeat_id} - {seed_rows[0][0]}
-  published = {seed_id, seed_repeat_id, json_id, jsonl_id, gz_id, huge_id, garbage_id, broken_id, *published_at}
+  published = {seed_id, seed_repeat_id, json_id, jsonl_id, gz_id, huge_id, bridge_id, garbage_id, broken_id,
+               *published_at}
   assert set(events) | set(errors) | repeats == published
   assert not (set(events) & repeats) and not (set(errors) & repeats)
-  assert events[jsonl_id] == 2
+  assert events[jsonl_id] == 2 and events[bridge_id] == 3
   assert sorted(r[0] for r in con.execute("SELECT locator FROM ev WHERE message_id = ?", [jsonl_id]).fetchall()) \
       == [f"msg:{jsonl_id}/line:1", f"msg:{jsonl_id}/line:2"]
   assert con.execute("SELECT source_format, version FROM ev WHERE message_id = ?", [json_id]).fetchone() \
@@ -143,6 +154,16 @@ def test_stream_ledger_dedup_errors_and_latency(pubsub_channel, tmp_path):  # no
   view = query.connect(str(lake))
   assert view.execute("SELECT count(*) FROM events").fetchone()[0] == total
   assert view.execute("SELECT count(*) FROM errors").fetchone()[0] == len(errors) == 3
+
+  # The story that bridges two clusters: its row records the other cluster, and the views show one.
+  written = {row[0]: row[1:] for row in con.execute(
+      "SELECT headline, story_id, cluster_id, cluster_links FROM ev WHERE message_id = ?", [bridge_id]).fetchall()}
+  a, b, c = (written[h] for h in ("Northfield to close Hamilton plant", "Hamilton mayor laments steel closure",
+                                  "NORTHFIELD STEEL PLANT CLOSURE"))
+  assert (a[1], b[1], c[1], c[2]) == (a[0], b[0], a[0], [b[0]])
+  assert view.execute("SELECT DISTINCT cluster_id FROM events WHERE message_id = ?", [bridge_id]).fetchall() \
+      == [(a[0],)]
+  assert view.execute("SELECT size, story_ids FROM stories WHERE cluster_id = ?", [a[0]]).fetchone() == (3, 3)
 
   # End-to-end latency: publish -> the events file holding the message is in place.
   latencies = []
