@@ -51,18 +51,18 @@ def _source(lake: str, table: str) -> str:
 
 
 _SEEN = "COALESCE(published_at, ingested_at)"
-# Clusters that a story bridged (events.cluster_links: the stream never rewrites a row) are one cluster:
-# connected components over the links, each named after the cluster seen first (transforms.cluster.view_ids).
+# Clusters that a story bridged (events.cluster_links: the stream never rewrites a row) are one cluster: a link
+# names a cluster by the story that heads it (a row of that story carries its own id); connected components
+# over the links, each named after the cluster seen first (transforms.cluster.view_ids).
 _MERGED_CLUSTERS = (
-    "story_cluster AS (\n"
-    "  SELECT story_id, min(cluster_id) AS cluster_id FROM ev WHERE cluster_id IS NOT NULL GROUP BY story_id),\n"
+    "heads AS (SELECT DISTINCT story_id FROM ev WHERE cluster_id = story_id),\n"
     "first_seen AS (\n"
     f"  SELECT cluster_id, min({_SEEN}) AS seen FROM ev WHERE cluster_id IS NOT NULL GROUP BY cluster_id),\n"
     "edges AS (\n"
-    "  SELECT DISTINCT l.cluster_id AS a, s.cluster_id AS b\n"
+    "  SELECT DISTINCT l.cluster_id AS a, l.linked AS b\n"
     "  FROM (SELECT cluster_id, unnest(cluster_links) AS linked FROM ev WHERE len(cluster_links) > 0) AS l\n"
-    "  JOIN story_cluster AS s ON s.story_id = l.linked\n"
-    "  WHERE l.cluster_id <> s.cluster_id),\n"
+    "  JOIN heads AS h ON h.story_id = l.linked\n"
+    "  WHERE l.cluster_id <> l.linked),\n"
     "pairs AS (SELECT a, b FROM edges UNION SELECT b, a FROM edges),\n"
     "reach(node, other) AS (\n"
     "  SELECT a, a FROM pairs\n"

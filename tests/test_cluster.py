@@ -457,14 +457,15 @@ def test_a_story_that_bridges_two_clusters_merges_them_in_batch_and_in_the_strea
 
 
 def test_the_views_merge_linked_clusters_as_view_ids_does(tmp_path):
-  """Chains of links, a link to a story the lake lacks, a story whose versions carry two clusters, a link within
-  one cluster: the events view and :func:`transforms.cluster.view_ids` agree, each component named after the
-  cluster seen first."""
+  """Chains of links, a link to a story the lake lacks, a link to a story that joined another cluster (it heads
+  none), a story whose versions carry two clusters, a link within one cluster: the events view and
+  :func:`transforms.cluster.view_ids` agree, each component named after the cluster seen first."""
   from pipelines.query import connect
   rows = [  # (story id, minutes, cluster id, cluster links)
       ("x", 50, "x", []), ("y", 10, "y", []), ("z", 30, "z", []), ("x2", 55, "x", ["y"]), ("z2", 60, "z", ["y"]),
       ("p", 5, "p", []), ("q", 0, "q", []), ("p2", 70, "p", ["gone", "p"]),
-      ("v", 20, "v", []), ("v", 25, "w", []), ("w", 22, "w", []), ("u", 40, "u", ["v"]), ("s", 1, "s", [])]
+      ("v", 20, "v", []), ("v", 25, "w", []), ("w", 22, "w", []), ("u", 40, "u", ["v"]), ("s", 1, "s", []),
+      ("j", 15, "y", []), ("k", 45, "k", ["j"])]
   stories = [dataclasses.replace(_story(sid, "Headline", ["Body."], minutes=minutes, version=n + 1),
                                  cluster_id=cid, cluster_links=links)
              for n, (sid, minutes, cid, links) in enumerate(rows)]

@@ -580,18 +580,19 @@ RowLinks = tuple[str, int, str, Sequence[str]]
 
 def view_ids(rows: Iterable[RowLinks]) -> dict[str, str]:
   """Cluster id as written -> cluster id as the lake's views show it (only the ids that change), as the
-  ``events`` view of ``wirestream query`` computes it: a row's ``cluster_links`` name story ids; each stands
-  for the cluster its rows carry (the smallest, should they differ); linked clusters form connected
+  ``events`` view of ``wirestream query`` computes it. A row's ``cluster_links`` name clusters by their first
+  story's id, and a link counts when that story heads its cluster (a row of it carries its own id). A story
+  that joined another cluster through its other keys heads none: a key remembered it under its own id, which
+  no row carries, and batch links that id, not the cluster the story joined. Linked clusters form connected
   components, each named after the cluster seen first (its earliest event time, then the smallest id), as
   batch names a merged cluster after its earliest story."""
   rows = list(rows)
-  cluster_of: dict[str, str] = {}
+  heads = {story_id for story_id, _, cluster_id, _ in rows if story_id == cluster_id}
   first_seen: dict[str, int] = {}
-  for story_id, time_us, cluster_id, _ in rows:
-    cluster_of[story_id] = min(cluster_id, cluster_of.get(story_id, cluster_id))
+  for _, time_us, cluster_id, _ in rows:
     first_seen[cluster_id] = min(time_us, first_seen.get(cluster_id, time_us))
-  merged = merge_links(((first_seen[a], a), (first_seen[b], b)) for _, _, a, others in rows for b in
-                       (cluster_of[other] for other in others if other in cluster_of) if a != b)
+  merged = merge_links(((first_seen[a], a), (first_seen[b], b)) for _, _, a, others in rows for b in others
+                       if b in heads and b != a)
   return {root[1]: top[1] for root, top in merged.items() if root != top}
 
 
