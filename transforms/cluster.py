@@ -591,9 +591,14 @@ def view_ids(rows: Iterable[RowLinks]) -> dict[str, str]:
   first_seen: dict[str, int] = {}
   for _, time_us, cluster_id, _ in rows:
     first_seen[cluster_id] = min(time_us, first_seen.get(cluster_id, time_us))
-  merged = merge_links(((first_seen[a], a), (first_seen[b], b)) for _, _, a, others in rows for b in others
-                       if b in heads and b != a)
-  return {root[1]: top[1] for root, top in merged.items() if root != top}
+  return merged_ids(((first_seen[a], a), (first_seen[b], b)) for _, _, a, others in rows for b in others
+                    if b in heads and b != a)
+
+
+def merged_ids(links: Iterable[Link]) -> dict[str, str]:
+  """Cluster id -> the id of its component once linked clusters are merged (:func:`merge_links`), only the ids
+  that change."""
+  return {root[1]: top[1] for root, top in merge_links(links).items() if root != top}
 
 
 def merge_links(links: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:

@@ -34,7 +34,7 @@ from transforms.cluster import (
   chosen,
   exact_copies,
   keys,
-  merge_links,
+  merged_ids,
   proposal_links,
   resolve_alias,
   signature,
@@ -270,10 +270,6 @@ class _Relabel(beam.DoFn):
     yield story
 
 
-def _merged_ids(links: list[Link]) -> dict[str, str]:
-  return {root[1]: top[1] for root, top in merge_links(links).items() if root != top}
-
-
 def _across_windows(grouped, windowing, name: str, dofn: beam.DoFn, tags: tuple[str, ...] = ()):
   """Runs a stateful ``dofn`` on each window's groups in one global window (a key's state outlives the
   windows), then puts its output (and its ``tags`` outputs, after it) back into the input's windows."""
@@ -352,5 +348,5 @@ class ClusterStories(beam.PTransform):
     key_links = key_links | "KeyLinks" >> beam.Map(lambda story_link: story_link[1])
     merged = ((key_links, story_links, exact_links, alias_links) | "AllLinks" >> beam.Flatten()
               | "Links" >> beam.combiners.ToList()
-              | "Merge" >> beam.Map(_merged_ids))
+              | "Merge" >> beam.Map(merged_ids))
     return attached | "Relabel" >> beam.ParDo(_Relabel(), merged=beam.pvalue.AsSingleton(merged))
