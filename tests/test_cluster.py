@@ -511,12 +511,59 @@ def test_a_story_joins_the_cluster_it_matches_strongly_and_bridges_none_it_match
     assert_that(out, equal_to([("d1:1", "d1"), ("d2:1", "d2"), ("t2:1", "d2")]))
 
 
+def _template_reports() -> list[Story]:
+  """Two days' reports under one standing headline that share a template's four sentences and nothing else, and
+  the second report filed again the next morning cut to the template and its first sentence of news."""
+  template = [
+      "The central bank is expected to enter the money market to add temporary reserves, dealers said.",
+      "Dealers said the bank may add the reserves directly instead through its own repurchase agreements.",
+      "Economists expect the bank to arrange customer agreements in the morning round as it often does.",
+      "A round of customer agreements adds reserves indirectly and usually signals no change in policy."]
+  first = [
+      "Overnight funds opened firmer on Monday as banks scrambled to cover their weekend positions.",
+      "Pressure came from the settlement of recently auctioned notes and a large corporate tax date.",
+      "Several dealers said a large round would calm a market that had been nervous since last week.",
+      "Treasury balances at the regional banks were higher than expected and drained some reserves.",
+      "Float was also expected to fall sharply after the weekend, adding to the need for reserves.",
+      "Bill rates eased in early trading while coupon issues were little changed ahead of the data."]
+  second = [
+      "Overnight funds eased on Tuesday after banks had covered most of their needs the day before.",
+      "Traders said the market would watch the size of the round for any hint of a shift in policy.",
+      "Some economists argued that a system repurchase agreement would be more fitting this time.",
+      "The weekly money supply figures due on Thursday are expected to show a modest gain overall.",
+      "Long bond prices edged higher in thin trading as investors waited for the bank's operation."]
+  headline = "BANK EXPECTED TO ADD TEMPORARY RESERVES"
+  return [_story("d1", headline, template + first),
+          _story("d2", headline, template + second, minutes=24 * 60),
+          _story("t2", headline, template + second[:1], minutes=30 * 60)]
+
+
+def test_a_story_joins_the_closest_cluster_and_bridges_only_clusters_it_nearly_copies():
+  """The trimmed report holds four fifths of its sentences in the first day's report and all of them in the second
+  day's: it matches both strongly, joins the second (the closest), and links nothing, since it is not a near copy of
+  the first (a story contained in two stories does not make them one)."""
+  d1, d2, trimmed = (C.signature(s) for s in _template_reports())
+  assert C.match(d1, d2) is None  # two days' reports
+  assert C.match(d1, trimmed) == C.STRONG and C.match(d2, trimmed) == C.STRONG
+  assert C.distance(d2, trimmed) < C.distance(d1, trimmed) and C.distance(d1, trimmed) > C.NEAR_DISTANCE
+  assert C.can_bridge(trimmed.n_tokens)
+  clusterer = C.Clusterer()
+  assert [clusterer.add(sig) for sig in (d1, d2, trimmed)] == ["d1", "d2", "d2"]
+  assert clusterer.merged() == {} and [row[3] for row in clusterer.rows] == [[], [], []]
+  with TestPipeline() as p:
+    out = (p | beam.Create(_template_reports()[::-1]) | ClusterStories()
+           | beam.Map(lambda s: (s.event_id, s.cluster_id)))
+    assert_that(out, equal_to([("d1:1", "d1"), ("d2:1", "d2"), ("t2:1", "d2")]))
+
+
 def test_merge_links_names_each_component_after_its_smallest_root():
   merged = C.merge_links([((3, "c"), (5, "e")), ((1, "a"), (5, "e")), ((7, "g"), (8, "h"))])
   assert merged == {(3, "c"): (1, "a"), (5, "e"): (1, "a"), (1, "a"): (1, "a"), (7, "g"): (7, "g"),
                     (8, "h"): (7, "g")}
-  proposals = [(C.ALONE, 5, "x"), (C.STRONG, 3, "c"), (C.STRONG, 1, "a"), (C.WEAK, 2, "b"), (C.STRONG, 3, "c")]
-  assert C.proposal_links(proposals) == [((1, "a"), (3, "c"))]  # only clusters matched strongly are linked
+  proposals = [((C.ALONE, 0), 5, "x"), ((C.STRONG, 20), 3, "c"), ((C.STRONG, 0), 1, "a"), ((C.WEAK, 0), 2, "b"),
+               ((C.STRONG, 40), 0, "o"), ((C.STRONG, 32), 3, "c")]
+  assert C.proposal_links(proposals) == [((1, "a"), (3, "c"))]  # only clusters matched as near copies are linked
+  assert C.chosen(proposals, C.signature(_story("s", "Headline", ["Body."]))) == ((C.STRONG, 0), 1, "a")
 
 
 def test_stream_state_joins_a_copy_windows_later_and_keeps_windows():

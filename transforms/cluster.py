@@ -27,8 +27,11 @@ A match is strong or weak (:func:`match`). Strong: the same id or text, near cop
 holds the other nearly whole. Weak: the rest (a similar or the same headline over half the sentences or
 some shingles). A trimmed story left with a template's sentences (a daily report's lead and closing line)
 matches every day's report under that headline weakly and its own day's report strongly, so a story joins
-the clusters it matches strongly before those it matches weakly, and links (bridges) only clusters it
-matches strongly.
+the clusters it matches strongly before those it matches weakly, and among those the closest: the one holding
+the member whose MinHash is nearest its own (:func:`distance`). It links (bridges) two clusters only when it is
+a near copy of a member of each (:func:`near`): a story that one story contains and another story contains
+too (a table trimmed to its template's lead, header and a row that several days share) says nothing about
+the two being one story.
 
 A story's title is its headline without filing marks, or, without a headline (a table, a quote sheet),
 its body's first line (:func:`title`). Titles are similar for the headline rules only when they name
@@ -54,14 +57,15 @@ it, joins the original's cluster; a near copy that late does not. The entries ar
 distinct texts filed in 90 days.
 
 The cluster id is the ``story_id`` of the cluster's first story (earliest event time, then the
-smallest id). A key's members are processed in event-time order; a story joins the earliest
-cluster among the members it matches strongly, else weakly, per key, and likewise over its keys. The batch pipeline
+smallest id). A key's members are processed in event-time order; a story joins the closest cluster among
+the members it matches strongly, else weakly (the earliest of equally close ones), per key, and likewise over
+its keys. The batch pipeline
 sees every story of a key at once (deterministic: the same input gives the same ids on every run
 and runner); the stream keeps each key's members in keyed state across windows with an expiry
 timer, like :mod:`transforms.dedup`, so a story arriving days after its copy (within the TTL) still
 joins, and the job scales out by key with no central index. Each window's stories are sorted
 before they meet the state, so a stream that receives stories in event-time order assigns the same
-ids as the batch pipeline. A story that matches two clusters strongly bridges them: batch merges them
+ids as the batch pipeline. A story that is a near copy of members of two clusters bridges them: batch merges them
 before it writes; the stream, which never rewrites a row, records the other clusters on the story's row
 (:func:`bridged`, ``events.cluster_links``) and the lake's views merge them (:func:`view_ids` is what
 they compute).
@@ -119,6 +123,8 @@ REFILE_MIN_FIGURES = 6
 SIMILAR_HEADLINE_JACCARD = 0.5
 
 NEAR_JACCARD = 0.5
+#: Near copies differ in at most this many of the ``NUM_HASHES`` MinHash values (Jaccard >= ``NEAR_JACCARD``).
+NEAR_DISTANCE = round(NUM_HASHES * (1 - NEAR_JACCARD))
 SAME_HEADLINE_JACCARD = 0.4
 MIN_SHARED_SENTENCES = 2
 MIN_SENTENCE_CONTAINMENT = 0.5
@@ -406,9 +412,7 @@ def jaccard(a: Signature, b: Signature) -> float:
   """MinHash estimate of the shingle sets' Jaccard similarity."""
   if not a.n_shingles or not b.n_shingles:
     return 0.0
-  x = np.frombuffer(a.minhash, dtype=np.uint32)
-  y = np.frombuffer(b.minhash, dtype=np.uint32)
-  return float(np.count_nonzero(x == y)) / NUM_HASHES
+  return (NUM_HASHES - _differing(a, b)) / NUM_HASHES
 
 
 def _common(a: tuple[int, ...], n_a: int, b: tuple[int, ...], n_b: int, size: int) -> float:
@@ -454,6 +458,10 @@ STRONG = 0
 WEAK = 1
 #: A key's answer for a story that matched no member: it stays alone (its own root).
 ALONE = 2
+#: How a story matched another (:func:`rank`), or a cluster's closest member: (``STRONG``, ``WEAK`` or ``ALONE``,
+#: :func:`distance`); the smaller, the closer.
+Rank = tuple[int, int]
+_ALONE = (ALONE, 0)
 
 
 def match(a: Signature, b: Signature) -> int | None:
@@ -461,14 +469,22 @@ def match(a: Signature, b: Signature) -> int | None:
   text nearly whole (the same id or text, shingle Jaccard >= ``NEAR_JACCARD``, ``STRONG_SENTENCE_CONTAINMENT``
   of the shorter one's sentences, the same lead or the same figures filed again within ``REFILE_HOURS``);
   ``WEAK`` when they are one story by part of their text (a similar headline, half the sentences); ``None``
-  when they are two stories. A story joins the clusters it matches strongly before those it matches weakly,
-  and links (bridges) only clusters it matches strongly: a trimmed story left with a template's sentences
-  matches every day's report under that headline weakly, and its own story strongly."""
+  when they are two stories. A story joins the clusters it matches strongly before those it matches weakly
+  (the closest first, :func:`distance`), and links (bridges) only clusters it nearly copies (:func:`near`): a
+  trimmed story left with a template's sentences matches every day's report under that headline weakly, and its
+  own story strongly."""
+  found = rank(a, b)
+  return None if found is None else found[0]
+
+
+def rank(a: Signature, b: Signature) -> Rank | None:
+  """How two story versions match (:func:`match`) and how far apart they are (:func:`distance`), or ``None``."""
   if a.story_id == b.story_id or a.exact == b.exact:
-    return STRONG
+    return STRONG, 0
   if min(a.n_figures, b.n_figures) >= MIN_FIGURES and figure_containment(a, b) < FIGURE_CONTAINMENT:
     return None
-  j = jaccard(a, b)
+  apart = distance(a, b)
+  j = (NUM_HASHES - apart) / NUM_HASHES
   shared = shared_sentences(a, b)
   fewest = min(a.n_sentences, b.n_sentences)
   contained = shared / fewest if fewest else 0.0
@@ -476,25 +492,41 @@ def match(a: Signature, b: Signature) -> int | None:
   apart_us = abs(a.time_us - b.time_us)
   if apart_us <= REFILE_HOURS * 3_600_000_000:
     if same_lead(a, b) and (not min(a.n_figures, b.n_figures) or figure_containment(a, b) >= FIGURE_CONTAINMENT):
-      return STRONG
+      return STRONG, apart
     if (min(a.n_figures, b.n_figures) >= REFILE_MIN_FIGURES and figure_containment(a, b) >= REFILE_FIGURE_CONTAINMENT
         and similar_headlines(a, b, SIMILAR_HEADLINE_JACCARD)):
-      return STRONG
+      return STRONG, apart
   if (apart_us <= REWRITE_HOURS * 3_600_000_000 and min(a.n_figures, b.n_figures) >= 2
       and (shared >= 1 or j >= REWRITE_JACCARD)
       and similar_headlines(a, b, REWRITE_HEADLINE_JACCARD) and figure_containment(a, b) >= FIGURE_CONTAINMENT):
-    return STRONG if strong else WEAK
+    return (STRONG if strong else WEAK), apart
   if a.headline and a.headline == b.headline:
     if strong:
-      return STRONG
+      return STRONG, apart
     if j >= SAME_HEADLINE_JACCARD or (shared >= MIN_SHARED_SENTENCES and contained >= MIN_SENTENCE_CONTAINMENT):
-      return WEAK
+      return WEAK, apart
     return None
   if min(a.n_tokens, b.n_tokens) < SHORT_TOKENS:
-    return STRONG if shared >= MIN_SHARED_SENTENCES and contained >= STRONG_SENTENCE_CONTAINMENT else None
+    return (STRONG, apart) if shared >= MIN_SHARED_SENTENCES and contained >= STRONG_SENTENCE_CONTAINMENT else None
   if strong:
-    return STRONG
-  return WEAK if shared >= MIN_SHARED_SENTENCES + 1 and contained >= MIN_SENTENCE_CONTAINMENT else None
+    return STRONG, apart
+  return (WEAK, apart) if shared >= MIN_SHARED_SENTENCES + 1 and contained >= MIN_SENTENCE_CONTAINMENT else None
+
+
+def distance(a: Signature, b: Signature) -> int:
+  """How far apart two story versions are: the MinHash values in which they differ (0 to ``NUM_HASHES``; 0 for
+  versions of one story id or one text, ``NUM_HASHES`` when either has no text). Near copies are at most
+  ``NEAR_DISTANCE`` apart."""
+  if a.story_id == b.story_id or a.exact == b.exact:
+    return 0
+  if not a.n_shingles or not b.n_shingles:
+    return NUM_HASHES
+  return _differing(a, b)
+
+
+def _differing(a: Signature, b: Signature) -> int:
+  return NUM_HASHES - int(np.count_nonzero(np.frombuffer(a.minhash, dtype=np.uint32)
+                                           == np.frombuffer(b.minhash, dtype=np.uint32)))
 
 
 def similar(a: Signature, b: Signature) -> bool:
@@ -506,10 +538,11 @@ def similar(a: Signature, b: Signature) -> bool:
 
 #: A key's member: (signature, root of its cluster as this key saw it).
 Member = tuple[Signature, tuple[int, str]]
-#: A key's answer for one story: (``STRONG`` or ``WEAK``, root time, root id) joined, as strongly as it matched;
-#: (``ALONE``, own time, own id) alone. The smallest proposal over a story's keys is the cluster it joins.
-Proposal = tuple[int, int, str]
-#: Two cluster roots found to be one story (a story that matches members of both strongly).
+#: A key's answer for one story: (rank, root time, root id) joined, ranked by its closest member among those it
+#: matched most strongly; ((``ALONE``, 0), own time, own id) alone. The smallest proposal over a story's keys is
+#: the cluster it joins.
+Proposal = tuple[Rank, int, str]
+#: Two cluster roots found to be one story (a story that is a near copy of members of both).
 Link = tuple[tuple[int, str], tuple[int, str]]
 #: A link and the event id of the story that made it.
 StoryLink = tuple[str, Link]
@@ -519,55 +552,66 @@ def assign(members: list[Member], arrivals: Iterable[Signature], *, ttl_us: int,
            ) -> tuple[list[Member], list[tuple[str, Proposal]], list[StoryLink]]:
   """Adds ``arrivals`` (in the order given) to one key's ``members`` (in arrival order).
 
-  Each arrival joins the earliest cluster among the members it matches strongly, else the earliest among
-  those it matches weakly (:func:`match`; within ``ttl_us`` of event time), else starts its own. Returns the
-  members left (the ``cap`` most recent arrivals within ``ttl_us`` of the newest event time),
-  ``(event_id, proposal)`` for each arrival (:data:`Proposal`), and ``(event_id, (root joined, other root))``
-  for every other cluster an arrival matched strongly (the arrival bridges them: they are one story).
+  Each arrival joins the cluster of the closest member among those it matches strongly, else among those it
+  matches weakly (:func:`match`, :func:`distance`; within ``ttl_us`` of event time; the earliest cluster of
+  equally close ones), else starts its own. Returns the members left (the ``cap`` most recent arrivals within
+  ``ttl_us`` of the newest event time), ``(event_id, proposal)`` for each arrival (:data:`Proposal`), and
+  ``(event_id, (root joined, other root))`` for every other cluster an arrival nearly copies a member of
+  (:func:`near`; the arrival bridges them: they are one story).
   """
   members = list(members)
   proposals = []
   links = []
   newest = max((m[0].time_us for m in members), default=None)
   for sig in arrivals:
-    matched: dict[tuple[int, str], int] = {}
+    matched: dict[tuple[int, str], Rank] = {}
     for other, other_root in members:
       if abs(other.time_us - sig.time_us) <= ttl_us:
-        rank = match(other, sig)
-        if rank is not None and rank < matched.get(other_root, ALONE):
-          matched[other_root] = rank
-    rank, best = min(((rank, root) for root, rank in matched.items()), default=(ALONE, sig.root))
-    if rank == STRONG and can_bridge(sig.n_tokens):
-      links.extend((sig.event_id, (best, root)) for root in sorted(matched)
-                   if root != best and matched[root] == STRONG)
+        found = rank(other, sig)
+        if found is not None and found < matched.get(other_root, _ALONE):
+          matched[other_root] = found
+    closest, best = min(((found, root) for root, found in matched.items()), default=(_ALONE, sig.root))
+    if can_bridge(sig.n_tokens):
+      links.extend((sig.event_id, (best, root)) for root in sorted(matched) if root != best and near(matched[root]))
     members.append((sig, best))
-    proposals.append((sig.event_id, (rank, *best)))
+    proposals.append((sig.event_id, (closest, *best)))
     newest = sig.time_us if newest is None else max(newest, sig.time_us)
     if len(members) > cap or members[0][0].time_us < newest - ttl_us:
       members = [m for m in members if m[0].time_us >= newest - ttl_us][-cap:]
   return members, proposals, links
 
 
+def near(rank: Rank) -> bool:
+  """Whether a story matched a cluster as a near copy of a member: strongly, at most ``NEAR_DISTANCE`` apart."""
+  return rank[0] == STRONG and rank[1] <= NEAR_DISTANCE
+
+
+def joins(proposal: Proposal) -> bool:
+  """Whether a proposal is to join a cluster (not ``ALONE``)."""
+  return proposal[0][0] != ALONE
+
+
 def chosen(proposals: Iterable[Proposal], sig: Signature) -> Proposal:
-  """The cluster a story joins among its keys' proposals: the earliest root proposed strongly, else weakly, else
-  its own (``ALONE``)."""
-  return min(proposals, default=(ALONE, *sig.root))
+  """The cluster a story joins among its keys' proposals: the closest root proposed strongly, else weakly (the
+  earliest of equally close ones), else its own (``ALONE``)."""
+  return min(proposals, default=(_ALONE, *sig.root))
 
 
 def proposal_links(proposals: Iterable[Proposal]) -> list[Link]:
-  """Links between the clusters that one story's keys proposed it join strongly (each key saw its own members)."""
-  roots = sorted({(p[1], p[2]) for p in proposals if p[0] == STRONG})
+  """Links between the clusters that one story's keys proposed it join as a near copy (:func:`near`; each key saw
+  its own members)."""
+  roots = sorted({(p[1], p[2]) for p in proposals if near(p[0])})
   return [(roots[0], root) for root in roots[1:]]
 
 
 def bridged(proposals: Iterable[Proposal], key_links: Iterable[Link], sig: Signature, joined: str) -> list[str]:
-  """The ids of the other clusters a story matched strongly beside ``joined``, the one it joined: those its keys
-  proposed strongly and those a key saw it match strongly (``key_links``). None for a story too short to bridge
+  """The ids of the other clusters a story nearly copies beside ``joined``, the one it joined (:func:`near`): those
+  its keys proposed and those a key saw it link (``key_links``). None for a story too short to bridge
   (:func:`can_bridge`). The stream records them on the story's row (``events.cluster_links``) and the lake's
   views merge the clusters (:func:`view_ids`); batch merges them before it writes."""
   if not can_bridge(sig.n_tokens):
     return []
-  roots = {p[2] for p in proposals if p[0] == STRONG}
+  roots = {p[2] for p in proposals if near(p[0])}
   roots.update(root[1] for link in key_links for root in link)
   roots.discard(joined)
   return sorted(roots)
@@ -707,7 +751,7 @@ class Clusterer:
       self.links.extend(key_links)
     best = chosen(proposals, sig)
     key_root = root = (best[1], best[2])
-    if best[0] != ALONE:
+    if joins(best):
       root = resolve_alias(self.alias.get(key_root[1]), key_root, now_us=sig.time_us, ttl_us=self.ttl_us)
       if root != key_root and self.links is not None:
         self.links.append((root, key_root))

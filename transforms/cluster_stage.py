@@ -17,7 +17,6 @@ from apache_beam.utils.timestamp import Duration
 
 from transforms.cluster import (
   ALIAS,
-  ALONE,
   DEFAULT_CAP,
   DEFAULT_EXACT_TTL_SECONDS,
   DEFAULT_TTL_SECONDS,
@@ -33,6 +32,7 @@ from transforms.cluster import (
   can_bridge,
   chosen,
   exact_copies,
+  joins,
   keys,
   merged_ids,
   proposal_links,
@@ -57,13 +57,13 @@ def _signatures(blobs: Iterable[bytes]) -> list[Signature]:
 def _joined(proposals: Iterable[tuple[str, Proposal]]) -> Iterator[tuple[str, Proposal]]:
   """The proposals to join an earlier cluster: a story that joins none keeps its own root, which
   :class:`_Attach` knows without them."""
-  return (proposal for proposal in proposals if proposal[1][0] != ALONE)
+  return (proposal for proposal in proposals if joins(proposal[1]))
 
 
 class _AssignBatch(beam.DoFn):
   """(key, signatures) -> (event_id, proposal) per signature that joins an earlier member's cluster, members
   in event-time order (a key of one story proposes nothing); ``LINKS``: (event_id, link) per other cluster a
-  signature matched strongly."""
+  signature nearly copies a member of."""
 
   def __init__(self, ttl_us: int, cap: int):
     self._ttl_us = ttl_us
@@ -112,10 +112,10 @@ class _AssignStateful(beam.DoFn):
 
 
 class _Attach(beam.DoFn):
-  """(event_id, {(story, signature), proposals to join, links its keys saw}) -> the story with the earliest root
-  proposed strongly, else weakly (:data:`transforms.cluster.Proposal`), else its own; in the stream (``carry``),
-  the other clusters it matched strongly in ``cluster_links`` (:func:`transforms.cluster.bridged`); in batch,
-  links between the clusters proposed strongly;
+  """(event_id, {(story, signature), proposals to join, links its keys saw}) -> the story with the closest root
+  proposed strongly, else weakly (:func:`transforms.cluster.chosen`), else its own; in the stream (``carry``),
+  the other clusters it nearly copies in ``cluster_links`` (:func:`transforms.cluster.bridged`); in batch,
+  links between the clusters proposed as near copies;
   ``(text hash, (event time, event id, root, story or None))`` for the exact-copy stage (stories with text;
   ``carry``: the story goes there, not to the main output, to meet its text's state). A story that joined
   a cluster goes to the alias stage, keyed by the root it joined (``(root id, (event time, 1, event id,
@@ -138,13 +138,13 @@ class _Attach(beam.DoFn):
           yield beam.pvalue.TaggedOutput(LINKS, link)
       best = chosen(proposals, sig)
       self._stories.inc()
-      if best[0] != ALONE and best[2] != story.story_id:
+      if joins(best) and best[2] != story.story_id:
         self._joined.inc()
       others = bridged(proposals, key_links, sig, best[2]) if self._carry else []
       if others:
         self._bridging.inc()
       story = dataclasses.replace(story, cluster_id=best[2], cluster_links=others)
-      if best[0] != ALONE:
+      if joins(best):
         root = (best[1], best[2])
         text = sig.exact if sig.n_tokens else None
         yield beam.pvalue.TaggedOutput(ALIAS, (root[1], (sig.time_us, 1, story.event_id, root,
