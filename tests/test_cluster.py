@@ -556,6 +556,44 @@ def test_a_story_joins_the_closest_cluster_and_bridges_only_clusters_it_nearly_c
     assert_that(out, equal_to([("d1:1", "d1"), ("d2:1", "d2"), ("t2:1", "d2")]))
 
 
+def _rate_tables() -> list[Story]:
+  """Two days' rate tables under one standing headline (the template's sentences, then that day's rates), and the
+  second day's table filed again without its rates, two hours later."""
+  template = [
+      "The home loan bank board adjusted the rates on its short-term discount notes as follows this morning.",
+      "The notes are sold through a group of dealers and are offered in maturities of thirty days to a year.",
+      "Rates on the notes are set daily by the board and apply to all notes sold until the next adjustment.",
+      "Dealers said demand for the notes was steady and that the board had no plans to change its schedule."]
+  headline = "BOARD CHANGES SHORT-TERM DISCOUNT NOTE RATES"
+  return [_story("r1", headline, template + ["Rates were 5.10 pct, 5.20 pct, 5.35 pct and 5.45 pct."]),
+          _story("r2", headline, template + ["Rates were 6.15 pct, 6.25 pct, 6.30 pct and 6.40 pct."],
+                 minutes=48 * 60),
+          _story("t2", headline, template, minutes=50 * 60)]
+
+
+def test_a_story_links_no_clusters_begun_more_than_a_day_apart():
+  """The table cut to its template is a near copy of both days' tables, which state other rates: it joins the closer
+  (nothing in its text tells the days apart) and links them only when they were begun within ``BRIDGE_HOURS`` of each
+  other."""
+  r1, r2, trimmed = (C.signature(s) for s in _rate_tables())
+  assert C.match(r1, r2) is None  # two days' rates
+  assert C.near(C.rank(r1, trimmed)) and C.near(C.rank(r2, trimmed)) and C.can_bridge(trimmed.n_tokens)
+  clusterer = C.Clusterer()
+  assert C.distance(r1, trimmed) < C.distance(r2, trimmed)
+  assert [clusterer.add(sig) for sig in (r1, r2, trimmed)] == ["r1", "r2", "r1"]
+  assert clusterer.merged() == {} and [row[3] for row in clusterer.rows] == [[], [], []]
+  with TestPipeline() as p:
+    out = p | beam.Create(_rate_tables()[::-1]) | ClusterStories() | beam.Map(lambda s: (s.event_id, s.cluster_id))
+    assert_that(out, equal_to([("r1:1", "r1"), ("r2:1", "r2"), ("t2:1", "r1")]))
+  # A day apart, the same story links the two tables.
+  near_in_time = [r1, dataclasses.replace(r2, time_us=r1.time_us + 3_600_000_000),
+                  dataclasses.replace(trimmed, time_us=r1.time_us + 2 * 3_600_000_000)]
+  clusterer = C.Clusterer()
+  for sig in near_in_time:
+    clusterer.add(sig)
+  assert clusterer.merged() == {"r2": "r1"}
+
+
 def test_merge_links_names_each_component_after_its_smallest_root():
   merged = C.merge_links([((3, "c"), (5, "e")), ((1, "a"), (5, "e")), ((7, "g"), (8, "h"))])
   assert merged == {(3, "c"): (1, "a"), (5, "e"): (1, "a"), (1, "a"): (1, "a"), (7, "g"): (7, "g"),

@@ -31,7 +31,8 @@ the clusters it matches strongly before those it matches weakly, and among those
 the member whose MinHash is nearest its own (:func:`distance`). It links (bridges) two clusters only when it is
 a near copy of a member of each (:func:`near`): a story that one story contains and another story contains
 too (a table trimmed to its template's lead, header and a row that several days share) says nothing about
-the two being one story.
+the two being one story. And only clusters begun within ``BRIDGE_HOURS`` of each other (:func:`linkable`): a
+table cut to its template nearly copies every day's table under that headline.
 
 A story's title is its headline without filing marks, or, without a headline (a table, a quote sheet),
 its body's first line (:func:`title`). Titles are similar for the headline rules only when they name
@@ -65,7 +66,8 @@ and runner); the stream keeps each key's members in keyed state across windows w
 timer, like :mod:`transforms.dedup`, so a story arriving days after its copy (within the TTL) still
 joins, and the job scales out by key with no central index. Each window's stories are sorted
 before they meet the state, so a stream that receives stories in event-time order assigns the same
-ids as the batch pipeline. A story that is a near copy of members of two clusters bridges them: batch merges them
+ids as the batch pipeline. A story that is a near copy of members of two clusters begun within a day of each
+other bridges them: batch merges them
 before it writes; the stream, which never rewrites a row, records the other clusters on the story's row
 (:func:`bridged`, ``events.cluster_links``) and the lake's views merge them (:func:`view_ids` is what
 they compute).
@@ -125,6 +127,8 @@ SIMILAR_HEADLINE_JACCARD = 0.5
 NEAR_JACCARD = 0.5
 #: Near copies differ in at most this many of the ``NUM_HASHES`` MinHash values (Jaccard >= ``NEAR_JACCARD``).
 NEAR_DISTANCE = round(NUM_HASHES * (1 - NEAR_JACCARD))
+#: A story links two clusters only when their first stories were filed within this many hours of each other.
+BRIDGE_HOURS = 24
 SAME_HEADLINE_JACCARD = 0.4
 MIN_SHARED_SENTENCES = 2
 MIN_SENTENCE_CONTAINMENT = 0.5
@@ -572,7 +576,8 @@ def assign(members: list[Member], arrivals: Iterable[Signature], *, ttl_us: int,
           matched[other_root] = found
     closest, best = min(((found, root) for root, found in matched.items()), default=(_ALONE, sig.root))
     if can_bridge(sig.n_tokens):
-      links.extend((sig.event_id, (best, root)) for root in sorted(matched) if root != best and near(matched[root]))
+      links.extend((sig.event_id, (best, root)) for root in sorted(matched)
+                   if root != best and near(matched[root]) and linkable(best, root))
     members.append((sig, best))
     proposals.append((sig.event_id, (closest, *best)))
     newest = sig.time_us if newest is None else max(newest, sig.time_us)
@@ -586,6 +591,13 @@ def near(rank: Rank) -> bool:
   return rank[0] == STRONG and rank[1] <= NEAR_DISTANCE
 
 
+def linkable(joined: tuple[int, str], other: tuple[int, str]) -> bool:
+  """Whether a story may link the cluster it joined to another it nearly copies: their first stories were filed
+  within ``BRIDGE_HOURS`` of each other. Clusters begun days apart are two events (two days' reports under one
+  standing headline) even when a later story, cut to the template they share, nearly copies both."""
+  return abs(joined[0] - other[0]) <= BRIDGE_HOURS * 3_600_000_000
+
+
 def joins(proposal: Proposal) -> bool:
   """Whether a proposal is to join a cluster (not ``ALONE``)."""
   return proposal[0][0] != ALONE
@@ -597,23 +609,29 @@ def chosen(proposals: Iterable[Proposal], sig: Signature) -> Proposal:
   return min(proposals, default=(_ALONE, *sig.root))
 
 
-def proposal_links(proposals: Iterable[Proposal]) -> list[Link]:
-  """Links between the clusters that one story's keys proposed it join as a near copy (:func:`near`; each key saw
-  its own members)."""
-  roots = sorted({(p[1], p[2]) for p in proposals if near(p[0])})
-  return [(roots[0], root) for root in roots[1:]]
+def proposal_links(proposals: Sequence[Proposal]) -> list[Link]:
+  """Links from the cluster one story joins (:func:`chosen`) to the others its keys proposed it join as a near copy
+  (:func:`near`, :func:`linkable`; each key saw its own members)."""
+  if not proposals:
+    return []
+  best = min(proposals)
+  joined = (best[1], best[2])
+  return [(joined, root) for root in sorted({(p[1], p[2]) for p in proposals if near(p[0])})
+          if root != joined and linkable(joined, root)]
 
 
-def bridged(proposals: Iterable[Proposal], key_links: Iterable[Link], sig: Signature, joined: str) -> list[str]:
-  """The ids of the other clusters a story nearly copies beside ``joined``, the one it joined (:func:`near`): those
-  its keys proposed and those a key saw it link (``key_links``). None for a story too short to bridge
+def bridged(proposals: Iterable[Proposal], key_links: Iterable[Link], sig: Signature, joined: tuple[int, str]
+            ) -> list[str]:
+  """The ids of the other clusters a story nearly copies beside ``joined``, the root of the one it joined
+  (:func:`near`, :func:`linkable`): those its keys proposed and those a key saw it link (``key_links``). None for a
+  story too short to bridge
   (:func:`can_bridge`). The stream records them on the story's row (``events.cluster_links``) and the lake's
   views merge the clusters (:func:`view_ids`); batch merges them before it writes."""
   if not can_bridge(sig.n_tokens):
     return []
-  roots = {p[2] for p in proposals if near(p[0])}
+  roots = {p[2] for p in proposals if near(p[0]) and linkable(joined, (p[1], p[2]))}
   roots.update(root[1] for link in key_links for root in link)
-  roots.discard(joined)
+  roots.discard(joined[1])
   return sorted(roots)
 
 
@@ -769,7 +787,7 @@ class Clusterer:
         self.links.extend(links)
     if self.links is not None:
       self._roots[batch_root[1]] = batch_root
-      self.rows.append((sig.story_id, sig.time_us, root[1], bridged(proposals, key_links, sig, best[2])))
+      self.rows.append((sig.story_id, sig.time_us, root[1], bridged(proposals, key_links, sig, (best[1], best[2]))))
     return root[1], batch_root[1]
 
   def merged(self) -> dict[str, str]:

@@ -140,7 +140,7 @@ class _Attach(beam.DoFn):
       self._stories.inc()
       if joins(best) and best[2] != story.story_id:
         self._joined.inc()
-      others = bridged(proposals, key_links, sig, best[2]) if self._carry else []
+      others = bridged(proposals, key_links, sig, (best[1], best[2])) if self._carry else []
       if others:
         self._bridging.inc()
       story = dataclasses.replace(story, cluster_id=best[2], cluster_links=others)
