@@ -609,28 +609,22 @@ def chosen(proposals: Iterable[Proposal], sig: Signature) -> Proposal:
   return min(proposals, default=(_ALONE, *sig.root))
 
 
-def proposal_links(proposals: Sequence[Proposal]) -> list[Link]:
-  """Links from the cluster one story joins (:func:`chosen`) to the others its keys proposed it join as a near copy
-  (:func:`near`, :func:`linkable`; each key saw its own members)."""
-  if not proposals:
-    return []
-  best = min(proposals)
-  joined = (best[1], best[2])
+def proposal_links(proposals: Iterable[Proposal], joined: tuple[int, str]) -> list[Link]:
+  """Links from ``joined``, the root of the cluster one story joins (:func:`chosen`), to the others its keys proposed
+  it join as a near copy (:func:`near`, :func:`linkable`; each key saw its own members)."""
   return [(joined, root) for root in sorted({(p[1], p[2]) for p in proposals if near(p[0])})
           if root != joined and linkable(joined, root)]
 
 
 def bridged(proposals: Iterable[Proposal], key_links: Iterable[Link], sig: Signature, joined: tuple[int, str]
             ) -> list[str]:
-  """The ids of the other clusters a story nearly copies beside ``joined``, the root of the one it joined
-  (:func:`near`, :func:`linkable`): those its keys proposed and those a key saw it link (``key_links``). None for a
-  story too short to bridge
-  (:func:`can_bridge`). The stream records them on the story's row (``events.cluster_links``) and the lake's
+  """The ids of the other clusters a story nearly copies beside ``joined``, the root of the one it joined: those its
+  keys proposed (:func:`proposal_links`) and those a key saw it link (``key_links``). None for a story too short to
+  bridge (:func:`can_bridge`). The stream records them on the story's row (``events.cluster_links``) and the lake's
   views merge the clusters (:func:`view_ids`); batch merges them before it writes."""
   if not can_bridge(sig.n_tokens):
     return []
-  roots = {p[2] for p in proposals if near(p[0]) and linkable(joined, (p[1], p[2]))}
-  roots.update(root[1] for link in key_links for root in link)
+  roots = {root[1] for link in [*proposal_links(proposals, joined), *key_links] for root in link}
   roots.discard(joined[1])
   return sorted(roots)
 
@@ -776,7 +770,7 @@ class Clusterer:
       if key_root != sig.root:
         self.alias[sig.story_id] = (sig.time_us, key_root)
     if self.links is not None and can_bridge(sig.n_tokens):
-      self.links.extend(proposal_links(proposals))
+      self.links.extend(proposal_links(proposals, key_root))
     batch_root = key_root
     if sig.n_tokens:
       self.exact[sig.exact], (root,), _ = exact_copies(

@@ -133,30 +133,30 @@ class _Attach(beam.DoFn):
     proposals = list(grouped["root"])
     key_links = list(grouped.get("links", ()))
     for story, sig in grouped["story"]:
-      if not self._carry and can_bridge(sig.n_tokens):
-        for link in proposal_links(proposals):
-          yield beam.pvalue.TaggedOutput(LINKS, link)
       best = chosen(proposals, sig)
+      joined = (best[1], best[2])
+      if not self._carry and can_bridge(sig.n_tokens):
+        for link in proposal_links(proposals, joined):
+          yield beam.pvalue.TaggedOutput(LINKS, link)
       self._stories.inc()
       if joins(best) and best[2] != story.story_id:
         self._joined.inc()
-      others = bridged(proposals, key_links, sig, (best[1], best[2])) if self._carry else []
+      others = bridged(proposals, key_links, sig, joined) if self._carry else []
       if others:
         self._bridging.inc()
       story = dataclasses.replace(story, cluster_id=best[2], cluster_links=others)
       if joins(best):
-        root = (best[1], best[2])
         text = sig.exact if sig.n_tokens else None
-        yield beam.pvalue.TaggedOutput(ALIAS, (root[1], (sig.time_us, 1, story.event_id, root,
-                                                         *((story, text) if self._carry else (None, None)))))
-        if root != sig.root:
-          yield beam.pvalue.TaggedOutput(ALIAS, (sig.story_id, (sig.time_us, 0, story.event_id, root, None, None)))
+        yield beam.pvalue.TaggedOutput(ALIAS, (joined[1], (sig.time_us, 1, story.event_id, joined,
+                                                           *((story, text) if self._carry else (None, None)))))
+        if joined != sig.root:
+          yield beam.pvalue.TaggedOutput(ALIAS, (sig.story_id, (sig.time_us, 0, story.event_id, joined, None, None)))
         if self._carry:
           continue
       carried = self._carry and sig.n_tokens > 0
       if sig.n_tokens:
         yield beam.pvalue.TaggedOutput(
-            EXACT, (sig.exact, (sig.time_us, story.event_id, best[1:], story if carried else None)))
+            EXACT, (sig.exact, (sig.time_us, story.event_id, joined, story if carried else None)))
       if not carried:
         yield story
 
