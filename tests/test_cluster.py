@@ -513,7 +513,7 @@ def test_a_story_joins_the_cluster_it_matches_strongly_and_bridges_none_it_match
 
 def _template_reports() -> list[Story]:
   """Two days' reports under one standing headline that share a template's four sentences and nothing else, and
-  the second report filed again the next morning cut to the template and its first sentence of news."""
+  the second report filed again six hours later, cut to the template and its first sentence of news."""
   template = [
       "The central bank is expected to enter the money market to add temporary reserves, dealers said.",
       "Dealers said the bank may add the reserves directly instead through its own repurchase agreements.",
