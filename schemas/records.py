@@ -133,8 +133,8 @@ class Story:
   revision: str | None = None
   #: Story cluster (copies, versions and rewrites of one story share it); set by the clustering stage.
   cluster_id: str | None = None
-  #: The other clusters (their ids) this story matched as strongly as the one it joined: it bridges them, and
-  #: the lake's views merge them; set by the clustering stage.
+  #: The other clusters (their ids) this story nearly copies a story of, begun within a day of the one it joined:
+  #: it bridges them, and the lake's views merge them; set by the clustering stage.
   cluster_links: list[str] = dataclasses.field(default_factory=list)
   # Filled by enrichment stages.
   entities: list[Entity] | None = None

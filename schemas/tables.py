@@ -105,8 +105,8 @@ EVENTS = pa.schema([
        "(null in files written before clustering existed). The stream writes the id it chose on arrival; the "
        "views show clusters that a later story bridged (cluster_links) merged."),
     _f("cluster_links", pa.list_(pa.string()),
-       "Other story clusters (their cluster_id) that this story matched as strongly as its own: it bridges "
-       "them, they are one story. The stream, which never rewrites a row, records them here and the views "
+       "Other story clusters (their cluster_id) begun within a day of its own that this story nearly copies a "
+       "story of: it bridges them, they are one story. The stream, which never rewrites a row, records them here and the views "
        "merge them; empty in batch, which merges them before writing."),
     _f("pub_status", pa.string(), "Publication status from the input: usable, withheld, canceled, embargoed."),
     _f("revision", pa.string(),

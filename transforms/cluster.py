@@ -31,7 +31,7 @@ the clusters it matches strongly before those it matches weakly, and among those
 the member whose MinHash is nearest its own (:func:`distance`). It links (bridges) two clusters only when it is
 a near copy of a member of each (:func:`near`): a story that one story contains and another story contains
 too (a table trimmed to its template's lead, header and a row that several days share) says nothing about
-the two being one story. And only clusters begun within ``BRIDGE_HOURS`` of each other (:func:`linkable`): a
+the two being one story. And only clusters begun within ``BRIDGE_HOURS`` of each other (:func:`may_link`): a
 table cut to its template nearly copies every day's table under that headline.
 
 A story's title is its headline without filing marks, or, without a headline (a table, a quote sheet),
@@ -577,7 +577,7 @@ def assign(members: list[Member], arrivals: Iterable[Signature], *, ttl_us: int,
     closest, best = min(((found, root) for root, found in matched.items()), default=(_ALONE, sig.root))
     if can_bridge(sig.n_tokens):
       links.extend((sig.event_id, (best, root)) for root in sorted(matched)
-                   if root != best and near(matched[root]) and linkable(best, root))
+                   if root != best and may_link(best, root, matched[root]))
     members.append((sig, best))
     proposals.append((sig.event_id, (closest, *best)))
     newest = sig.time_us if newest is None else max(newest, sig.time_us)
@@ -591,11 +591,12 @@ def near(rank: Rank) -> bool:
   return rank[0] == STRONG and rank[1] <= NEAR_DISTANCE
 
 
-def linkable(joined: tuple[int, str], other: tuple[int, str]) -> bool:
-  """Whether a story may link the cluster it joined to another it nearly copies: their first stories were filed
-  within ``BRIDGE_HOURS`` of each other. Clusters begun days apart are two events (two days' reports under one
-  standing headline) even when a later story, cut to the template they share, nearly copies both."""
-  return abs(joined[0] - other[0]) <= BRIDGE_HOURS * 3_600_000_000
+def may_link(joined: tuple[int, str], other: tuple[int, str], rank: Rank) -> bool:
+  """Whether a story links the cluster it joined (root ``joined``) to another it matched with ``rank``: it nearly
+  copies a member of the other (:func:`near`), and the two clusters' first stories were filed within
+  ``BRIDGE_HOURS`` of each other. Clusters begun days apart are two events (two days' reports under one standing
+  headline) even when a later story, cut to the template they share, nearly copies both."""
+  return near(rank) and abs(joined[0] - other[0]) <= BRIDGE_HOURS * 3_600_000_000
 
 
 def joins(proposal: Proposal) -> bool:
@@ -611,9 +612,10 @@ def chosen(proposals: Iterable[Proposal], sig: Signature) -> Proposal:
 
 def proposal_links(proposals: Iterable[Proposal], joined: tuple[int, str]) -> list[Link]:
   """Links from ``joined``, the root of the cluster one story joins (:func:`chosen`), to the others its keys proposed
-  it join as a near copy (:func:`near`, :func:`linkable`; each key saw its own members)."""
-  return [(joined, root) for root in sorted({(p[1], p[2]) for p in proposals if near(p[0])})
-          if root != joined and linkable(joined, root)]
+  it join as a near copy (:func:`may_link`; each key saw its own members)."""
+  roots = {(p[1], p[2]) for p in proposals if may_link(joined, (p[1], p[2]), p[0])}
+  roots.discard(joined)
+  return [(joined, root) for root in sorted(roots)]
 
 
 def bridged(proposals: Iterable[Proposal], key_links: Iterable[Link], sig: Signature, joined: tuple[int, str]
@@ -781,7 +783,7 @@ class Clusterer:
         self.links.extend(links)
     if self.links is not None:
       self._roots[batch_root[1]] = batch_root
-      self.rows.append((sig.story_id, sig.time_us, root[1], bridged(proposals, key_links, sig, (best[1], best[2]))))
+      self.rows.append((sig.story_id, sig.time_us, root[1], bridged(proposals, key_links, sig, key_root)))
     return root[1], batch_root[1]
 
   def merged(self) -> dict[str, str]:
