@@ -573,7 +573,7 @@ def _rate_tables() -> list[Story]:
 
 def test_a_story_links_no_clusters_begun_more_than_a_day_apart():
   """The table cut to its template is a near copy of both days' tables, which state other rates: it joins the closer
-  (nothing in its text tells the days apart) and links them only when they were begun within ``BRIDGE_HOURS`` of each
+  (nothing in its text tells the days apart) and links them only when they were begun within ``DAY_HOURS`` of each
   other."""
   r1, r2, trimmed = (C.signature(s) for s in _rate_tables())
   assert C.match(r1, r2) is None  # two days' rates
@@ -592,6 +592,43 @@ def test_a_story_links_no_clusters_begun_more_than_a_day_apart():
   for sig in near_in_time:
     clusterer.add(sig)
   assert clusterer.merged() == {"r2": "r1"}
+
+
+def _tender_notices() -> list[Story]:
+  """A central bank's notice that it holds no tender today; a copy of it filed three days later; the notice that it
+  launches a tender, an hour after the copy: the same lead's wording, rates and dates on the notices' template."""
+  no_tender = [
+      "The central bank said it will not hold a money market tender today, leaving its 4-1/2 pct rate unchanged.",
+      "It cut the rate to 4-1/2 pct from five pct on May 9, its first change since January 2, dealers recalled.",
+      "Call money stood at 4-5/8 pct, one-month funds at 4-3/4 pct and three-month funds at 4-7/8 pct."]
+  tender = [
+      "The central bank said it will hold a money market tender today, to add funds against first category paper.",
+      "Dealers said a cut in the 4-1/2 pct rate, set on May 9 from five pct after January 2, looked unlikely.",
+      "Call money eased to 4-5/8 pct, with one-month funds at 4-3/4 pct and three-month funds at 4-7/8 pct."]
+  return [_story("n1", "CENTRAL BANK SAYS NO MONEY MARKET TENDER TODAY", no_tender),
+          _story("c1", "CENTRAL BANK SAYS NO MONEY MARKET TENDER TODAY", no_tender, minutes=72 * 60),
+          _story("n2", "CENTRAL BANK LAUNCHES MONEY MARKET TENDER", tender, minutes=73 * 60)]
+
+
+def test_a_refiling_joins_only_clusters_begun_within_a_day():
+  """The tender notice matches the no-tender notice by a refiling rule (the same lead, the same figures under a
+  similar title), which needs no text in common. Filed an hour after the first notice it would join it; filed an
+  hour after a copy of the first notice, three days after it, it is the next notice on the template, not a refiling
+  of the first: it starts its own cluster."""
+  first, copy, notice = (C.signature(s) for s in _tender_notices())
+  assert C.jaccard(first, notice) < C.NEAR_JACCARD and C.shared_sentences(first, notice) == 0
+  soon = dataclasses.replace(notice, time_us=first.time_us + 3_600_000_000)
+  assert C.match(first, soon) == C.STRONG  # within hours: a refiling
+  assert C.match(first, notice) is None and C.match(copy, notice) == C.STRONG  # the copy is an hour before it
+  assert C.rank(copy, notice, first.time_us) is None  # the copy's cluster was begun three days before
+  clusterer = C.Clusterer()
+  assert [clusterer.add(sig) for sig in (first, copy, notice)] == ["n1", "n1", "n2"]
+  within_hours = C.Clusterer()
+  assert [within_hours.add(sig) for sig in (first, soon)] == ["n1", "n1"]
+  with TestPipeline() as p:
+    out = (p | beam.Create(_tender_notices()[::-1]) | ClusterStories()
+           | beam.Map(lambda s: (s.event_id, s.cluster_id)))
+    assert_that(out, equal_to([("n1:1", "n1"), ("c1:1", "n1"), ("n2:1", "n2")]))
 
 
 def test_merge_links_names_each_component_after_its_smallest_root():

@@ -20,7 +20,9 @@ What counts as one story (:func:`similar`, on two stories' :class:`Signature`\\ 
   name or figure the other lacks in any case, naming at least one, and half the figures in common when
   both carry figures), or, under a similar title (word Jaccard >= ``SIMILAR_HEADLINE_JACCARD``),
   ``REFILE_FIGURE_CONTAINMENT`` of the figures (``REFILE_MIN_FIGURES`` or more) without any text in
-  common: a results table reformatted.
+  common: a results table reformatted. These rules need no text in common, so they join a cluster only within
+  ``DAY_HOURS`` of its first story: a copy of a standing notice filed days later (a central bank's tender notice, a
+  bond issue or a debt accord on one template) does not make the next notice on the template its refiling.
 
 A match is strong or weak (:func:`match`). Strong: the same id or text, near copies, sentences at
 ``STRONG_SENTENCE_CONTAINMENT``, the same lead or the same figures refiled within ``REFILE_HOURS``: one
@@ -31,7 +33,7 @@ the clusters it matches strongly before those it matches weakly, and among those
 the member whose MinHash is nearest its own (:func:`distance`). It links (bridges) two clusters only when it is
 a near copy of a member of each (:func:`near`): a story that one story contains and another story contains
 too (a table trimmed to its template's lead, header and a row that several days share) says nothing about
-the two being one story. And only clusters begun within ``BRIDGE_HOURS`` of each other (:func:`may_link`): a
+the two being one story. And only clusters begun within ``DAY_HOURS`` of each other (:func:`may_link`): a
 table cut to its template nearly copies every day's table under that headline.
 
 A story's title is its headline without filing marks, or, without a headline (a table, a quote sheet),
@@ -127,8 +129,9 @@ SIMILAR_HEADLINE_JACCARD = 0.5
 NEAR_JACCARD = 0.5
 #: Near copies differ in at most this many of the ``NUM_HASHES`` MinHash values (Jaccard >= ``NEAR_JACCARD``).
 NEAR_DISTANCE = round(NUM_HASHES * (1 - NEAR_JACCARD))
-#: A story links two clusters only when their first stories were filed within this many hours of each other.
-BRIDGE_HOURS = 24
+#: A story's day: a story links two clusters only when their first stories were filed within this many hours of
+#: each other, and joins a cluster by a refiling rule only when it was filed within this many hours of its first story.
+DAY_HOURS = 24
 SAME_HEADLINE_JACCARD = 0.4
 MIN_SHARED_SENTENCES = 2
 MIN_SENTENCE_CONTAINMENT = 0.5
@@ -481,8 +484,13 @@ def match(a: Signature, b: Signature) -> int | None:
   return None if found is None else found[0]
 
 
-def rank(a: Signature, b: Signature) -> Rank | None:
-  """How two story versions match (:func:`match`) and how far apart they are (:func:`distance`), or ``None``."""
+def rank(a: Signature, b: Signature, begun_us: int | None = None) -> Rank | None:
+  """How two story versions match (:func:`match`) and how far apart they are (:func:`distance`), or ``None``.
+
+  ``begun_us``: the event time of the first story of ``a``'s cluster. The refiling rules (the same lead, the same
+  figures under a similar title), which need no text in common, then hold only when both stories were filed within
+  ``DAY_HOURS`` of it: a copy of a standing notice filed days after it (a tender notice, a bond issue, a debt
+  accord on one template) is not what the next day's notice refiles."""
   if a.story_id == b.story_id or a.exact == b.exact:
     return STRONG, 0
   if min(a.n_figures, b.n_figures) >= MIN_FIGURES and figure_containment(a, b) < FIGURE_CONTAINMENT:
@@ -494,7 +502,8 @@ def rank(a: Signature, b: Signature) -> Rank | None:
   contained = shared / fewest if fewest else 0.0
   strong = j >= NEAR_JACCARD or (shared >= MIN_SHARED_SENTENCES and contained >= STRONG_SENTENCE_CONTAINMENT)
   apart_us = abs(a.time_us - b.time_us)
-  if apart_us <= REFILE_HOURS * 3_600_000_000:
+  if apart_us <= REFILE_HOURS * 3_600_000_000 and (
+      begun_us is None or max(a.time_us, b.time_us) - begun_us <= DAY_HOURS * 3_600_000_000):
     if same_lead(a, b) and (not min(a.n_figures, b.n_figures) or figure_containment(a, b) >= FIGURE_CONTAINMENT):
       return STRONG, apart
     if (min(a.n_figures, b.n_figures) >= REFILE_MIN_FIGURES and figure_containment(a, b) >= REFILE_FIGURE_CONTAINMENT
@@ -571,7 +580,7 @@ def assign(members: list[Member], arrivals: Iterable[Signature], *, ttl_us: int,
     matched: dict[tuple[int, str], Rank] = {}
     for other, other_root in members:
       if abs(other.time_us - sig.time_us) <= ttl_us:
-        found = rank(other, sig)
+        found = rank(other, sig, other_root[0])
         if found is not None and found < matched.get(other_root, _ALONE):
           matched[other_root] = found
     closest, best = min(((found, root) for root, found in matched.items()), default=(_ALONE, sig.root))
@@ -594,9 +603,9 @@ def near(rank: Rank) -> bool:
 def may_link(joined: tuple[int, str], other: tuple[int, str], rank: Rank) -> bool:
   """Whether a story links the cluster it joined (root ``joined``) to another it matched with ``rank``: it nearly
   copies a member of the other (:func:`near`), and the two clusters' first stories were filed within
-  ``BRIDGE_HOURS`` of each other. Clusters begun days apart are two events (two days' reports under one standing
+  ``DAY_HOURS`` of each other. Clusters begun days apart are two events (two days' reports under one standing
   headline) even when a later story, cut to the template they share, nearly copies both."""
-  return near(rank) and abs(joined[0] - other[0]) <= BRIDGE_HOURS * 3_600_000_000
+  return near(rank) and abs(joined[0] - other[0]) <= DAY_HOURS * 3_600_000_000
 
 
 def joins(proposal: Proposal) -> bool:
