@@ -141,6 +141,7 @@ STRONG_SENTENCE_CONTAINMENT = 0.8
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
 #: Default time an exact copy stays joinable: 90 days of event time after the text's latest copy.
 DEFAULT_EXACT_TTL_SECONDS = 90 * 24 * 3600
+_HOUR_US = 3_600_000_000
 #: Default number of members each key remembers (the most recent ones).
 DEFAULT_CAP = 32
 #: Tag of the links between clusters (batch).
@@ -502,14 +503,14 @@ def rank(a: Signature, b: Signature, begun_us: int | None = None) -> Rank | None
   contained = shared / fewest if fewest else 0.0
   strong = j >= NEAR_JACCARD or (shared >= MIN_SHARED_SENTENCES and contained >= STRONG_SENTENCE_CONTAINMENT)
   apart_us = abs(a.time_us - b.time_us)
-  if apart_us <= REFILE_HOURS * 3_600_000_000 and (
-      begun_us is None or max(a.time_us, b.time_us) - begun_us <= DAY_HOURS * 3_600_000_000):
+  if apart_us <= REFILE_HOURS * _HOUR_US and (
+      begun_us is None or max(a.time_us, b.time_us) - begun_us <= DAY_HOURS * _HOUR_US):
     if same_lead(a, b) and (not min(a.n_figures, b.n_figures) or figure_containment(a, b) >= FIGURE_CONTAINMENT):
       return STRONG, apart
     if (min(a.n_figures, b.n_figures) >= REFILE_MIN_FIGURES and figure_containment(a, b) >= REFILE_FIGURE_CONTAINMENT
         and similar_headlines(a, b, SIMILAR_HEADLINE_JACCARD)):
       return STRONG, apart
-  if (apart_us <= REWRITE_HOURS * 3_600_000_000 and min(a.n_figures, b.n_figures) >= 2
+  if (apart_us <= REWRITE_HOURS * _HOUR_US and min(a.n_figures, b.n_figures) >= 2
       and (shared >= 1 or j >= REWRITE_JACCARD)
       and similar_headlines(a, b, REWRITE_HEADLINE_JACCARD) and figure_containment(a, b) >= FIGURE_CONTAINMENT):
     return (STRONG if strong else WEAK), apart
@@ -605,7 +606,7 @@ def may_link(joined: tuple[int, str], other: tuple[int, str], rank: Rank) -> boo
   copies a member of the other (:func:`near`), and the two clusters' first stories were filed within
   ``DAY_HOURS`` of each other. Clusters begun days apart are two events (two days' reports under one standing
   headline) even when a later story, cut to the template they share, nearly copies both."""
-  return near(rank) and abs(joined[0] - other[0]) <= DAY_HOURS * 3_600_000_000
+  return near(rank) and abs(joined[0] - other[0]) <= DAY_HOURS * _HOUR_US
 
 
 def joins(proposal: Proposal) -> bool:
