@@ -555,6 +555,112 @@ def test_final_fit_on_train_and_dev_keeps_the_last_epoch(tmp_path, capsys):
   assert nm.load_casing_model(out).config.num_labels == len(nm.LABELS)
 
 
+def _random_casing_model(seed: int, labels=nm.LABELS):
+  import torch
+
+  torch.manual_seed(seed)
+  model = nm.build_casing_model(labels)
+  with torch.no_grad():
+    model.classifier.weight.normal_(0, 0.5)
+  return model.eval()
+
+
+def test_teacher_targets_are_the_teachers_mean_probabilities_of_every_piece():
+  import torch
+
+  from pipelines.training import train_ner
+  from pipelines.training.metrics import score_bio
+
+  tokenizer = nm.load_fast_tokenizer(nm.base_model_dir())
+  label2id = {label: i for i, label in enumerate(nm.LABELS)}
+  sentences = conll.read_conll(TINY_CONLL)
+  encoded = [conll.encode_sentence(tokenizer, s.words, s.tags, label2id) for s in sentences]
+  chunks = train_ner._chunks(encoded, conll.documents(sentences), 30, None)
+  assert any(len(chunk) > 1 for chunk in chunks)
+  teachers = [_random_casing_model(1), _random_casing_model(2)]
+
+  soft = train_ner.teacher_targets(teachers, encoded, chunks, tokenizer, batch_size=2)
+  assert [t.shape for t in soft] == [(len(e.ids), len(nm.LABELS)) for e in encoded]
+  for targets in soft:
+    assert torch.allclose(targets.sum(-1), torch.ones(len(targets)), atol=1e-5)
+
+  # Each piece's target is the mean of the teachers' softmax over the chunk that holds it (its context).
+  cls_id, sep_id, pad_id = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
+  chunk = next(c for c in chunks if len(c) > 1)
+  inputs = train_ner._collate([chunk], encoded, cls_id, sep_id, pad_id)
+  inputs.pop("labels")
+  with torch.no_grad():
+    mean = sum(t(**inputs).logits.softmax(-1)[0] for t in teachers) / 2
+  expected = mean[1:-1]
+  got = torch.cat([soft[s][a:b] for s, a, b in chunk])
+  assert torch.allclose(got, expected, atol=1e-5)
+  assert not torch.allclose(got, teachers[0](**inputs).logits.softmax(-1)[0, 1:-1].detach(), atol=1e-3)
+
+  # The evaluation reads the same probabilities: one teacher's argmax at first pieces is what it scores.
+  one = train_ner.teacher_targets(teachers[:1], encoded, chunks, tokenizer)
+  predicted = [[nm.LABELS[int(one[i][k].argmax())] for k in range(len(e.ids)) if e.first[k]]
+               for i, e in enumerate(encoded)]
+  scores = train_ner.evaluate_chunks(teachers[0], sentences, encoded, chunks, tokenizer, nm.LABELS)
+  assert scores == score_bio([s.tags for s in sentences], predicted)
+
+  # Training batches carry the targets beside the gold labels, aligned piece for piece.
+  batch = train_ner._collate([chunk], encoded, cls_id, sep_id, pad_id, soft)
+  labelled = batch["labels"][0] != -100
+  assert torch.allclose(batch["soft"][0][labelled], got)
+  assert not batch["soft"][0][~labelled].any()
+
+
+def test_distillation_loss_mixes_the_gold_and_the_teachers_targets():
+  import torch
+
+  from pipelines.training import train_ner
+
+  model = _random_casing_model(3).train(False)
+  torch.manual_seed(0)
+  inputs = {"input_ids": torch.randint(1000, 2000, (2, 7)), "token_type_ids": torch.randint(0, 4, (2, 7)),
+            "attention_mask": torch.ones((2, 7), dtype=torch.long)}
+  labels = torch.randint(0, len(nm.LABELS), (2, 7))
+  labels[:, 0] = labels[:, -1] = -100
+  with torch.no_grad():
+    out = model(**inputs, labels=labels)
+  one_hot = torch.nn.functional.one_hot(labels.clamp(min=0), len(nm.LABELS)).float()
+  uniform = torch.full_like(one_hot, 1 / len(nm.LABELS))
+  gold = train_ner.distillation_loss(out.logits, labels, uniform, 0.0)
+  assert torch.allclose(gold, out.loss, atol=1e-6)
+  assert torch.allclose(train_ner.distillation_loss(out.logits, labels, one_hot, 1.0), out.loss, atol=1e-6)
+  teachers = train_ner.distillation_loss(out.logits, labels, uniform, 1.0)
+  mask = labels != -100
+  expected = -torch.log_softmax(out.logits[mask], -1).mean(-1).mean()
+  assert torch.allclose(teachers, expected, atol=1e-6)
+  half = train_ner.distillation_loss(out.logits, labels, uniform, 0.25)
+  assert torch.allclose(half, 0.75 * gold + 0.25 * teachers, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_training_with_teachers_records_them_and_checks_them(tmp_path, capsys):
+  from pipelines.training import train_ner
+
+  teacher = nm.save_casing_model(_random_casing_model(4), tmp_path / "teacher", dtype="float32")
+  out = tmp_path / "student"
+  common = ["--train", str(TINY_CONLL), "--keep", "last", "--epochs", "1", "--batch-size", "2", "--context", "64",
+            "--threads", "1", "--log-every", "1000"]
+  assert train_ner.main([*common, "--out", str(out), "--teacher", str(tmp_path / "none")]) == 2
+  assert "no NER model in teacher directory" in capsys.readouterr().err
+  assert train_ner.main([*common, "--out", str(out), "--teacher", str(teacher), "--distill-weight", "1.5"]) == 2
+  assert not out.exists()
+  other = nm.save_casing_model(_random_casing_model(5, labels=("O", "B-PER", "I-PER")), tmp_path / "other")
+  with pytest.raises(ValueError, match="teacher"):
+    train_ner.main([*common, "--out", str(tmp_path / "bad"), "--teacher", str(other)])
+
+  assert train_ner.main([*common, "--out", str(out), "--teacher", str(teacher), str(teacher),
+                         "--distill-weight", "0.7"]) == 0
+  assert "teachers: 2 models read" in capsys.readouterr().out
+  summary = json.loads((out / "training.json").read_text())
+  assert summary["teachers"] == [str(teacher), str(teacher)] and summary["distill_weight"] == 0.7
+  assert summary["command"].endswith(f"--teacher {teacher} {teacher} --distill-weight 0.7")
+  assert nm.load_casing_model(out).config.num_labels == len(nm.LABELS)
+
+
 def test_averaged_runs_are_the_mean_of_their_weights_and_load_as_one_model(tmp_path):
   import torch
   from safetensors.torch import load_file

@@ -9,6 +9,11 @@ is kept in ``--out`` as fp16 weights that exclude the frozen word embeddings; ``
 last epoch instead, which is how a final model is fitted on train + dev (``--train`` takes several files;
 ``--dev`` is then optional). ``--device cuda`` trains on a GPU (the same recipe; results differ from a
 CPU run only by floating-point order).
+
+``--teacher`` distils trained models into the new one: their mean label probabilities of every word piece
+(read once, on chunks of whole sentences of up to ``--context`` pieces) are a second target beside the
+gold labels, weighted by ``--distill-weight`` (the loss is ``(1 - w) * CE(gold) + w * CE(teachers)``).
+The student keeps the teachers' labels and architecture, so it runs at the speed of one model.
 """
 
 from __future__ import annotations
@@ -60,7 +65,9 @@ def _sentence_chunks(encoded: Sequence[conll.EncodedSentence], budget: int) -> l
   return out
 
 
-def _collate(chunks, encoded, cls_id: int, sep_id: int, pad_id: int):
+def _collate(chunks, encoded, cls_id: int, sep_id: int, pad_id: int, soft=None):
+  """Padded model inputs and per-piece gold labels of ``chunks``; with ``soft`` (one ``[pieces, labels]``
+  tensor a sentence, as from :func:`teacher_targets`) also ``soft``, the target distribution of every piece."""
   import torch
 
   rows = []
@@ -86,35 +93,75 @@ def _collate(chunks, encoded, cls_id: int, sep_id: int, pad_id: int):
     token_type_ids[i, :n] = torch.tensor(types)
     attention_mask[i, :n] = 1
     label_ids[i, :n] = torch.tensor(labels)
-  return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
-          "labels": label_ids}
+  out = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
+         "labels": label_ids}
+  if soft is not None:
+    targets = torch.zeros((len(rows), width, soft[0].shape[-1]))
+    for i, chunk in enumerate(chunks):
+      targets[i, 1:1 + sum(b - a for _, a, b in chunk)] = torch.cat([soft[s][a:b] for s, a, b in chunk])
+    out["soft"] = targets
+  return out
 
 
-def evaluate_chunks(model, sentences, encoded, chunks, tokenizer, labels: Sequence[str],
-                    batch_size: int = 32) -> dict:
-  """Entity-level seqeval scores from the first piece of every word, predicted chunk by chunk."""
+def _chunk_probabilities(models, encoded, chunks, tokenizer, batch_size: int = 32):
+  """Yield ``(chunk, probabilities)`` for every chunk: the mean softmax of ``models`` over the chunk's pieces
+  (``[pieces, labels]``, in the chunk's order, without ``[CLS]``/``[SEP]``)."""
   import torch
 
   cls_id, sep_id, pad_id = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
-  device = next(model.parameters()).device
-  predicted: list[list[str]] = [["O"] * len(s.words) for s in sentences]
+  device = next(models[0].parameters()).device
   order = sorted(range(len(chunks)), key=lambda i: sum(b - a for _, a, b in chunks[i]))
-  model.eval()
+  for model in models:
+    model.eval()
   with torch.inference_mode():
     for batch_idx in conll.iter_batches(order, batch_size):
       batch = [chunks[i] for i in batch_idx]
       inputs = _collate(batch, encoded, cls_id, sep_id, pad_id)
       inputs.pop("labels")
-      best = model(**{k: v.to(device) for k, v in inputs.items()}).logits.argmax(-1).tolist()
-      for row, chunk in zip(best, batch, strict=True):
-        pos = 1
-        for s, a, b in chunk:
-          enc = encoded[s]
-          for k in range(a, b):
-            if enc.first[k]:
-              predicted[s][enc.word_index[k]] = labels[row[pos]]
-            pos += 1
+      inputs = {k: v.to(device) for k, v in inputs.items()}
+      probs = sum(model(**inputs).logits.float().softmax(-1) for model in models) / len(models)
+      for row, chunk in zip(probs.cpu(), batch, strict=True):
+        yield chunk, row[1:1 + sum(b - a for _, a, b in chunk)]
+
+
+def evaluate_chunks(model, sentences, encoded, chunks, tokenizer, labels: Sequence[str],
+                    batch_size: int = 32) -> dict:
+  """Entity-level seqeval scores from the first piece of every word, predicted chunk by chunk."""
+  predicted: list[list[str]] = [["O"] * len(s.words) for s in sentences]
+  for chunk, probs in _chunk_probabilities([model], encoded, chunks, tokenizer, batch_size):
+    best = probs.argmax(-1).tolist()
+    pos = 0
+    for s, a, b in chunk:
+      enc = encoded[s]
+      for k in range(a, b):
+        if enc.first[k]:
+          predicted[s][enc.word_index[k]] = labels[best[pos]]
+        pos += 1
   return score_bio([s.tags for s in sentences], predicted)
+
+
+def teacher_targets(models, encoded, chunks, tokenizer, batch_size: int = 32) -> list:
+  """The teachers' mean label probabilities of every piece of every sentence (``[pieces, labels]`` a
+  sentence), read on ``chunks``, which must cover every piece once."""
+  import torch
+
+  soft = [torch.zeros((len(enc.ids), len(nm.LABELS))) for enc in encoded]
+  for chunk, probs in _chunk_probabilities(models, encoded, chunks, tokenizer, batch_size):
+    pos = 0
+    for s, a, b in chunk:
+      soft[s][a:b] = probs[pos:pos + b - a]
+      pos += b - a
+  return soft
+
+
+def distillation_loss(logits, labels, soft, weight: float):
+  """``(1 - weight) * CE(gold) + weight * CE(soft)``, averaged over the labelled pieces."""
+  import torch
+
+  mask = labels != -100
+  logp = torch.log_softmax(logits[mask].float(), dim=-1)
+  gold = torch.nn.functional.nll_loss(logp, labels[mask])
+  return (1 - weight) * gold + weight * -(soft[mask] * logp).sum(-1).mean()
 
 
 def seed_everything(seed: int) -> None:
@@ -178,6 +225,17 @@ def train(args: argparse.Namespace) -> dict:
   else:
     model = nm.build_casing_model(labels, max_window=max(args.context, 128))
   model.to(device)
+  soft = None
+  if args.teacher:
+    teachers = [nm.load_casing_model(path).to(device) for path in args.teacher]
+    for path, teacher in zip(args.teacher, teachers, strict=True):
+      if list(teacher.config.id2label.values()) != labels:
+        raise ValueError(f"teacher {path} has labels {teacher.config.id2label}, expected {labels}")
+    read_chunks = _chunks(train_enc, train_docs, budget, None) if args.context else _sentence_chunks(train_enc, budget)
+    soft = teacher_targets(teachers, train_enc, read_chunks, tokenizer)
+    del teachers
+    print(f"teachers: {len(args.teacher)} models read {len(read_chunks)} chunks "
+          f"({time.time() - started:.0f}s); distillation weight {args.distill_weight}", flush=True)
   no_decay = ("bias", "LayerNorm.weight")
   params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
   optimizer = torch.optim.AdamW([
@@ -202,8 +260,12 @@ def train(args: argparse.Namespace) -> dict:
     epoch_start = time.time()
     running = 0.0
     for i, batch in enumerate(conll.iter_batches(chunks, args.batch_size), 1):
-      inputs = _collate(batch, train_enc, cls_id, sep_id, pad_id)
-      loss = model(**{k: v.to(device) for k, v in inputs.items()}).loss
+      inputs = {k: v.to(device) for k, v in _collate(batch, train_enc, cls_id, sep_id, pad_id, soft).items()}
+      if soft is None:
+        loss = model(**inputs).loss
+      else:
+        targets, gold = inputs.pop("soft"), inputs.pop("labels")
+        loss = distillation_loss(model(**inputs).logits, gold, targets, args.distill_weight)
       loss.backward()
       torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
       optimizer.step()
@@ -243,6 +305,7 @@ def train(args: argparse.Namespace) -> dict:
       "train_files": [Path(p).name for p in args.train], "dev_file": Path(args.dev).name if args.dev else None,
       "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
       "context": args.context, "threads": args.threads, "device": args.device, "keep": args.keep,
+      "teachers": list(args.teacher or []), "distill_weight": args.distill_weight if args.teacher else None,
       "best_epoch": best["epoch"] if best else None, "dev": best["dev"] if best else None,
       "history": history, "train_seconds_total": round(time.time() - started, 1),
   }
@@ -256,10 +319,12 @@ def command_line(args: argparse.Namespace) -> str:
   """The ``wirestream train ner`` command that reproduces this run."""
   parts = ["wirestream", "train", "ner"]
   for key in ("train", "dev", "out", "epochs", "lr", "batch_size", "warmup", "seed", "context", "threads",
-              "init_from", "keep", "device"):
+              "init_from", "keep", "device", "teacher"):
     value = getattr(args, key, None)
     if value is not None:
       parts += ["--" + key.replace("_", "-"), *(map(str, value) if isinstance(value, list) else [str(value)])]
+  if getattr(args, "teacher", None):
+    parts += ["--distill-weight", str(args.distill_weight)]
   return " ".join(parts)
 
 
@@ -286,6 +351,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--init-from", default=None,
                       help="Continue from one of our saved models (a directory) instead of the base encoder.")
   parser.add_argument("--save-dtype", choices=("float16", "float32"), default="float16")
+  parser.add_argument("--teacher", nargs="+", default=None,
+                      help="Trained NER models (directories) to distil: their mean probabilities are a second target.")
+  parser.add_argument("--distill-weight", type=float, default=0.5,
+                      help="Weight of the teachers' target in the loss (with --teacher; the gold labels get the rest).")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -296,6 +365,13 @@ def _run(args: argparse.Namespace) -> int:
     if not Path(path).is_file():
       print(f"error: no such file: {path}", file=sys.stderr)
       return 2
+  for path in args.teacher or []:
+    if not (Path(path) / nm.WEIGHTS_FILE).is_file():
+      print(f"error: no NER model in teacher directory {path}", file=sys.stderr)
+      return 2
+  if not 0.0 <= args.distill_weight <= 1.0:
+    print("error: --distill-weight must be between 0 and 1", file=sys.stderr)
+    return 2
   train(args)
   return 0
 
