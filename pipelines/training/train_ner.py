@@ -65,6 +65,11 @@ def _sentence_chunks(encoded: Sequence[conll.EncodedSentence], budget: int) -> l
   return out
 
 
+def _pieces(chunk: Sequence[tuple[int, int, int]]) -> int:
+  """Word pieces in a chunk (without ``[CLS]``/``[SEP]``)."""
+  return sum(end - start for _, start, end in chunk)
+
+
 def _collate(chunks, encoded, cls_id: int, sep_id: int, pad_id: int, soft=None):
   """Padded model inputs and per-piece gold labels of ``chunks``; with ``soft`` (one ``[pieces, labels]``
   tensor a sentence, as from :func:`teacher_targets`) also ``soft``, the target distribution of every piece."""
@@ -98,7 +103,7 @@ def _collate(chunks, encoded, cls_id: int, sep_id: int, pad_id: int, soft=None):
   if soft is not None:
     targets = torch.zeros((len(rows), width, soft[0].shape[-1]))
     for i, chunk in enumerate(chunks):
-      targets[i, 1:1 + sum(b - a for _, a, b in chunk)] = torch.cat([soft[s][a:b] for s, a, b in chunk])
+      targets[i, 1:1 + _pieces(chunk)] = torch.cat([soft[s][a:b] for s, a, b in chunk])
     out["soft"] = targets
   return out
 
@@ -110,7 +115,7 @@ def _chunk_probabilities(models, encoded, chunks, tokenizer, batch_size: int = 3
 
   cls_id, sep_id, pad_id = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]"))
   device = next(models[0].parameters()).device
-  order = sorted(range(len(chunks)), key=lambda i: sum(b - a for _, a, b in chunks[i]))
+  order = sorted(range(len(chunks)), key=lambda i: _pieces(chunks[i]))
   for model in models:
     model.eval()
   with torch.inference_mode():
@@ -121,7 +126,7 @@ def _chunk_probabilities(models, encoded, chunks, tokenizer, batch_size: int = 3
       inputs = {k: v.to(device) for k, v in inputs.items()}
       probs = sum(model(**inputs).logits.float().softmax(-1) for model in models) / len(models)
       for row, chunk in zip(probs.cpu(), batch, strict=True):
-        yield chunk, row[1:1 + sum(b - a for _, a, b in chunk)]
+        yield chunk, row[1:1 + _pieces(chunk)]
 
 
 def evaluate_chunks(model, sentences, encoded, chunks, tokenizer, labels: Sequence[str],
@@ -210,28 +215,30 @@ def train(args: argparse.Namespace) -> dict:
   train_docs = conll.documents(train_sents)
   dev_docs = conll.documents(dev_sents)
 
-  def epoch_chunks(rng):
+  def chunks_of(encoded, docs, rng=None):
+    """Chunks of whole sentences (boundaries shifted by ``rng``), or single sentences with ``--context 0``."""
     if args.context:
-      return _chunks(train_enc, train_docs, budget, rng)
-    return _sentence_chunks(train_enc, budget)
+      return _chunks(encoded, docs, budget, rng)
+    return _sentence_chunks(encoded, budget)
 
-  dev_chunks = _chunks(dev_enc, dev_docs, budget, None) if args.context else _sentence_chunks(dev_enc, budget)
+  def load(path, role=""):
+    model = nm.load_casing_model(path)
+    if list(model.config.id2label.values()) != labels:
+      raise ValueError(f"{role}{path} has labels {model.config.id2label}, expected {labels}")
+    return model
+
+  dev_chunks = chunks_of(dev_enc, dev_docs)
 
   if args.init_from:
-    model = nm.load_casing_model(args.init_from)
+    model = load(args.init_from)
     model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
-    if list(model.config.id2label.values()) != labels:
-      raise ValueError(f"{args.init_from} has labels {model.config.id2label}, expected {labels}")
   else:
     model = nm.build_casing_model(labels, max_window=max(args.context, 128))
   model.to(device)
   soft = None
   if args.teacher:
-    teachers = [nm.load_casing_model(path).to(device) for path in args.teacher]
-    for path, teacher in zip(args.teacher, teachers, strict=True):
-      if list(teacher.config.id2label.values()) != labels:
-        raise ValueError(f"teacher {path} has labels {teacher.config.id2label}, expected {labels}")
-    read_chunks = _chunks(train_enc, train_docs, budget, None) if args.context else _sentence_chunks(train_enc, budget)
+    teachers = [load(path, "teacher ").to(device) for path in args.teacher]
+    read_chunks = chunks_of(train_enc, train_docs)
     soft = teacher_targets(teachers, train_enc, read_chunks, tokenizer)
     del teachers
     print(f"teachers: {len(args.teacher)} models read {len(read_chunks)} chunks "
@@ -243,7 +250,7 @@ def train(args: argparse.Namespace) -> dict:
       {"params": [p for n, p in params if any(k in n for k in no_decay)], "weight_decay": 0.0},
   ], lr=args.lr)
   rng = random.Random(args.seed)
-  steps_per_epoch = -(-len(epoch_chunks(random.Random(0))) // args.batch_size)
+  steps_per_epoch = -(-len(chunks_of(train_enc, train_docs, random.Random(0))) // args.batch_size)
   total_steps = args.max_steps or steps_per_epoch * args.epochs
   scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup * total_steps), total_steps)
   print(f"train: {len(train_sents)} sentences, {sum(len(e.ids) for e in train_enc)} pieces, "
@@ -255,7 +262,7 @@ def train(args: argparse.Namespace) -> dict:
   step = 0
   for epoch in range(1, args.epochs + 1):
     model.train()
-    chunks = epoch_chunks(rng)
+    chunks = chunks_of(train_enc, train_docs, rng)
     rng.shuffle(chunks)
     epoch_start = time.time()
     running = 0.0
