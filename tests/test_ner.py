@@ -661,6 +661,96 @@ def test_training_with_teachers_records_them_and_checks_them(tmp_path, capsys):
   assert nm.load_casing_model(out).config.num_labels == len(nm.LABELS)
 
 
+def test_running_text_splits_into_conll_sentences_and_words():
+  text = ("Investor's Business Daily - U.S. stocks don't rise 1,250.5 points on 1996-08-22. "
+          "Anglo-Dutch (Reuters) said. \"Yes!\" he said. Mr. Smith left.")
+  assert conll.text_sentences(text) == [
+      ["Investor", "'s", "Business", "Daily", "-", "U.S.", "stocks", "do", "n't", "rise", "1,250.5", "points",
+       "on", "1996-08-22", "."],
+      ["Anglo-Dutch", "(", "Reuters", ")", "said", "."],
+      ['"', "Yes", "!", '"', "he", "said", "."],
+      ["Mr", "."], ["Smith", "left", "."]]
+  assert conll.text_sentences("a " * 200) == [["a"] * 150]
+  assert conll.text_sentences("  ") == []
+
+
+def _ag_csv(path: Path, rows: int = 60) -> Path:
+  import csv
+
+  with open(path, "w", newline="", encoding="utf-8") as handle:
+    writer = csv.writer(handle)
+    writer.writerow(["label", "label_name", "text"])
+    for i in range(rows):
+      writer.writerow([1 + i % 4, "x", f"Story {i} (Reuters) Reuters - Officials in Paris met Ann Lee on day {i}. "
+                                        f"They agreed #36;{i} million."])
+  return path
+
+
+def test_unlabelled_news_is_the_ag_train_part_tagged_by_the_teachers(tmp_path):
+  import torch
+
+  from pipelines.training import topics_data, train_ner
+
+  csv_path = _ag_csv(tmp_path / "ag.csv")
+  train, dev = topics_data.split_ag(csv_path)
+  assert dev, "the fixture must have a dev part for this test to mean anything"
+  sentences = train_ner.unlabelled_ag(csv_path, 1000, first_doc=7)
+  texts = {" ".join(w for s in sentences if s.doc == d for w in s.words) for d in {s.doc for s in sentences}}
+  assert texts == {" ".join(w for s in conll.text_sentences(t) for w in s) for t, _ in train}
+  assert {s.doc for s in sentences} == set(range(7, 7 + len(train)))
+  assert all(set(s.tags) == {"O"} for s in sentences)
+  assert "#36" not in " ".join(texts) and "$" in " ".join(texts)  # AG's escapes are undone
+  first = train_ner.unlabelled_ag(csv_path, 5)
+  assert len({s.doc for s in first}) == 5
+  assert [s.words for s in first] == [s.words for s in sentences if s.doc < 12]  # a fixed order
+
+  # The teachers' best label at the first piece of every word, mended to valid BIO.
+  tokenizer = nm.load_fast_tokenizer(nm.base_model_dir())
+  label2id = {label: i for i, label in enumerate(nm.LABELS)}
+  encoded = [conll.encode_sentence(tokenizer, s.words, s.tags, label2id) for s in first]
+  chunks = train_ner._chunks(encoded, conll.documents(first), 30, None)
+  soft = train_ner.teacher_targets([_random_casing_model(1), _random_casing_model(2)], encoded, chunks, tokenizer)
+  labelled = train_ner.pseudo_labelled(first, encoded, soft, nm.LABELS)
+  for sentence, enc, probs in zip(labelled, encoded, soft, strict=True):
+    best = [nm.LABELS[int(probs[k].argmax())] for k in range(len(enc.ids)) if enc.first[k]]
+    assert sentence.tags == conll.iob1_to_bio(best)
+    for prev, tag in zip(["O", *sentence.tags[:-1]], sentence.tags, strict=True):
+      assert not tag.startswith("I-") or prev[2:] == tag[2:]
+  assert any(t != "O" for s in labelled for t in s.tags)
+  assert any(t.startswith("I-") for s in labelled for t in s.tags)
+  assert [s.words for s in labelled] == [s.words for s in first] and [s.doc for s in labelled] == [s.doc for s in first]
+  torch.testing.assert_close(soft[0].sum(-1), torch.ones(len(encoded[0].ids)))
+
+
+@pytest.mark.slow
+def test_training_on_unlabelled_news_needs_teachers_and_records_it(tmp_path, capsys):
+  from pipelines.training import train_ner
+
+  teacher = nm.save_casing_model(_random_casing_model(4), tmp_path / "teacher", dtype="float32")
+  csv_path = _ag_csv(tmp_path / "ag.csv")
+  out = tmp_path / "student"
+  common = ["--train", str(TINY_CONLL), "--keep", "last", "--epochs", "1", "--batch-size", "2", "--context", "64",
+            "--threads", "1", "--log-every", "1000", "--out", str(out)]
+  assert train_ner.main([*common, "--unlabelled-ag", str(csv_path)]) == 2
+  assert "--unlabelled-ag needs --teacher" in capsys.readouterr().err
+  assert train_ner.main([*common, "--teacher", str(teacher), "--unlabelled-ag", str(tmp_path / "none.csv")]) == 2
+  assert "no such file" in capsys.readouterr().err
+  assert train_ner.main([*common, "--teacher", str(teacher), "--unlabelled-ag", str(csv_path),
+                         "--unlabelled-rows", "0"]) == 2
+  assert not out.exists()
+
+  assert train_ner.main([*common, "--teacher", str(teacher), "--unlabelled-ag", str(csv_path),
+                         "--unlabelled-rows", "4"]) == 0
+  printed = capsys.readouterr().out
+  tiny = len(conll.read_conll(TINY_CONLL))
+  extra = len(train_ner.unlabelled_ag(csv_path, 4))
+  assert f"unlabelled: 4 AG rows asked, {extra} sentences" in printed
+  assert f"train: {tiny + extra} sentences" in printed
+  summary = json.loads((out / "training.json").read_text())
+  assert summary["unlabelled_ag"] == "ag.csv" and summary["unlabelled_rows"] == 4
+  assert summary["command"].endswith(f"--distill-weight 0.5 --unlabelled-ag {csv_path} --unlabelled-rows 4")
+
+
 def test_averaged_runs_are_the_mean_of_their_weights_and_load_as_one_model(tmp_path):
   import torch
   from safetensors.torch import load_file

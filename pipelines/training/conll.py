@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -74,6 +75,26 @@ def documents(sentences: Sequence[ConllSentence]) -> list[list[int]]:
   for i, sentence in enumerate(sentences):
     docs.setdefault(sentence.doc, []).append(i)
   return list(docs.values())
+
+
+# --- Running text as CoNLL sentences ---------------------------------------------------------------
+
+#: A word as CoNLL-2003 splits running text: dotted abbreviations (U.S.) and numbers with their separators
+#: (1,250.5, 1996-08-22) whole, the possessive 's and n't apart, hyphenated words whole, any other symbol alone.
+_WORD_RE = re.compile(r"(?:[A-Za-z]\.){2,}|\d+(?:[.,:/-]\d+)*%?|\w+(?='[sS]\b)|\w+(?=n't)|n't|'[sS]\b"
+                      r"|\w+(?:[-&']\w+)*|\S")
+#: A sentence ends at . ! or ? before a space and a capital, a quote or a bracket.
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
+
+
+def text_sentences(text: str, max_words: int = 150) -> list[list[str]]:
+  """The sentences of running text as lists of CoNLL-style words (at most ``max_words`` a sentence)."""
+  out = []
+  for sentence in _SENTENCE_END_RE.split(text):
+    words = _WORD_RE.findall(sentence)[:max_words]
+    if words:
+      out.append(words)
+  return out
 
 
 # --- Encoded sentences and training/eval chunks -----------------------------------------------------

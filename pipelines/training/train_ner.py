@@ -14,6 +14,11 @@ CPU run only by floating-point order).
 (read once, on chunks of whole sentences of up to ``--context`` pieces) are a second target beside the
 gold labels, weighted by ``--distill-weight`` (the loss is ``(1 - w) * CE(gold) + w * CE(teachers)``).
 The student keeps the teachers' labels and architecture, so it runs at the speed of one model.
+
+``--unlabelled-ag`` adds news the teachers were not trained on: ``--unlabelled-rows`` rows of the AG News
+train part (the topic model's dev part is never read), split into CoNLL-style sentences, one document a
+row. The teachers label them (their mean probabilities' best label at the first piece of every word, as
+gold tags) and their probabilities are the second target there too.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.common import add_output_argument
-from pipelines.training import conll
+from pipelines.training import conll, topics_data
 from pipelines.training.command import command
 from pipelines.training.metrics import score_bio
 from transforms import ner_model as nm
@@ -159,6 +164,29 @@ def teacher_targets(models, encoded, chunks, tokenizer, batch_size: int = 32) ->
   return soft
 
 
+def unlabelled_ag(path: str | Path, rows: int, first_doc: int = 0) -> list[conll.ConllSentence]:
+  """The sentences of ``rows`` AG News rows (the train part of :func:`topics_data.split_ag`, in an order
+  fixed by seed 0), one document a row numbered from ``first_doc``, every word tagged ``O``."""
+  texts = [text for text, _ in topics_data.split_ag(Path(path))[0]]
+  random.Random(0).shuffle(texts)
+  return [conll.ConllSentence(words, ["O"] * len(words), first_doc + doc)
+          for doc, text in enumerate(texts[:rows]) for words in conll.text_sentences(text)]
+
+
+def pseudo_labelled(sentences: Sequence[conll.ConllSentence], encoded: Sequence[conll.EncodedSentence],
+                    soft: Sequence, labels: Sequence[str]) -> list[conll.ConllSentence]:
+  """``sentences`` tagged with the best label of ``soft`` (from :func:`teacher_targets`) at the first piece
+  of every word, mended to valid BIO (an inside tag that continues nothing opens an entity)."""
+  out = []
+  for sentence, enc, probs in zip(sentences, encoded, soft, strict=True):
+    tags = ["O"] * len(sentence.words)
+    for k, first in enumerate(enc.first):
+      if first:
+        tags[enc.word_index[k]] = labels[int(probs[k].argmax())]
+    out.append(dataclasses.replace(sentence, tags=conll.iob1_to_bio(tags)))
+  return out
+
+
 def distillation_loss(logits, labels, soft, weight: float):
   """``(1 - weight) * CE(gold) + weight * CE(soft)``, averaged over the labelled pieces."""
   import torch
@@ -240,9 +268,21 @@ def train(args: argparse.Namespace) -> dict:
     teachers = [load(path, "teacher ").to(device) for path in args.teacher]
     read_chunks = chunks_of(train_enc, train_docs)
     soft = teacher_targets(teachers, train_enc, read_chunks, tokenizer)
-    del teachers
     print(f"teachers: {len(args.teacher)} models read {len(read_chunks)} chunks "
           f"({time.time() - started:.0f}s); distillation weight {args.distill_weight}", flush=True)
+    if args.unlabelled_ag:
+      extra = unlabelled_ag(args.unlabelled_ag, args.unlabelled_rows, first_doc=train_sents[-1].doc + 1)
+      extra_enc = [conll.encode_sentence(tokenizer, s.words, s.tags, label2id) for s in extra]
+      extra_soft = teacher_targets(teachers, extra_enc, chunks_of(extra_enc, conll.documents(extra)), tokenizer)
+      extra = pseudo_labelled(extra, extra_enc, extra_soft, labels)
+      train_sents += extra
+      train_enc += [conll.encode_sentence(tokenizer, s.words, s.tags, label2id) for s in extra]
+      soft += extra_soft
+      train_docs = conll.documents(train_sents)
+      print(f"unlabelled: {args.unlabelled_rows} AG rows asked, {len(extra)} sentences, "
+            f"{sum(len(s.words) for s in extra)} words labelled by the teachers "
+            f"({time.time() - started:.0f}s)", flush=True)
+    del teachers
   no_decay = ("bias", "LayerNorm.weight")
   params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
   optimizer = torch.optim.AdamW([
@@ -313,6 +353,8 @@ def train(args: argparse.Namespace) -> dict:
       "seed": args.seed, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
       "context": args.context, "threads": args.threads, "device": args.device, "keep": args.keep,
       "teachers": list(args.teacher or []), "distill_weight": args.distill_weight if args.teacher else None,
+      "unlabelled_ag": Path(args.unlabelled_ag).name if args.unlabelled_ag else None,
+      "unlabelled_rows": args.unlabelled_rows if args.unlabelled_ag else None,
       "best_epoch": best["epoch"] if best else None, "dev": best["dev"] if best else None,
       "history": history, "train_seconds_total": round(time.time() - started, 1),
   }
@@ -332,6 +374,8 @@ def command_line(args: argparse.Namespace) -> str:
       parts += ["--" + key.replace("_", "-"), *(map(str, value) if isinstance(value, list) else [str(value)])]
   if getattr(args, "teacher", None):
     parts += ["--distill-weight", str(args.distill_weight)]
+    if getattr(args, "unlabelled_ag", None):
+      parts += ["--unlabelled-ag", str(args.unlabelled_ag), "--unlabelled-rows", str(args.unlabelled_rows)]
   return " ".join(parts)
 
 
@@ -362,6 +406,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Trained NER models (directories) to distil: their mean probabilities are a second target.")
   parser.add_argument("--distill-weight", type=float, default=0.5,
                       help="Weight of the teachers' target in the loss (with --teacher; the gold labels get the rest).")
+  parser.add_argument("--unlabelled-ag", default=None,
+                      help="AG News CSV whose train part supplies news for the teachers to label (with --teacher).")
+  parser.add_argument("--unlabelled-rows", type=int, default=5000,
+                      help="AG rows to read with --unlabelled-ag (a fixed shuffle of the train part).")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -376,6 +424,15 @@ def _run(args: argparse.Namespace) -> int:
     if not (Path(path) / nm.WEIGHTS_FILE).is_file():
       print(f"error: no NER model in teacher directory {path}", file=sys.stderr)
       return 2
+  if args.unlabelled_ag and not args.teacher:
+    print("error: --unlabelled-ag needs --teacher (the teachers label its sentences)", file=sys.stderr)
+    return 2
+  if args.unlabelled_ag and not Path(args.unlabelled_ag).is_file():
+    print(f"error: no such file: {args.unlabelled_ag}", file=sys.stderr)
+    return 2
+  if args.unlabelled_rows < 1:
+    print("error: --unlabelled-rows must be at least 1", file=sys.stderr)
+    return 2
   if not 0.0 <= args.distill_weight <= 1.0:
     print("error: --distill-weight must be between 0 and 1", file=sys.stderr)
     return 2
