@@ -636,14 +636,18 @@ def test_distillation_loss_mixes_the_gold_and_the_teachers_targets():
   assert torch.allclose(half, 0.75 * gold + 0.25 * teachers, atol=1e-6)
 
 
+#: A one-epoch training run on the tiny CoNLL file (add --out and the options under test).
+_TINY_RUN = ["--train", str(TINY_CONLL), "--keep", "last", "--epochs", "1", "--batch-size", "2", "--context", "64",
+             "--threads", "1", "--log-every", "1000"]
+
+
 @pytest.mark.slow
 def test_training_with_teachers_records_them_and_checks_them(tmp_path, capsys):
   from pipelines.training import train_ner
 
   teacher = nm.save_casing_model(_random_casing_model(4), tmp_path / "teacher", dtype="float32")
   out = tmp_path / "student"
-  common = ["--train", str(TINY_CONLL), "--keep", "last", "--epochs", "1", "--batch-size", "2", "--context", "64",
-            "--threads", "1", "--log-every", "1000"]
+  common = _TINY_RUN
   assert train_ner.main([*common, "--out", str(out), "--teacher", str(tmp_path / "none")]) == 2
   assert "no NER model in teacher directory" in capsys.readouterr().err
   assert train_ner.main([*common, "--out", str(out), "--teacher", str(teacher), "--distill-weight", "1.5"]) == 2
@@ -729,8 +733,7 @@ def test_training_on_unlabelled_news_needs_teachers_and_records_it(tmp_path, cap
   teacher = nm.save_casing_model(_random_casing_model(4), tmp_path / "teacher", dtype="float32")
   csv_path = _ag_csv(tmp_path / "ag.csv")
   out = tmp_path / "student"
-  common = ["--train", str(TINY_CONLL), "--keep", "last", "--epochs", "1", "--batch-size", "2", "--context", "64",
-            "--threads", "1", "--log-every", "1000", "--out", str(out)]
+  common = [*_TINY_RUN, "--out", str(out)]
   assert train_ner.main([*common, "--unlabelled-ag", str(csv_path)]) == 2
   assert "--unlabelled-ag needs --teacher" in capsys.readouterr().err
   assert train_ner.main([*common, "--teacher", str(teacher), "--unlabelled-ag", str(tmp_path / "none.csv")]) == 2

@@ -416,7 +416,7 @@ def _run(args: argparse.Namespace) -> int:
   if args.keep == "best" and not args.dev:
     print("error: --keep best needs --dev (or use --keep last)", file=sys.stderr)
     return 2
-  for path in [*args.train, *([args.dev] if args.dev else [])]:
+  for path in [*args.train, *([args.dev] if args.dev else []), *([args.unlabelled_ag] if args.unlabelled_ag else [])]:
     if not Path(path).is_file():
       print(f"error: no such file: {path}", file=sys.stderr)
       return 2
@@ -426,9 +426,6 @@ def _run(args: argparse.Namespace) -> int:
       return 2
   if args.unlabelled_ag and not args.teacher:
     print("error: --unlabelled-ag needs --teacher (the teachers label its sentences)", file=sys.stderr)
-    return 2
-  if args.unlabelled_ag and not Path(args.unlabelled_ag).is_file():
-    print(f"error: no such file: {args.unlabelled_ag}", file=sys.stderr)
     return 2
   if args.unlabelled_rows < 1:
     print("error: --unlabelled-rows must be at least 1", file=sys.stderr)
