@@ -647,16 +647,15 @@ def test_training_with_teachers_records_them_and_checks_them(tmp_path, capsys):
 
   teacher = nm.save_casing_model(_random_casing_model(4), tmp_path / "teacher", dtype="float32")
   out = tmp_path / "student"
-  common = _TINY_RUN
-  assert train_ner.main([*common, "--out", str(out), "--teacher", str(tmp_path / "none")]) == 2
+  assert train_ner.main([*_TINY_RUN, "--out", str(out), "--teacher", str(tmp_path / "none")]) == 2
   assert "no NER model in teacher directory" in capsys.readouterr().err
-  assert train_ner.main([*common, "--out", str(out), "--teacher", str(teacher), "--distill-weight", "1.5"]) == 2
+  assert train_ner.main([*_TINY_RUN, "--out", str(out), "--teacher", str(teacher), "--distill-weight", "1.5"]) == 2
   assert not out.exists()
   other = nm.save_casing_model(_random_casing_model(5, labels=("O", "B-PER", "I-PER")), tmp_path / "other")
   with pytest.raises(ValueError, match="teacher"):
-    train_ner.main([*common, "--out", str(tmp_path / "bad"), "--teacher", str(other)])
+    train_ner.main([*_TINY_RUN, "--out", str(tmp_path / "bad"), "--teacher", str(other)])
 
-  assert train_ner.main([*common, "--out", str(out), "--teacher", str(teacher), str(teacher),
+  assert train_ner.main([*_TINY_RUN, "--out", str(out), "--teacher", str(teacher), str(teacher),
                          "--distill-weight", "0.7"]) == 0
   assert "teachers: 2 models read" in capsys.readouterr().out
   summary = json.loads((out / "training.json").read_text())
