@@ -201,6 +201,27 @@ def test_top1_topic_report_exact_values():
                                      "top": [(ECONOMY, 1), (POLITICS, 1), (SPORT, 1)]}
 
 
+def test_top1_topic_report_scores_the_topics_each_row_gets():
+  top = [SPORT, ECONOMY, POLITICS, POLITICS]
+  gold = [(SPORT,), (ECONOMY, POLITICS), (ECONOMY,), (CRIME, POLITICS)]
+  main = [SPORT, ECONOMY, ECONOMY, None]
+  topics = [[SPORT, ECONOMY], [ECONOMY, POLITICS], [POLITICS], [POLITICS, CRIME]]
+  report = metrics.top1_topic_report(top, gold, main, topics=topics)
+  assert report["main_in_topics"] == pytest.approx(2 / 3, abs=1e-4)  # the third row misses economy
+  assert report["mean_topics_per_text"] == 1.75
+  economy = report["per_label"][ECONOMY]
+  assert economy["recall"] == 0.5 and economy["in_topics_recall"] == 0.5
+  assert economy["in_topics"] == 2 and economy["in_topics_precision"] == 0.5  # the sport row does not carry it
+  politics = report["per_label"][POLITICS]
+  assert politics["in_topics"] == 3 and politics["in_topics_precision"] == pytest.approx(2 / 3, abs=1e-4)
+  assert politics["in_topics_recall"] is None and politics["support"] == 0
+  assert report["per_label"][CRIME] == {"precision": None, "recall": None, "support": 0, "predicted": 0,
+                                        "in_topics_recall": None, "in_topics_precision": 1.0, "in_topics": 1}
+  with pytest.raises(ValueError):
+    metrics.top1_topic_report(top, gold, main, topics=topics[:3])
+  assert "main_in_topics" not in metrics.top1_topic_report(top, gold, main)
+
+
 def test_top1_topic_report_names_set_rows_by_group_and_counts_confusions():
   top = [ARTS, ARTS, ARTS, SPORT]
   gold = [(POLITICS, CRIME)] * 3 + [(SPORT,)]
@@ -236,7 +257,9 @@ def test_eval_command_on_tiny_huffpost_and_ag_dev_parts(tmp_path, capsys):
   assert huff["n"] == 4 and huff["n_main"] == 4 and "lower-cased" in huff["note"]
   assert set(huff["by_group"]) == {"SPORTS", "BUSINESS"}
   assert huff["per_label"][SPORT]["support"] == 2 and huff["per_label"][ECONOMY]["support"] == 2
-  assert {"top1_accuracy", "top1_in_gold", "confusions", "per_label", "model"} <= set(huff)
+  assert {"top1_accuracy", "top1_in_gold", "confusions", "per_label", "model", "main_in_topics"} <= set(huff)
+  assert huff["main_in_topics"] >= huff["top1_accuracy"]  # the top topic is always among a text's topics
+  assert huff["mean_topics_per_text"] >= 1 and "in_topics_recall" in huff["per_label"][SPORT]
   assert ag_report["n"] == 8 and ag_report["n_main"] == 6
   assert set(ag_report["by_group"]) == {"World", "Sports", "Business", "Sci/Tech"}
 

@@ -310,8 +310,11 @@ def test_eval_command_on_tiny_jsonl(tmp_path, capsys):
   assert eval_topics.main(["--jsonl", str(path), "--threads", "1"]) == 0
   report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert report["n"] == 3 and report["top1_accuracy"] == pytest.approx(1.0)
-  assert report["per_label"][SPORT] == {"precision": 1.0, "recall": 1.0, "support": 1, "predicted": 1}
-  assert set(report["per_label"][POLITICS]) >= {"precision", "recall", "support"}
+  sport = report["per_label"][SPORT]
+  assert {k: sport[k] for k in ("precision", "recall", "support", "predicted")} == {
+      "precision": 1.0, "recall": 1.0, "support": 1, "predicted": 1}
+  assert sport["in_topics_recall"] == 1.0 and report["main_in_topics"] == 1.0
+  assert set(report["per_label"][POLITICS]) >= {"precision", "recall", "support", "in_topics_precision"}
 
 
 def _tiny_hf_dir(tmp_path: Path, labels: list[str]) -> Path:

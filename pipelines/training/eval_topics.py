@@ -9,7 +9,9 @@ deterministic, stratified hash splits of the de-duplicated data (``topics_data.s
 Each data set prints one JSON line: ``top1_accuracy`` (top topic == the main topic), ``top1_in_gold``
 (top topic is any of the row's topics; AG World rows have a set of 12 and no main topic), per topic
 precision/recall/support of the top-1, the largest confusion pairs (gold -> predicted, counts) and, for
-HuffPost and AG, the same per source class. HuffPost headlines are lower-cased: casing is lost, so the
+HuffPost and AG, the same per source class. The topics a text gets (its top topic and every other that
+reaches the model's threshold, as the pipeline writes them) are scored too: ``main_in_topics`` and, per
+topic, ``in_topics_recall`` / ``in_topics_precision``. HuffPost headlines are lower-cased: casing is lost, so the
 NER casing features (the encoder's token types) see lower case.
 
 By default the enrichment core on the ONNX int8 graph scores, as the pipeline runs it;
@@ -54,7 +56,8 @@ def read_jsonl(path: Path) -> tuple[list[str], list[list[str]]]:
 def evaluate_rows(model, rows: Sequence[td.LabelledText], batch_size: int = 32,
                   groups: bool = True) -> dict:
   """Score ``model`` (a :class:`transforms.core.Enrichment` with a topic model) on ``rows``:
-  :func:`pipelines.training.metrics.top1_topic_report` plus mean top score and topics a text."""
+  :func:`pipelines.training.metrics.top1_topic_report` (with the topics each text gets) plus the
+  mean top score."""
   texts = [row.text for row in rows]
   started = time.time()
   results = [r for i in range(0, len(texts), batch_size)
@@ -63,10 +66,10 @@ def evaluate_rows(model, rows: Sequence[td.LabelledText], batch_size: int = 32,
   scores = np.stack([r.topic_scores for r in results]) if results else np.zeros((0, len(codes)))
   top = [codes[i] for i in np.argmax(scores, axis=1)]
   report = top1_topic_report(top, [row.labels for row in rows], [row.main for row in rows],
-                             [row.group for row in rows] if groups else None)
+                             [row.group for row in rows] if groups else None,
+                             topics=[[topic.code for topic in r.topics] for r in results])
   if len(texts):
     report["mean_top_score"] = round(float(scores.max(axis=1).mean()), 4)
-    report["mean_topics_per_text"] = round(float(np.mean([len(r.topics) for r in results])), 3)
   report["model"] = model.name
   report["seconds"] = round(time.time() - started, 2)
   return report
@@ -116,7 +119,8 @@ def _run(args: argparse.Namespace) -> int:
   for report in reports:
     if args.verbose_labels:
       for code, row in sorted(report["per_label"].items()):
-        print(f"{code}\tP={row['precision']}\tR={row['recall']}\tsupport={row['support']}")
+        print(f"{code}\tP={row['precision']}\tR={row['recall']}\tsupport={row['support']}"
+              f"\tin topics: P={row['in_topics_precision']}\tR={row['in_topics_recall']}")
       for gold, predicted, count in report["confusions"]:
         print(f"{gold} -> {predicted}\t{count}")
     print(json.dumps(report, sort_keys=True))

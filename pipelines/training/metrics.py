@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -54,7 +54,8 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
 
 
 def top1_topic_report(top: Sequence[str], gold: Sequence[Sequence[str]], main: Sequence[str | None],
-                      groups: Sequence[str] | None = None, confusions: int = 15) -> dict:
+                      groups: Sequence[str] | None = None, confusions: int = 15,
+                      topics: Sequence[Collection[str]] | None = None) -> dict:
   """Scores of top-1 topics ``top`` against real labels.
 
   ``gold[i]``: the topics that count as a right top-1 for row i; ``main[i]``: the one it is mainly about
@@ -66,20 +67,29 @@ def top1_topic_report(top: Sequence[str], gold: Sequence[Sequence[str]], main: S
     rows) and ``precision`` (rows whose top-1 is it, ``predicted``, for which it is a gold topic);
   * ``confusions``: the largest ``[gold, predicted, count]`` of wrong top-1s (gold: the main topic, else
     the row's group);
-  * ``by_group`` (with ``groups``): per source class, n, top-1 in gold and its 3 commonest top-1s.
+  * ``by_group`` (with ``groups``): per source class, n, top-1 in gold and its 3 commonest top-1s;
+  * with ``topics`` (the topics each row gets: the top one and every other above the threshold):
+    ``main_in_topics`` (the main topic is among them, over ``n_main``), ``mean_topics_per_text``, and per topic
+    ``in_topics_recall`` (rows mainly about it that get it) and ``in_topics_precision`` (rows that get
+    it, ``in_topics``, for which it is a gold topic).
   """
   n = len(top)
-  if not (len(gold) == len(main) == n and (groups is None or len(groups) == n)):
-    raise ValueError("top, gold, main and groups must have one entry a row")
+  if not (len(gold) == len(main) == n and all(x is None or len(x) == n for x in (groups, topics))):
+    raise ValueError("top, gold, main, groups and topics must have one entry a row")
   right = [t in g for t, g in zip(top, gold, strict=True)]
   with_main = [(t, m) for t, m in zip(top, main, strict=True) if m is not None]
   per_label = {}
-  for code in sorted(set(top) | {m for _, m in with_main}):
+  chosen = [set(row) for row in topics] if topics is not None else None
+  for code in sorted(set(top) | {m for _, m in with_main} | set().union(*(chosen or []))):
     predicted = [ok for t, ok in zip(top, right, strict=True) if t == code]
     support = [t == code for t, m in with_main if m == code]
-    per_label[code] = {"precision": round(sum(predicted) / len(predicted), 4) if predicted else None,
-                       "recall": round(sum(support) / len(support), 4) if support else None,
+    per_label[code] = {"precision": _share(predicted), "recall": _share(support),
                        "support": len(support), "predicted": len(predicted)}
+    if chosen is not None:
+      got = [code in g for c, g in zip(chosen, gold, strict=True) if code in c]
+      per_label[code].update(in_topics_recall=_share([code in c for c, m in zip(chosen, main, strict=True)
+                                                      if m == code]),
+                             in_topics_precision=_share(got), in_topics=len(got))
   pairs: dict[tuple[str, str], int] = {}
   for i, (t, ok) in enumerate(zip(top, right, strict=True)):
     if not ok:
@@ -87,12 +97,15 @@ def top1_topic_report(top: Sequence[str], gold: Sequence[Sequence[str]], main: S
       pairs[(source, t)] = pairs.get((source, t), 0) + 1
   report = {
       "n": n, "n_main": len(with_main),
-      "top1_accuracy": round(sum(t == m for t, m in with_main) / len(with_main), 4) if with_main else None,
-      "top1_in_gold": round(sum(right) / n, 4) if n else None,
+      "top1_accuracy": _share([t == m for t, m in with_main]),
+      "top1_in_gold": _share(right),
       "per_label": per_label,
       "confusions": [[g, p, c] for (g, p), c in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
                      ][:confusions],
   }
+  if chosen is not None:
+    report["main_in_topics"] = _share([m in c for c, m in zip(chosen, main, strict=True) if m is not None])
+    report["mean_topics_per_text"] = round(sum(map(len, chosen)) / n, 3) if n else None
   if groups is not None:
     by_group = {}
     for name in sorted(set(groups)):
@@ -100,7 +113,12 @@ def top1_topic_report(top: Sequence[str], gold: Sequence[Sequence[str]], main: S
       tops: dict[str, int] = {}
       for i in rows:
         tops[top[i]] = tops.get(top[i], 0) + 1
-      by_group[name] = {"n": len(rows), "top1_in_gold": round(sum(right[i] for i in rows) / len(rows), 4),
+      by_group[name] = {"n": len(rows), "top1_in_gold": _share([right[i] for i in rows]),
                         "top": sorted(tops.items(), key=lambda kv: (-kv[1], kv[0]))[:3]}
     report["by_group"] = by_group
   return report
+
+
+def _share(flags: Sequence[bool]) -> float | None:
+  """The share of true flags, rounded to 4 places; None for no flags."""
+  return round(sum(flags) / len(flags), 4) if flags else None
