@@ -1,4 +1,5 @@
-"""Encoders as topic-head training reads them: fixed overlapping windows, hidden states of one layer."""
+"""Encoders as topic-model development reads them: fixed overlapping windows, hidden states of one layer;
+and the one seeding of model development's random generators."""
 
 from __future__ import annotations
 
@@ -100,9 +101,9 @@ class Encoder:
       start += step
     return out
 
-  @torch.inference_mode()
-  def hidden_states(self, windows: Sequence[Window], layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hidden states after ``layer`` encoder layers (0 = embeddings) for a batch of windows."""
+  @staticmethod
+  def batch(windows: Sequence[Window]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Word-piece ids, token types and attention mask of ``windows``, padded to the longest."""
     length = max(w.length for w in windows)
     ids = torch.zeros(len(windows), length, dtype=torch.long)
     types = torch.zeros(len(windows), length, dtype=torch.long)
@@ -111,6 +112,12 @@ class Encoder:
       ids[i, :w.length] = torch.tensor(w.ids)
       types[i, :w.length] = torch.tensor(w.types)
       mask[i, :w.length] = 1
+    return ids, types, mask
+
+  @torch.inference_mode()
+  def hidden_states(self, windows: Sequence[Window], layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states after ``layer`` encoder layers (0 = embeddings) for a batch of windows."""
+    ids, types, mask = self.batch(windows)
     hidden = self.bert.embeddings(input_ids=ids, token_type_ids=types)
     bias = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
     for block in self.bert.encoder.layer[:layer]:
@@ -133,3 +140,14 @@ def sentence_embeddings(encoder: Encoder, texts: Sequence[str], max_length: int 
     hidden, mask = encoder.hidden_states([windows[i] for i in index], encoder.num_layers)
     out[index] = masked_hidden_mean(hidden, mask).numpy()
   return out
+
+
+def seed_everything(seed: int) -> None:
+  """Seed Python's, numpy's and torch's random generators."""
+  import random
+
+  import numpy as np
+
+  random.seed(seed)
+  np.random.seed(seed)
+  torch.manual_seed(seed)

@@ -197,15 +197,6 @@ def distillation_loss(logits, labels, soft, weight: float):
   return (1 - weight) * gold + weight * -(soft[mask] * logp).sum(-1).mean()
 
 
-def seed_everything(seed: int) -> None:
-  import numpy as np
-  import torch
-
-  random.seed(seed)
-  np.random.seed(seed)
-  torch.manual_seed(seed)
-
-
 def read_documents(paths: Sequence[str | Path]) -> list[conll.ConllSentence]:
   """The sentences of several CoNLL files, one after the other, with document numbers kept apart."""
   out: list[conll.ConllSentence] = []
@@ -219,6 +210,8 @@ def train(args: argparse.Namespace) -> dict:
   """Train, keep the best dev epoch (or the last, ``--keep last``) in ``args.out``; return the training summary."""
   import torch
   from transformers import get_linear_schedule_with_warmup
+
+  from pipelines.training.encoder import seed_everything  # torch: loaded when training, not for --help
 
   torch.set_num_threads(args.threads)
   device = torch.device(args.device)

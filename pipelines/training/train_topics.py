@@ -317,24 +317,15 @@ def new_head(encoder, layer: int, head_args: dict):
   return head
 
 
-def seed_everything(seed: int) -> None:
-  import random
-
-  import torch
-
-  random.seed(seed)
-  np.random.seed(seed)
-  torch.manual_seed(seed)
-
-
 def train(args: argparse.Namespace) -> dict:
   import torch
 
+  from pipelines.training import encoder as te  # torch: loaded when training, not for --help
   from transforms import topics_model as tm
 
   log = print
   started = time.time()
-  seed_everything(args.seed)
+  te.seed_everything(args.seed)
   if args.threads:
     torch.set_num_threads(args.threads)
   ag_train, ag_dev = td.load_ag(Path(args.ag))
@@ -350,8 +341,6 @@ def train(args: argparse.Namespace) -> dict:
       f"IPTC definitions {len(iptc)}, Reuters {len(reuters)}, HuffPost train {len(huffpost)}, "
       f"seed texts {len(seed_rows)}")
   cache = Path(args.cache_dir) if args.cache_dir else None
-  from pipelines.training import encoder as te  # torch: loaded when training, not for --help
-
   base = args.encoder == te.BASE_ENCODER
   encoder = te.Encoder(args.encoder)
   # the head fits this encoder only: its weights' sha1 goes into the config (None for the base)
