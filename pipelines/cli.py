@@ -35,8 +35,9 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
     "train": ("Train a model (ner, topics) or average NER runs (ner-average).",
               {"ner": "pipelines.training.train_ner", "ner-average": "pipelines.training.average_ner",
                "topics": "pipelines.training.train_topics"}),
-    "eval": ("Evaluate a model or stage (ner, topics, resolve, clusters).",
+    "eval": ("Evaluate a model or stage (ner, topics, resolve, clusters; topics-reference: a yardstick).",
              {"ner": "pipelines.training.eval_ner", "topics": "pipelines.training.eval_topics",
+              "topics-reference": "pipelines.training.reference_topics",
               "resolve": "pipelines.training.eval_resolve", "clusters": "pipelines.training.eval_clusters"}),
 }
 #: Our own packages: their warnings and log records are always shown.

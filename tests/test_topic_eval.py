@@ -280,3 +280,36 @@ def test_huffpost_training_rows_come_from_the_train_part_only(tmp_path):
   assert not {e.text for e in examples} & {row.text for row in dev}
   sport = next(e for e in examples if e.label == "SPORTS")
   assert sport.source == "huffpost" and sport.target[td.INDEX[SPORT]] == 1.0 and sport.target.sum() == 1.0
+
+
+def test_topics_reference_fine_tunes_the_whole_encoder_and_learns_the_dev_part(tmp_path, capsys):
+  pytest.importorskip("torch")
+  from pipelines.training import reference_topics
+
+  huffpost = tmp_path / "headlines.jsonl"
+  rows = [{"text": f"the {team} won the cup final {i} to nil", "source_category": "SPORTS"}
+          for i, team in enumerate(["reds", "blues", "city", "united", "rovers", "wanderers"] * 2)]
+  rows += [{"text": f"shares in {firm} fell {i}% after the bank cut its profit forecast",
+            "source_category": "BUSINESS"}
+           for i, firm in enumerate(["acme", "globex", "initech", "umbrella", "hooli", "vandelay"] * 2)]
+  huffpost.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+  assert reference_topics.main(["--huffpost", str(huffpost), "--huffpost-dev-fraction", "0.25",
+                                "--epochs", "3", "--lr", "1e-4", "--batch-size", "4", "--min-support", "2",
+                                "--threads", "1"]) == 0
+  lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+  assert [line["epoch"] for line in lines[:-1]] == [1, 2, 3]
+  report = lines[-1]
+  assert report["n"] == 6 and set(report["by_group"]) == {"SPORTS", "BUSINESS"}
+  assert report["per_label"][SPORT]["support"] == 3 and report["per_label"][ECONOMY]["support"] == 3
+  assert report["top1_accuracy"] == 1.0 and report["lowest_recall"] == 1.0  # two plain desks, learnt
+  assert "18 rows" in report["reference"] and report["epochs"] == 3
+
+
+def test_lowest_recall_counts_only_roots_with_enough_support():
+  from pipelines.training import reference_topics
+
+  report = {"per_label": {SPORT: {"recall": 0.9, "support": 300}, ECONOMY: {"recall": 0.4, "support": 10},
+                          ARTS: {"recall": None, "support": 0}}}
+  assert reference_topics.lowest_recall(report, 200) == 0.9
+  assert reference_topics.lowest_recall(report, 5) == 0.4
+  assert reference_topics.lowest_recall(report, 500) is None
