@@ -11,8 +11,8 @@ Each data set prints one JSON line: ``top1_accuracy`` (top topic == the main top
 precision/recall/support of the top-1, the largest confusion pairs (gold -> predicted, counts) and, for
 HuffPost and AG, the same per source class. The topics a text gets (its top topic and every other that
 reaches the model's threshold, as the pipeline writes them) are scored too: ``main_in_topics`` and, per
-topic, ``in_topics_recall`` / ``in_topics_precision``. HuffPost headlines are lower-cased: casing is lost, so the
-NER casing features (the encoder's token types) see lower case.
+topic, ``in_topics_recall`` / ``in_topics_precision``. HuffPost headlines are lower-cased: casing is lost,
+so the NER casing features (the encoder's token types) see lower case.
 
 By default the enrichment core on the ONNX int8 graph scores, as the pipeline runs it;
 ``--inference-backend torch`` scores the fp32 torch path.

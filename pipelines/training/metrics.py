@@ -69,9 +69,9 @@ def top1_topic_report(top: Sequence[str], gold: Sequence[Sequence[str]], main: S
     the row's group);
   * ``by_group`` (with ``groups``): per source class, n, top-1 in gold and its 3 commonest top-1s;
   * with ``topics`` (the topics each row gets: the top one and every other above the threshold):
-    ``main_in_topics`` (the main topic is among them, over ``n_main``), ``mean_topics_per_text``, and per topic
-    ``in_topics_recall`` (rows mainly about it that get it) and ``in_topics_precision`` (rows that get
-    it, ``in_topics``, for which it is a gold topic).
+    ``main_in_topics`` (the main topic is among them, over ``n_main``), ``mean_topics_per_text``, and per
+    topic ``in_topics_recall`` (rows mainly about it that get it) and ``in_topics_precision`` (rows that
+    get it, ``in_topics``, for which it is a gold topic).
   """
   n = len(top)
   if not (len(gold) == len(main) == n and all(x is None or len(x) == n for x in (groups, topics))):

@@ -51,8 +51,10 @@ def _run(args: argparse.Namespace) -> int:
   encoder = te.Encoder(args.encoder)
   bert = encoder.bert
   classifier = torch.nn.Linear(encoder.hidden_size, len(codes))
-  windows = [encoder.windows(row.text, max_length=args.max_length, max_windows=1)[0] for row in train]
-  dev_windows = [encoder.windows(row.text, max_length=args.max_length, max_windows=1)[0] for row in dev]
+  def first_windows(rows: list) -> list:
+    return [encoder.windows(row.text, max_length=args.max_length, max_windows=1)[0] for row in rows]
+
+  windows, dev_windows = first_windows(train), first_windows(dev)
   targets = torch.tensor([index[row.main] for row in train])
 
   def logits(batch: list) -> torch.Tensor:
