@@ -282,6 +282,20 @@ def test_huffpost_training_rows_come_from_the_train_part_only(tmp_path):
   assert sport.source == "huffpost" and sport.target[td.INDEX[SPORT]] == 1.0 and sport.target.sum() == 1.0
 
 
+def test_huffpost_training_rows_of_chosen_roots_can_be_left_out(tmp_path):
+  from pipelines.training import train_topics as tt
+
+  path = tmp_path / "headlines.jsonl"
+  _write_huffpost(path)
+  every = tt.huffpost_train_examples(path)
+  skipped = tt.topic_codes("15,medtop:04000000")
+  assert skipped == [SPORT, "medtop:04000000"]
+  fewer = tt.huffpost_train_examples(path, skipped)
+  left_out = {e.label for e in every} - {e.label for e in fewer}
+  assert left_out == {"SPORTS", "BUSINESS", "MONEY"}
+  assert [e.text for e in fewer] == [e.text for e in every if e.label not in left_out]
+
+
 def test_topics_reference_fine_tunes_the_whole_encoder_and_learns_the_dev_part(tmp_path, capsys):
   pytest.importorskip("torch")
   from pipelines.training import reference_topics

@@ -119,6 +119,20 @@ def test_seed_negatives_are_configurable(tmp_path):
   assert wider.target[td.INDEX[POLITICS]] == 1.0  # a named topic is never a negative
 
 
+def test_lowered_copies_are_a_seeded_share_with_the_same_targets():
+  rows = [td.Example(f"Story {i} about Apple and the FED", *td.single_topic_target("medtop:04000000", []), "ag",
+                     "Business") for i in range(10)]
+  copies = tt.lowered_copies(rows, 0.3, seed=7)
+  assert len(copies) == 3 and copies == tt.lowered_copies(rows, 0.3, seed=7)
+  assert {c.text for c in copies} != {c.text for c in tt.lowered_copies(rows, 0.3, seed=8)}
+  for copy in copies:
+    original = rows[int(copy.text.split()[1])]
+    assert copy.text == original.text.lower() and copy.source == "ag" and copy.label == "Business"
+    assert np.array_equal(copy.target, original.target) and np.array_equal(copy.weight, original.weight)
+  assert rows[0].text.startswith("Story 0 about Apple")  # the originals keep their case
+  assert tt.lowered_copies(rows, 0.0, seed=7) == [] and len(tt.lowered_copies(rows, 2.0, seed=7)) == 10
+
+
 def test_reuters_tags_map_to_economy(tmp_path):
   body = "The company said first quarter net profit rose to 12 mln dlrs from nine mln dlrs a year ago. " * 4
   sgm = (f'<REUTERS TOPICS="YES" NEWID="1"><TOPICS><D>earn</D></TOPICS><TEXT><TITLE>ACME PROFIT UP</TITLE>'

@@ -36,10 +36,12 @@ stages.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
 import os
+import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -317,6 +319,25 @@ def new_head(encoder, layer: int, head_args: dict):
   return head
 
 
+def topic_codes(spec: str) -> list[str]:
+  """Comma-separated top-level topics, as numbers (``4``) or codes (``medtop:04000000``) -> codes."""
+  return [td.medtop(int(n)) if n.isdigit() else n for n in spec.split(",") if n]
+
+
+def huffpost_train_examples(path: Path, skipped: Sequence[str] = ()) -> list[td.Example]:
+  """The HuffPost train part as examples, less the rows whose root is in ``skipped``."""
+  return td.huffpost_examples(row for row in td.split_huffpost(path)[0] if row.main not in skipped)
+
+
+def lowered_copies(rows: Sequence[td.Example], share: float, seed: int) -> list[td.Example]:
+  """Lower-cased copies of a seeded ``share`` of ``rows`` (same targets and source): cased wire copy and
+  lower-cased headlines then teach the same topics, rather than casing telling the sources apart."""
+  if share <= 0 or not rows:
+    return []
+  picked = random.Random(seed).sample(range(len(rows)), round(min(share, 1.0) * len(rows)))
+  return [dataclasses.replace(rows[i], text=rows[i].text.lower()) for i in sorted(picked)]
+
+
 def train(args: argparse.Namespace) -> dict:
   import torch
 
@@ -333,8 +354,9 @@ def train(args: argparse.Namespace) -> dict:
     ag_train, ag_dev = ag_train[:args.limit], ag_dev[:max(20, args.limit // 9)]
   iptc = td.load_iptc(Path(args.iptc))
   reuters = td.load_reuters(Path(args.reuters), limit=args.reuters_limit) if args.reuters else []
-  huffpost = td.huffpost_examples(td.split_huffpost(Path(args.huffpost))[0]) if args.huffpost else []
-  seed_negatives = [td.medtop(int(n)) if n.isdigit() else n for n in args.seed_negatives.split(",") if n]
+  seed_negatives = topic_codes(args.seed_negatives)
+  skipped = topic_codes(args.huffpost_skip)
+  huffpost = huffpost_train_examples(Path(args.huffpost), skipped) if args.huffpost else []
   seed_rows = [row for path in args.seed_data if path
                for row in td.load_seed(Path(path), args.seed_secondary_target, seed_negatives)]
   log(f"data: AG train {len(ag_train)}, AG dev {len(ag_dev)} (fixed stratified hash split), "
@@ -357,8 +379,11 @@ def train(args: argparse.Namespace) -> dict:
     log(f"World pseudo-labels (IPTC concept teacher): {counts}")
   layer = args.feature_layer if args.feature_layer is not None else (
       encoder.num_layers - 1 if base else DEFAULT_NER_FEATURE_LAYER)
+  lowered = lowered_copies(ag_train + reuters, args.lowercase_share, args.seed)
   sources = [("agtrain", ag_train), ("iptc", iptc), ("reuters", reuters), ("huffpost", huffpost),
-             ("seed", seed_rows)]
+             ("seed", seed_rows), ("lowered", lowered)]
+  if lowered:
+    log(f"lower-cased copies of AG and Reuters training rows: {len(lowered)}")
   feats = {}
   for name, rows in [("agdev", ag_dev)] + sources:
     if rows:
@@ -416,11 +441,14 @@ def train(args: argparse.Namespace) -> dict:
       "temperature": temperature,
       "training": {"seed": args.seed, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                    "iptc_weight": args.iptc_weight, "reuters_weight": args.reuters_weight,
+                   "huffpost_weight": args.huffpost_weight, "huffpost_skip": skipped,
+                   "lowercase_share": args.lowercase_share,
                    "seed_weight": args.seed_weight, "seed_secondary_target": args.seed_secondary_target,
                    "seed_windows": args.seed_windows, "seed_negatives": seed_negatives,
                    "pseudo_weight": args.pseudo_weight,
                    "rows": {"ag_train": len(ag_train), "ag_dev": len(ag_dev), "iptc": len(iptc),
                             "reuters": len(reuters), "huffpost": len(huffpost), "seed": len(seed_rows),
+                            "lowered": len(lowered),
                             "seed_windows": len(feats["seed"]) if seed_rows else 0},
                    "seconds": round(time.time() - started, 1)},
   }
@@ -450,6 +478,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--huffpost", default=None,
                       help="HuffPost headlines JSONL (optional): its train part trains, its dev part never.")
   parser.add_argument("--huffpost-weight", type=float, default=1.0)
+  parser.add_argument("--huffpost-skip", default="",
+                      help="Top-level topics (numbers or codes) whose HuffPost train rows are left out.")
+  parser.add_argument("--lowercase-share", type=float, default=0.0,
+                      help="Share of the AG and Reuters training rows that also train lower-cased (0: none).")
   parser.add_argument("--seed-data", nargs="*", default=[str(path) for path in SEED_DATA],
                       help="Our own news-style examples (JSONL files of {text, labels}); none with no file.")
   parser.add_argument("--seed-weight", type=float, default=2.0)
