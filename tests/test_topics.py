@@ -123,7 +123,7 @@ def test_lowered_copies_are_a_seeded_share_with_the_same_targets():
   rows = [td.Example(f"Story {i} about Apple and the FED", *td.single_topic_target("medtop:04000000", []), "ag",
                      "Business") for i in range(10)]
   copies = tt.lowered_copies(rows, 0.3, seed=7)
-  assert len(copies) == 3 and copies == tt.lowered_copies(rows, 0.3, seed=7)
+  assert len(copies) == 3 and [c.text for c in copies] == [c.text for c in tt.lowered_copies(rows, 0.3, seed=7)]
   assert {c.text for c in copies} != {c.text for c in tt.lowered_copies(rows, 0.3, seed=8)}
   for copy in copies:
     original = rows[int(copy.text.split()[1])]
