@@ -287,10 +287,11 @@ def test_huffpost_training_rows_of_chosen_roots_can_be_left_out(tmp_path):
 
   path = tmp_path / "headlines.jsonl"
   _write_huffpost(path)
-  every = tt.huffpost_train_examples(path)
+  train, _ = td.split_huffpost(path)
+  every = td.huffpost_examples(train)
   skipped = tt.topic_codes("15,medtop:04000000")
   assert skipped == [SPORT, "medtop:04000000"]
-  fewer = tt.huffpost_train_examples(path, skipped)
+  fewer = td.huffpost_examples(train, skipped)
   left_out = {e.label for e in every} - {e.label for e in fewer}
   assert left_out == {"SPORTS", "BUSINESS", "MONEY"}
   assert [e.text for e in fewer] == [e.text for e in every if e.label not in left_out]

@@ -301,9 +301,12 @@ def split_huffpost(path: Path, dev_fraction: float = HUFFPOST_DEV_FRACTION,
   return train, dev
 
 
-def huffpost_examples(rows: Iterable[LabelledText]) -> list[Example]:
-  """HuffPost train rows as training examples: the mapped root a positive, the rest weak negatives."""
-  return [Example(row.text, *single_topic_target(row.main, []), "huffpost", row.group) for row in rows]
+def huffpost_examples(rows: Iterable[LabelledText], skipped: Iterable[str] = ()) -> list[Example]:
+  """HuffPost train rows as training examples: the mapped root a positive, the rest weak negatives;
+  rows whose root is in ``skipped`` are left out."""
+  skipped = set(skipped)
+  return [Example(row.text, *single_topic_target(row.main, []), "huffpost", row.group) for row in rows
+          if row.main not in skipped]
 
 
 def load_iptc(path: Path) -> list[Example]:

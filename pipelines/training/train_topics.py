@@ -324,11 +324,6 @@ def topic_codes(spec: str) -> list[str]:
   return [td.medtop(int(n)) if n.isdigit() else n for n in spec.split(",") if n]
 
 
-def huffpost_train_examples(path: Path, skipped: Sequence[str] = ()) -> list[td.Example]:
-  """The HuffPost train part as examples, less the rows whose root is in ``skipped``."""
-  return td.huffpost_examples(row for row in td.split_huffpost(path)[0] if row.main not in skipped)
-
-
 def lowered_copies(rows: Sequence[td.Example], share: float, seed: int) -> list[td.Example]:
   """Lower-cased copies of a seeded ``share`` of ``rows`` (same targets and source): cased wire copy and
   lower-cased headlines then teach the same topics, rather than casing telling the sources apart."""
@@ -356,7 +351,7 @@ def train(args: argparse.Namespace) -> dict:
   reuters = td.load_reuters(Path(args.reuters), limit=args.reuters_limit) if args.reuters else []
   seed_negatives = topic_codes(args.seed_negatives)
   skipped = topic_codes(args.huffpost_skip)
-  huffpost = huffpost_train_examples(Path(args.huffpost), skipped) if args.huffpost else []
+  huffpost = td.huffpost_examples(td.split_huffpost(Path(args.huffpost))[0], skipped) if args.huffpost else []
   seed_rows = [row for path in args.seed_data if path
                for row in td.load_seed(Path(path), args.seed_secondary_target, seed_negatives)]
   log(f"data: AG train {len(ag_train)}, AG dev {len(ag_dev)} (fixed stratified hash split), "
