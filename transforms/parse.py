@@ -15,7 +15,8 @@ what one story is and its locator:
 * ``plain``: the whole file or message (locator ``""``).
 * ``json``: a top-level object (``""``); or each element of a top-level array, or
   of an ``items``/``stories``/``articles``/``data`` array (``record:N``).
-* ``jsonl``: each non-blank line of JSON Lines / NDJSON (``line:N``).
+* ``jsonl``: each non-blank line of JSON Lines / NDJSON (``line:N``). UTF-8 is decoded line by line:
+  a line that does not decode is a dead letter of its own (``UnicodeDecodeError``, its bytes kept).
 * ``ninjs``: a JSON object shaped like IPTC ninjs, in any of the JSON containers above.
 * ``nitf``: a ``<nitf>`` document (``""``).
 * ``newsml``: a NewsML-G2 ``<newsItem>`` (``""``), or each item of a ``<newsMessage>``
@@ -73,9 +74,11 @@ metadata when it names one (``language_source="metadata"``, normalised by
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import datetime as dt
 import hashlib
+import io
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -431,24 +434,72 @@ def _check_not_media(data: bytes) -> None:
 
 
 def _check_prose(text: str) -> None:
-  """Tables (CSV/TSV) and Markdown documents are not wire stories (``NotAStory``).
+  """Tables (CSV/TSV, see :func:`_table_shape`) and Markdown documents are not wire stories (``NotAStory``).
 
-  A table: at least two lines, every one of the first 20 holding the same number (one or more) of
-  one delimiter, none ending like a sentence, none a dateline. Markdown: a heading (``# ...``) as the
-  first line, or two lines among the first 50 that are headings, code fences or table rows.
+  Markdown: a heading (``# ...``) as the first line, or two lines among the first 50 that are headings,
+  code fences or table rows.
   """
   lines = [line.strip() for line in text.splitlines() if line.strip()][:50]
   marked = [line for line in lines if _MARKDOWN_LINE.match(line)]
   if (lines and lines[0].startswith("#") and lines[0] in marked) or len(marked) >= 2:
     raise F.NotAStory("the text is a Markdown document (headings, code fences or tables), not a story")
-  head = lines[:20]
-  if len(head) < 2 or any(line.endswith(_SENTENCE_END) for line in head):
-    return
+  shape = _table_shape(text)
+  if shape:
+    delimiter, columns = shape
+    raise F.NotAStory(f"the text is a table ({'tab' if delimiter == chr(9) else repr(delimiter)}-separated "
+                      f"values, {columns} columns), not a story")
+
+
+_TABLE_ROWS = 20
+#: At most this many words in each field of a table that has neither quotes nor a header row.
+_CELL_WORDS = 4
+#: A column name in a header row: short, starting with a letter, no sentence punctuation.
+_COLUMN_NAME = re.compile(r"[^\W\d][\w ()/%#&+-]{0,39}")
+
+
+def _table_shape(text: str) -> tuple[str, int] | None:
+  """``(delimiter, columns)`` when ``text`` reads as delimited values (CSV, TSV...), else None.
+
+  For each delimiter, the first 20 non-blank rows are read with :mod:`csv`, strictly: a quoted field may
+  hold delimiters, doubled quotes and line breaks, while prose such as ``"Yes," he said`` breaks the
+  quoting and is no table. The first row sets the number of columns: two or more, two of them non-empty.
+  A table then shows that it is one, either
+
+  * with a quoted field, or a first row that names the columns (short distinct names) above two rows or
+    more; and at least 80% of the rows have as many fields, and fewer than half of the fields after a
+    delimiter start with a space (as prose does: ``"Yes", he said``); or
+  * as before quoting was read (a numeric table): every row has as many fields, and none ends like a
+    sentence or is a dateline.
+  """
   for delimiter in _CSV_DELIMITERS:
-    counts = {line.count(delimiter) for line in head}
-    if len(counts) == 1 and counts != {0} and not any(F.parse_dateline(line) for line in head):
-      raise F.NotAStory(f"the text is a table ({'tab' if delimiter == chr(9) else repr(delimiter)}-separated "
-                        f"values, {counts.pop() + 1} columns), not a story")
+    buffer = io.StringIO(text, newline="")
+    rows: list[list[str]] = []
+    try:
+      for row in csv.reader(buffer, delimiter=delimiter, strict=True):
+        if any(field.strip() for field in row):
+          rows.append(row)
+          if len(rows) == _TABLE_ROWS:
+            break
+    except csv.Error:
+      continue
+    columns = len(rows[0]) if rows else 0
+    names = [field for field in rows[0] if field.strip()] if rows else []
+    if len(rows) < 2 or columns < 2 or len(names) < 2:
+      continue
+    consistent = sum(len(row) == columns for row in rows)
+    later = [field for row in rows for field in row[1:]]
+    spaced = sum(field[:1].isspace() for field in later)  # prose: "Yes", he said.
+    quoted = re.search(f'(?:^|{re.escape(delimiter)})"', text[:buffer.tell()], re.M) is not None
+    header = len(rows) >= 3 and len({name.casefold() for name in names}) == len(names) and all(
+        name == name.strip() and _COLUMN_NAME.fullmatch(name) for name in names)
+    if (quoted or header) and consistent >= 0.8 * len(rows) and spaced * 2 < len(later):
+      return delimiter, columns
+    lines = [delimiter.join(row).strip() for row in rows]
+    cells = all(len(field.split()) <= _CELL_WORDS for row in rows for field in row)
+    if consistent == len(rows) and cells and not any(
+        line.endswith(_SENTENCE_END) or F.parse_dateline(line) for line in lines):
+      return delimiter, columns
+  return None
 
 
 def _check_textual(text: str) -> None:
@@ -471,23 +522,30 @@ def _json_sub(obj: object, locator: str, raw: bytes, container_fmt: str, forced:
 
 
 def _split_json(data: bytes, fmt: str, uri: str) -> list[_Sub]:
-  text = _decode_text(data)
   forced = "ninjs" if fmt == "ninjs" else None
   if fmt == "jsonl":
-    return _split_jsonl(text, forced)
+    return _split_jsonl(_decode_lines(data), forced)
+  try:
+    text = _decode_text(data)
+  except UnicodeDecodeError as error:
+    # Not all of it decodes: JSON Lines (its first decodable line is JSON) fail line by line, a JSON
+    # document fails whole.
+    lines = _decode_lines(data)
+    try:
+      json.loads(_first_line(lines))
+    except (json.JSONDecodeError, RecursionError):
+      raise error from None
+    return _split_jsonl(lines, forced)
   stripped = text.strip()
   if stripped.startswith("["):
     return _split_json_array(text, "record", forced)
   try:
     obj = json.loads(text)
   except json.JSONDecodeError:
-    # Several objects on separate lines: JSON Lines.
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    try:
-      json.loads(first)
-    except (json.JSONDecodeError, RecursionError):
-      raise
-    return _split_jsonl(text, forced)
+    # Several objects on separate lines: JSON Lines (else the first line's error).
+    lines = _decode_lines(data)
+    json.loads(_first_line(lines))
+    return _split_jsonl(lines, forced)
   if isinstance(obj, dict) and not F.is_ninjs(obj):
     for key in _JSON_CONTAINER_KEYS:
       items = obj.get(key)
@@ -532,13 +590,40 @@ def _split_json_array(text: str, prefix: str, forced: str | None) -> list[_Sub]:
     raise json.JSONDecodeError("expected ',' or ']'", text, pos)
 
 
-def _split_jsonl(text: str, forced: str | None) -> list[_Sub]:
+def _decode_lines(data: bytes) -> list[tuple[bytes, str | UnicodeDecodeError]]:
+  """Splits line-oriented text (JSON Lines) at ``\\n``: ``(raw bytes, text or decode error)`` per line.
+
+  UTF-8 (with or without BOM) is decoded line by line, so an undecodable byte fails only its own line,
+  whose raw bytes stay as they were (for replay). BOM-marked UTF-16 is one encoding for the whole file:
+  it is decoded whole by :func:`_decode_text` (strict: an undecodable file fails whole) and each line's
+  raw bytes are its UTF-8 encoding.
+  """
+  if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+    return [(line.encode("utf-8", "surrogatepass"), line) for line in _decode_text(data).split("\n")]
+  lines: list[tuple[bytes, str | UnicodeDecodeError]] = []
+  for line in data.removeprefix(_BOMS[0]).split(b"\n"):
+    try:
+      lines.append((line, line.decode("utf-8")))
+    except UnicodeDecodeError as error:
+      lines.append((line, error))
+  return lines
+
+
+def _first_line(lines: list[tuple[bytes, str | UnicodeDecodeError]]) -> str:
+  """The first non-blank line that decodes (``""`` when none does)."""
+  return next((text for _, text in lines if isinstance(text, str) and text.strip()), "")
+
+
+def _split_jsonl(lines: list[tuple[bytes, str | UnicodeDecodeError]], forced: str | None) -> list[_Sub]:
+  """One sub-record per non-blank line of :func:`_decode_lines`; an undecodable line is a dead letter."""
   subs: list[_Sub] = []
-  for number, line in enumerate(text.split("\n"), 1):
+  for number, (raw, line) in enumerate(lines, 1):
+    locator = f"line:{number}"
+    if isinstance(line, UnicodeDecodeError):
+      subs.append(_Sub(locator, raw, "jsonl", error=line))
+      continue
     if not line.strip():
       continue
-    raw = line.encode("utf-8", "surrogatepass")
-    locator = f"line:{number}"
     try:
       obj = json.loads(line)
     except (json.JSONDecodeError, RecursionError) as error:
