@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from pipelines.common import add_pipeline_arguments
+from pipelines.common import add_pipeline_arguments, bounded
 
 PROG = "wirestream run"
 
@@ -64,31 +64,56 @@ def build(pipeline, args: argparse.Namespace, *, run_id: str | None = None, file
   return (stories, errors) | "Write" >> WriteTables(args.output, shards_per_partition=args.shards_per_partition)
 
 
+def _subfolders(pattern: str) -> list[str]:
+  """The subfolders of ``pattern`` when it is a local directory: not read (a directory means its files)."""
+  if "://" in pattern or not os.path.isdir(pattern):
+    return []
+  return [entry.path for entry in os.scandir(pattern) if entry.is_dir() and not entry.name.startswith(".")]
+
+
+def _not_read(skipped: Sequence[str], glob: str) -> str:
+  shown = ", ".join(sorted(skipped)[:3]) + (", ..." if len(skipped) > 3 else "")
+  return (f"{len(skipped)} subfolder(s) not read ({shown}); a directory means the files directly in it: "
+          f"add {glob} to read every level")
+
+
 def _subfolder_note(patterns: Sequence[str]) -> str | None:
   """Names the subfolders of input directories that are not read (a directory means its files)."""
-  skipped = []
-  for pattern in patterns:
-    if "://" not in pattern and os.path.isdir(pattern):
-      skipped += [entry.path for entry in os.scandir(pattern) if entry.is_dir() and not entry.name.startswith(".")]
+  skipped = [path for pattern in patterns for path in _subfolders(pattern)]
   if not skipped:
     return None
-  shown = ", ".join(sorted(skipped)[:3]) + (", ..." if len(skipped) > 3 else "")
-  return (f"{PROG}: note: {len(skipped)} subfolder(s) not read ({shown}); a directory means the files "
-          f"directly in it: add '<dir>/**' to read every level")
+  return f"{PROG}: note: " + _not_read(skipped, "'<dir>/**'")
+
+
+def _match(patterns: Sequence[str]) -> dict[str, dict[str, int]]:
+  """``match_input_files``, pattern by pattern; a directory that matches nothing names its subfolders."""
+  from transforms.io import match_input_files
+
+  matched: dict[str, dict[str, int]] = {}
+  for pattern in patterns:
+    try:
+      matched.update(match_input_files([pattern]))
+    except ValueError as error:
+      skipped = _subfolders(pattern)
+      if not skipped:
+        raise
+      raise ValueError(f"{error}; {_not_read(skipped, repr(os.path.join(pattern, '**')))}") from error
+  return matched
 
 
 def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
   import pipelines.progress as progress
-  from pipelines.common import metric_counters, pipeline_options, prepare_models
-  from transforms.io import match_input_files
+  from pipelines.common import metric_counters, model_problem, new_pipeline, prepare_models
   from transforms.write import ensure_tables, output_is_writable
 
+  # Every value is checked before the output, whose check creates the lake's folder.
   try:
-    matched = match_input_files(args.input)
+    matched = _match(args.input)
+    pipeline = new_pipeline(beam_args)
   except ValueError as error:
     print(f"{PROG}: error: {error}", file=sys.stderr)
     return 2
-  problem = output_is_writable(args.output)
+  problem = model_problem(args) or output_is_writable(args.output)
   if problem:
     print(f"{PROG}: error: {problem}", file=sys.stderr)
     return 2
@@ -103,15 +128,12 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
   # From here on SIGTERM and SIGINT stop the run at once, also while models load or tables are prepared.
   with _exit_on_signals():
     prepare_models(args, PROG)
-    import apache_beam as beam
-
     ensure_tables(args.output, dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"))
     run_id = uuid.uuid4().hex
     progress.register(run_id, progress.Progress(
         len(paths), size, bool(args.stages), args.progress_seconds,
         printer=lambda line: print(line, file=sys.stderr, flush=True)))
     try:
-      pipeline = beam.Pipeline(options=pipeline_options(beam_args))
       build(pipeline, args, run_id=run_id, files=len(paths), size=size)
       result = pipeline.run()
       result.wait_until_finish()
@@ -165,6 +187,6 @@ def register(subparsers) -> None:
   add_pipeline_arguments(parser)
   parser.add_argument("--fail-on-errors", action="store_true",
                       help="Exit with status 1 when any record landed in errors (for scripts and CI).")
-  parser.add_argument("--progress-seconds", type=float, default=5.0, metavar="SECONDS",
+  parser.add_argument("--progress-seconds", type=bounded(float, 0.001), default=5.0, metavar="SECONDS",
                       help="Seconds between progress lines (default: 5).")
   parser.set_defaults(func=run, accepts_beam_args=True)

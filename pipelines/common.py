@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -153,6 +154,63 @@ def pipeline_options(beam_args: Sequence[str], **overrides):
   if not any(arg == "--runner" or arg.startswith("--runner=") for arg in args):
     args.append("--runner=DirectRunner")
   return PipelineOptions(args, **overrides)
+
+
+def new_pipeline(beam_args: Sequence[str]):
+  """A ``beam.Pipeline`` over ``beam_args``: Beam creates the runner and checks the options it needs
+  (``--project``, ``--region``... for Dataflow) here, before anything is written. Raises ValueError with
+  one line when the ``--runner`` or those options are wrong."""
+  import apache_beam as beam
+  from apache_beam.options.pipeline_options import StandardOptions
+  from apache_beam.runners.runner import create_runner
+
+  options = pipeline_options(beam_args)
+  name = options.view_as(StandardOptions).runner
+  try:
+    runner = create_runner(name)
+  except ValueError:
+    guess = closest_option(name, StandardOptions.KNOWN_RUNNER_NAMES)
+    hint = f" (did you mean {guess}?)" if guess else ""
+    raise ValueError(f"unknown --runner {name!r}{hint}: choose one of "
+                     f"{', '.join(StandardOptions.KNOWN_RUNNER_NAMES)}, or the full name of a PipelineRunner "
+                     f"subclass") from None
+  except (ImportError, AttributeError) as error:
+    raise ValueError(f"--runner {name!r} cannot be loaded: {type(error).__name__}: {error}") from error
+  try:
+    return beam.Pipeline(runner=runner, options=options)
+  except ValueError as error:  # "Pipeline has validations errors:", then one line each
+    raise ValueError(f"--runner {name}: {' '.join(str(error).split())}") from error
+
+
+def model_problem(args: argparse.Namespace) -> str | None:
+  """Why the models (of the stages ``args`` runs) or the taxonomy it names cannot be used, else None.
+
+  Reads the specs only (no weights), so a wrong ``--ner-model``, ``--topics-model`` or ``--topics-taxonomy``
+  stops the command before anything is written.
+  """
+  taxonomy = getattr(args, "topics_taxonomy", None)
+  if taxonomy and not os.path.isfile(taxonomy):
+    return f"--topics-taxonomy {taxonomy!r}: no such file"
+  stages = tuple(getattr(args, "stages", ()))
+  if not stages:
+    return None
+  from transforms import spec as sp
+
+  readers = {"ner": ("--ner-model", lambda: sp.read_ner(getattr(args, "ner_model", None))),
+             "topics": ("--topics-model", lambda: sp.read_topics(getattr(args, "topics_model", None), taxonomy))}
+  specs = []
+  for stage in stages:
+    option, read = readers[stage]
+    try:
+      specs.append(read())
+    except OSError as error:
+      return " ".join(str(error).split())
+    except (ValueError, KeyError, TypeError) as error:
+      return f"{option}: not a usable model ({type(error).__name__}: {' '.join(str(error).split())})"
+  missing = [str(path) for spec in specs for path in spec.files() if not path.is_file()]
+  if missing:
+    return f"model file(s) missing: {', '.join(missing)}"
+  return None
 
 
 def resolve_backend(requested: str | None) -> str:

@@ -305,7 +305,7 @@ def test_progress_line_has_totals_and_eta():
 
 def test_a_run_prints_progress_with_the_total(tmp_path, capsys):
   assert _run("--input", str(SEEDS), "--output", str(tmp_path / "lake"), "--stages", "none",
-              "--progress-seconds", "0") == 0
+              "--progress-seconds", "0.001") == 0
   err = capsys.readouterr().err
   assert re.search(r"progress: \d/6 files \(\d+%, .* of .*\).*ETA", err), err
 
@@ -383,3 +383,76 @@ def test_readme_examples_run_as_written(tmp_path):
                                      '"ECB cuts deposit rate by quarter point, keeps options open","[""medtop:20000350""]"']
   assert "(0 rows)" in outputs[4]
   assert (tmp_path / "views.sql").read_text().strip() == query.views_sql("lake")
+
+
+# --------------------------------------------------------------------------- values checked before anything is written
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ner-model", "nosuch/model"], "error: NER model 'nosuch/model' is neither a local directory nor"),
+    (["--topics-model", "nosuch/model"], "error: Topic model 'nosuch/model' is neither a local directory nor"),
+    (["--ner-model", "./no/such/dir"], "error: NER model directory not found: ./no/such/dir"),
+    (["--topics-taxonomy", "nosuch.csv"], "error: --topics-taxonomy 'nosuch.csv': no such file"),
+    (["--runner", "Foo"], "error: unknown --runner 'Foo'"),
+    (["--runner=DirectRuner"], "(did you mean DirectRunner?)"),
+    (["--runner", "no_such_module.Runner"], "error: --runner 'no_such_module.Runner' cannot be loaded"),
+    (["--runner", "DataflowRunner"], "error: --runner DataflowRunner: Pipeline has validations errors: "),
+    (["--runner", "DataflowRunner"], "Missing required option: project. Missing required option: region."),
+])
+def test_wrong_values_stop_before_anything_is_written(tmp_path, argv, message):
+  """One `error:` line and exit 2, not a traceback; the lake (not even its folder) is not created."""
+  lake = tmp_path / "lake"
+  done = _cli("run", "--input", str(SEEDS), "--output", str(lake), *argv)
+  assert done.returncode == 2, done.stderr
+  assert "Traceback" not in done.stderr
+  lines = done.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("wirestream run: error: ") and message in lines[0], done.stderr
+  assert not lake.exists()
+
+
+def test_a_model_directory_without_its_weights_is_refused(tmp_path, capsys):
+  from transforms import assets
+
+  head = tmp_path / "topics"
+  head.mkdir()
+  shutil.copy(assets.TOPICS_DIR / "topic_head.json", head)
+  assert _run("--input", str(SEEDS), "--output", str(tmp_path / "lake"), "--stages", "topics",
+              "--topics-model", str(head)) == 2
+  err = capsys.readouterr().err
+  assert "error: model file(s) missing: " in err and str(head / "topic_head.safetensors") in err, err
+  assert not (tmp_path / "lake").exists()
+
+
+def test_a_directory_that_is_not_a_model_is_refused(tmp_path, capsys):
+  model = tmp_path / "ner"
+  model.mkdir()
+  (model / "config.json").write_text("{}")
+  assert _run("--input", str(SEEDS), "--output", str(tmp_path / "lake"), "--stages", "ner",
+              "--ner-model", str(model)) == 2
+  assert "error: --ner-model: not a usable model (KeyError: 'id2label')" in capsys.readouterr().err
+  assert not (tmp_path / "lake").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_progress_seconds_must_be_positive(tmp_path, capsys, value):
+  with pytest.raises(SystemExit) as stop:
+    _run("--input", str(SEEDS), "--output", str(tmp_path / "lake"), "--progress-seconds", value)
+  assert stop.value.code == 2 and "argument --progress-seconds:" in capsys.readouterr().err
+  assert not (tmp_path / "lake").exists()
+
+
+def test_a_directory_of_subfolders_only_names_them(tmp_path, capsys):
+  src = tmp_path / "in"
+  for name in ("a", "b", ".hidden"):
+    (src / name).mkdir(parents=True)
+    shutil.copy(SEEDS / "000_2caeb3c1602a667c.txt", src / name)
+  assert _run("--input", str(src), "--output", str(tmp_path / "lake"), "--stages", "none") == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f"wirestream run: error: input {str(src)!r} matches no files; 2 subfolder(s) not read "
+                 f"({src / 'a'}, {src / 'b'}); a directory means the files directly in it: add "
+                 f"'{src / '**'}' to read every level"]
+  assert not (tmp_path / "lake").exists()
+  # An empty directory has nothing to suggest.
+  (tmp_path / "empty").mkdir()
+  assert _run("--input", str(tmp_path / "empty"), "--output", str(tmp_path / "lake"), "--stages", "none") == 2
+  assert capsys.readouterr().err.strip() == f"wirestream run: error: input {str(tmp_path / 'empty')!r} matches no files"
