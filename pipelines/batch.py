@@ -53,9 +53,7 @@ def build(pipeline, args: argparse.Namespace, *, run_id: str | None = None, file
   stories, parse_errors = records | "Parse" >> ParseStories(max_story_bytes=args.max_story_bytes)
   stories = tick(stories, "stories") | "OneStoryPerId" >> OnePerId("stories")
   stories = stories | "Cluster" >> ClusterStories(ttl_seconds=args.cluster_ttl_seconds)
-  stories, stage_errors = apply_stages(stories, args)
-  if args.stages:
-    stories = tick(stories, "enriched")
+  stories, stage_errors = apply_stages(stories, args)  # enriched stories count as the stage reads them
   errors = ((read_errors, parse_errors, *stage_errors)
             | "AllErrors" >> beam.Flatten()
             | "OneErrorPerId" >> OnePerId("errors")

@@ -34,10 +34,13 @@ def human_seconds(seconds: float) -> str:
 
 
 class Progress:
-  """The counts of one run in this process, and its progress line.
+  """The counts of one run in this process, and its progress line: printed as elements pass and, once one
+  has passed here, every ``every_seconds`` while none does (a step that hands its output on only at its
+  end, writing). A process that counts nothing (the runner's workers are elsewhere) prints nothing.
 
   The DirectRunner runs the pipeline in this process; with several worker processes each one
-  prints its own share.
+  prints its own share. Stories count as enriched as the enrichment stage reads them
+  (:func:`transforms.enrich.add_listener`), not when its output reaches the next step.
   """
 
   def __init__(self, files: int, size: int, enriching: bool, every_seconds: float,
@@ -51,16 +54,47 @@ class Progress:
     self.start = time.monotonic()
     self.last = self.start
     self.lock = threading.Lock()
+    self._stop = threading.Event()
+    self._beat: threading.Thread | None = None
 
   def add(self, what: str, amount: int = 1) -> None:
     with self.lock:
       self.counts[what] = self.counts.get(what, 0) + amount
+    self._print_if_due()
+
+  def enriched(self, amount: int) -> None:
+    self.add("enriched", amount)
+
+  def _print_if_due(self) -> None:
+    with self.lock:
       now = time.monotonic()
       if now - self.last < self.every:
         return
       self.last = now
       line = self.line(now - self.start)
     self.printer(line)
+
+  def begin(self, heartbeat: bool = True) -> None:
+    """Starts listening to the enrichment stage and, with ``heartbeat``, printing while no element passes."""
+    from transforms import enrich
+
+    enrich.add_listener(self.enriched)
+    if heartbeat:
+      self._beat = threading.Thread(target=self._heartbeat, name="wirestream-progress", daemon=True)
+      self._beat.start()
+
+  def end(self) -> None:
+    from transforms import enrich
+
+    enrich.remove_listener(self.enriched)
+    self._stop.set()
+    if self._beat is not None:
+      self._beat.join()
+
+  def _heartbeat(self) -> None:
+    while not self._stop.wait(max(0.05, min(1.0, self.every / 2))):
+      if self.counts:
+        self._print_if_due()
 
   def fraction(self) -> float:
     """Share of the work done: bytes read, times the share of parsed stories enriched."""
@@ -91,15 +125,18 @@ _RUNS_LOCK = threading.Lock()
 def register(run_id: str, progress: Progress) -> None:
   with _RUNS_LOCK:
     _RUNS[run_id] = progress
+  progress.begin()
 
 
 def unregister(run_id: str) -> None:
   with _RUNS_LOCK:
-    _RUNS.pop(run_id, None)
+    progress = _RUNS.pop(run_id, None)
+  if progress is not None:
+    progress.end()
 
 
 class Tick(beam.DoFn):
-  """Counts the elements passing by into the run's progress (``what``: files, stories, enriched, errors)."""
+  """Counts the elements passing by into the run's progress (``what``: files, stories, errors)."""
 
   def __init__(self, run_id: str, what: str, files: int, size: int, enriching: bool, every_seconds: float):
     self._run_id = run_id
@@ -113,6 +150,7 @@ class Tick(beam.DoFn):
         import sys
         progress = _RUNS[self._run_id] = Progress(
             *self._settings, printer=lambda line: print(line, file=sys.stderr, flush=True))
+        progress.begin(heartbeat=False)  # a worker lives on after the run: lines as elements pass only
     return progress
 
   def process(self, element):

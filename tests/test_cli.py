@@ -303,6 +303,31 @@ def test_progress_line_has_totals_and_eta():
   assert re.search(r"ETA \d+s$", lines[-1])  # a quarter done after ~10 s: about 30 s to go
 
 
+def test_progress_counts_what_the_enrichment_stage_reads_and_prints_while_nothing_passes():
+  import time
+
+  from pipelines.progress import Progress
+  from transforms import enrich
+
+  lines = []
+  progress = Progress(files=1, size=100, enriching=True, every_seconds=0.05, printer=lines.append)
+  progress.begin()
+  try:
+    time.sleep(0.3)
+    assert lines == []  # nothing counted in this process (its workers are elsewhere): nothing to say
+    progress.add("stories", 4)
+    enrich._through(3)
+    time.sleep(0.5)  # nothing passes: the line is printed all the same
+    assert progress.counts["enriched"] == 3 and len(lines) >= 3, lines
+    assert "4 stories parsed, 3 enriched" in lines[-1]
+  finally:
+    progress.end()
+  printed = len(lines)
+  enrich._through(1)
+  time.sleep(0.2)
+  assert progress.counts["enriched"] == 3 and len(lines) == printed  # ended: deaf and quiet
+
+
 def test_a_run_prints_progress_with_the_total(tmp_path, capsys):
   assert _run("--input", str(SEEDS), "--output", str(tmp_path / "lake"), "--stages", "none",
               "--progress-seconds", "0.001") == 0

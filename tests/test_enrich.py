@@ -302,6 +302,24 @@ def test_stage_runs_only_the_stages_asked_for(tiny_models, onnx_int8, stages):
                                  topics)]))
 
 
+def test_listeners_hear_every_story_as_the_stage_reads_it(tiny_models, monkeypatch):
+  """Stories read by the models and stories routed around them are told to the listeners (the progress
+  line's enriched count), and a listener removed hears no more."""
+  ner_dir, topic_dir = map(str, tiny_models)
+  heard = []
+  monkeypatch.setattr(enrich, "_LISTENERS", [])
+  enrich.add_listener(heard.append)
+  stories = [make_story("a", TEXTS[0]), make_story("b", TEXTS[1], headline=HEADLINES[1]), make_story("empty", "")]
+  with test_pipeline.TestPipeline() as p:
+    out, _ = p | beam.Create(stories) | enrich.Enrich(ner_dir, topic_dir, threads=1)
+    assert_that(out | beam.Map(lambda story: story.story_id), equal_to(["a", "b", "empty"]))
+  assert sum(heard) == 3
+  enrich.remove_listener(heard.append)
+  enrich.EnrichModelHandler(ner_dir, topic_dir, threads=1).run_inference(
+      [make_story("c", TEXTS[1])], enrich.EnrichModelHandler(ner_dir, topic_dir, threads=1).load_model())
+  assert sum(heard) == 3
+
+
 class _Broken(enrich.EnrichModelHandler):
   def run_inference(self, batch, model, inference_args=None):
     raise RuntimeError("model exploded")

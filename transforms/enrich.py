@@ -17,13 +17,15 @@ start with (:func:`headline_to_read`; a headline-only brief is read too): headli
 reads a headline with the body (:mod:`transforms.core`).
 
 Counters live in the ``wirestream.enrich`` namespace, named ``{stage}_{outcome}``. The stage adds no
-windowing of its own, so streaming windows are preserved.
+windowing of its own, so streaming windows are preserved. :func:`add_listener` hears, in this process, how
+many stories have been through the stage as they go (a runner may hand the stage's output on only when it
+has read all its input).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -45,6 +47,25 @@ from transforms import windows as wd
 NAMESPACE = "wirestream.enrich"
 #: Story fields of each stage: result, status, model name.
 FIELDS = {"ner": ("entities", "ner_status", "ner_model"), "topics": ("topics", "topics_status", "topics_model")}
+
+
+_LISTENERS: list[Callable[[int], None]] = []
+
+
+def add_listener(listener: Callable[[int], None]) -> None:
+  """Tells ``listener(n)`` of every ``n`` stories that have been through the stage in this process: read by
+  the models (or failed on), or routed around them."""
+  _LISTENERS.append(listener)
+
+
+def remove_listener(listener: Callable[[int], None]) -> None:
+  if listener in _LISTENERS:
+    _LISTENERS.remove(listener)
+
+
+def _through(n: int) -> None:
+  for listener in tuple(_LISTENERS):
+    listener(n)
 
 
 def story_size(story: Story) -> int:
@@ -116,7 +137,10 @@ class EnrichModelHandler(ModelHandler[Story, PredictionResult, core.Enrichment])
   def run_inference(self, batch: Sequence[Story], model: core.Enrichment,
                     inference_args: dict[str, Any] | None = None) -> Iterable[PredictionResult]:
     # a stage reads a story whose status the route left open
-    results = enrich_stories(model, batch, self._batch_tokens)
+    try:
+      results = enrich_stories(model, batch, self._batch_tokens)
+    finally:
+      _through(len(batch))
     return [PredictionResult(story, result, model.name) for story, result in zip(batch, results, strict=True)]
 
   def get_num_bytes(self, batch: Sequence[Story]) -> int:
@@ -183,6 +207,8 @@ class _Route(_StageDoFn):
         story = _with(story, stage, None, outcome, name)
       else:
         left = True
+    if not left:
+      _through(1)
     yield story if left else beam.pvalue.TaggedOutput("skipped", story)
 
 
