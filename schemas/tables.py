@@ -173,7 +173,7 @@ ENTITIES = pa.schema([
     _f("longitude", pa.float64(), "Longitude of the place."),
     _f("feature", pa.string(), "Kind of place: country, admin_region, city or continent."),
     _f("geo_status", pa.string(),
-       "LOC mentions: resolved, or why not geocoded: not_in_gazetteer, ambiguous."),
+       "LOC mentions: resolved, or why not geocoded: not_in_gazetteer, ambiguous, organisation."),
 ], metadata=_table_metadata("entities"))
 
 ERRORS = pa.schema([

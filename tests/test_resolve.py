@@ -142,6 +142,10 @@ def test_maintained_organisations_have_one_key_in_every_story():
   assert [e.entity_key for e in one.entities] == [e.entity_key for e in two.entities] == [
       "org:securities-and-exchange-commission", "org:european-community"]
   assert one.entities[0].canonical == "Securities and Exchange Commission"
+  # tagged as a place, keyed as the organisation: not geocoded, and the reason says why
+  loc = resolve.resolve_story(_story("The European Community said.", [("European Community", "LOC")]), r)
+  assert (loc.entities[0].entity_key, loc.entities[0].place, loc.entities[0].geo_status) == (
+      "org:european-community", None, "organisation")
 
 
 def test_country_aliases_share_one_key_across_stories():

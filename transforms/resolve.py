@@ -43,8 +43,9 @@ place's own (not one of GeoNames' alternate names), and the story's context: the
 dateline and of its unambiguous places, and the dateline's state or province ("Paris" in a story
 datelined Texas is Paris, Texas). A maintained preference ("Washington" -> the city) settles a few
 well-known names. A mention is left ungeocoded rather than guessed, with ``geo_status``:
-``not_in_gazetteer`` or ``ambiguous`` (two candidates in different countries score alike and the
-story does not tell them apart).
+``not_in_gazetteer``, ``ambiguous`` (two candidates in different countries score alike and the
+story does not tell them apart) or ``organisation`` (the name is a maintained organisation's, such as
+"European Community": the mention takes the organisation's key).
 
 **Countries of the story** (``Story.countries``), from the story's text only: each country scores
 :data:`WEIGHTS` for the dateline, the headline, the first sentence and each mention of the body (a place
@@ -72,6 +73,8 @@ METRICS_NAMESPACE = "wirestream.resolve"
 GEO_RESOLVED = "resolved"
 GEO_NOT_FOUND = "not_in_gazetteer"
 GEO_AMBIGUOUS = "ambiguous"
+#: A LOC mention that names an organisation of the maintained list ("European Community"): keyed as one.
+GEO_ORGANISATION = "organisation"
 
 #: Salience of a country: where it is named.
 WEIGHTS = {"dateline": 3.0, "headline": 2.0, "lead": 1.0, "mention": 1.0}
@@ -469,6 +472,8 @@ def resolve_story(story: Story, resolver: Resolver) -> Story:
     elif i in org_core_of:
       org = orgs[org_core_of[i]]
       e.entity_key, e.canonical = org["key"], org["canonical"]
+      if e.label == "LOC":
+        e.geo_status = GEO_ORGANISATION
     elif e.label == "LOC":
       name = gz.normalize_name(strip_possessive(e.text))
       if name not in places:
