@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import bz2
 import datetime as dt
 import gzip
 import hashlib
+import io
 import json
+import lzma
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -229,6 +233,18 @@ def test_many_unterminated_reuters_elements_each_accounted_for():
   assert outs[0].error_type == "TruncatedRecord"
 
 
+def _tar(members: dict[str, bytes]) -> bytes:
+  buffer = io.BytesIO()
+  with tarfile.open(fileobj=buffer, mode="w") as tar:
+    for name, data in members.items():
+      info = tarfile.TarInfo(name)
+      info.size = len(data)
+      tar.addfile(info, io.BytesIO(data))
+  return buffer.getvalue()
+
+
+_WIRE = b"WASHINGTON (Reuters) - The Senate passed the bill on Tuesday.\n"
+
 NOT_STORIES = {
     "prices.csv": (b"date,ticker,close\n2024-01-02,ABC,10.5\n2024-01-03,ABC,10.7\n", "table"),
     "prices.tsv": (b"date\tticker\tclose\n2024-01-02\tABC\t10.5\n", "table"),
@@ -238,6 +254,10 @@ NOT_STORIES = {
     "photo.jpg": (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(64), "JPEG image"),
     "scan.pdf": (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", "PDF document"),
     "photo.png.gz": (gzip.compress(b"\x89PNG\r\n\x1a\n" + bytes(64)), "PNG image"),
+    "stories.tar": (_tar({"story.txt": _WIRE}), "tar archive"),
+    "stories.tar.gz": (gzip.compress(_tar({"story.txt.gz": gzip.compress(_WIRE)})), "tar archive"),
+    "story.txt.bz2": (bz2.compress(_WIRE), "bzip2 archive"),
+    "story.txt.xz": (lzma.compress(_WIRE), "xz archive"),
 }
 
 

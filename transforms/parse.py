@@ -417,6 +417,7 @@ _MEDIA_MAGIC = (
     (b"%PDF-", "a PDF document"), (b"PK\x03\x04", "a ZIP archive (or an Office document)"),
     (b"\x00\x00\x00\x18ftyp", "an MP4/MOV video"), (b"\x00\x00\x00\x20ftyp", "an MP4/MOV video"),
     (b"ID3", "an MP3 audio file"), (b"OggS", "an Ogg media file"), (b"\x7fELF", "an executable"),
+    (b"BZh", "a bzip2 archive"), (b"\xfd7zXZ\x00", "an xz archive"), (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
 )
 _CSV_DELIMITERS = (",", "\t", ";", "|")
 _MARKDOWN_LINE = re.compile(r"^(?:#{1,6} \S|```|~~~|\|?\s*:?-{3,}:?\s*\||\|.*\|$)")
@@ -431,6 +432,8 @@ def _check_not_media(data: bytes) -> None:
       raise F.NotAStory(f"the file is {what}, not a story")
   if head[:4] == b"RIFF" and head[8:12] in (b"WEBP", b"WAVE", b"AVI "):
     raise F.NotAStory(f"the file is a {head[8:12].decode().strip()} file, not a story")
+  if data[257:262] == b"ustar":
+    raise F.NotAStory("the file is a tar archive, not a story")
 
 
 def _check_prose(text: str) -> None:
