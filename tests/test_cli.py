@@ -154,7 +154,9 @@ def test_one_run_writes_one_row_per_id(tmp_path, capsys):
   lake = tmp_path / "lake"
   # The same story in two files, and the folder named twice.
   assert _run("--input", str(src), f"{src}/*.txt", "--output", str(lake), "--stages", "none") == 0
-  assert "repeated an id already in this run" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "repeated an id already in this run" in err
+  assert re.search(r"files +2 read", err), err  # each file read once, whatever patterns match it
   con = duckdb.connect()
   assert con.execute(f"SELECT count(*) FROM read_parquet('{lake}/events/*/*.parquet')").fetchone()[0] == 1
   uri = con.execute(f"SELECT input_uri FROM read_parquet('{lake}/events/*/*.parquet')").fetchone()[0]

@@ -97,7 +97,7 @@ class _ReadFile(beam.DoFn):
 
 
 class ReadRawRecords(beam.PTransform):
-  """Matches file patterns and reads every file as one ``RawRecord``.
+  """Matches file patterns and reads every file as one ``RawRecord`` (once, whatever patterns match it).
 
   Returns a tuple ``(records, errors)`` of PCollections of RawRecord and DeadLetter.
   """
@@ -112,7 +112,9 @@ class ReadRawRecords(beam.PTransform):
         pbegin
         | "Patterns" >> beam.Create(self._patterns)
         | "Match" >> fileio.MatchAll(empty_match_treatment=fileio.EmptyMatchTreatment.ALLOW)
-        | "Reshuffle" >> beam.Reshuffle()
+        | "ByPath" >> beam.Map(lambda metadata: (metadata.path, metadata))
+        | "OncePerPath" >> beam.GroupByKey()  # also spreads the files over the workers, as a reshuffle
+        | "First" >> beam.Map(lambda path_metadata: next(iter(path_metadata[1])))
         | "Open" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
         | "Read" >> beam.ParDo(_ReadFile(self._max_file_bytes)).with_outputs(_ReadFile.ERRORS, main="records"))
     return outputs.records, outputs[_ReadFile.ERRORS]
