@@ -66,6 +66,7 @@ from apache_beam.transforms.window import FixedWindows
 from pipelines.common import (
   apply_stages,
   metric_counters,
+  model_problem,
   pipeline_options,
   prepare_models,
   print_metrics,
@@ -464,7 +465,8 @@ def run(args: argparse.Namespace, beam_args: Sequence[str]) -> int:
   if args.window_seconds <= 0 or (args.duration is not None and args.duration <= 0):
     print(f"{prog}: error: --window-seconds and --duration must be positive", file=sys.stderr)
     return 2
-  problem = output_is_writable(args.output) or pubsub_problem("subscription", args.subscription)
+  # The models before the output, whose check creates the lake's folder.
+  problem = model_problem(args) or output_is_writable(args.output) or pubsub_problem("subscription", args.subscription)
   if problem:
     print(f"{prog}: error: {problem}", file=sys.stderr)
     return 2

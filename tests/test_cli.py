@@ -251,6 +251,8 @@ def _no_cloud_env(tmp_path: Path, **extra: str) -> dict:
      "no Google Cloud credentials"),
     (["stream", "--subscription", "projects/p/subscriptions/s", "--output", "LAKE", "--stages", "none"],
      {"PUBSUB_EMULATOR_HOST": "127.0.0.1:1"}, "cannot reach the Pub/Sub emulator"),
+    (["stream", "--subscription", "projects/p/subscriptions/s", "--output", "LAKE", "--ner-model", "no/such"],
+     {"PUBSUB_EMULATOR_HOST": "127.0.0.1:1"}, "error: NER model 'no/such' is neither a local directory nor"),
 ])
 def test_pubsub_operator_mistakes_are_one_line(tmp_path, argv, env_extra, message):
   argv = [str(tmp_path / "lake") if arg == "LAKE" else arg for arg in argv]
