@@ -254,6 +254,8 @@ NOT_STORIES = {
     "photo.jpg": (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(64), "JPEG image"),
     "scan.pdf": (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", "PDF document"),
     "photo.png.gz": (gzip.compress(b"\x89PNG\r\n\x1a\n" + bytes(64)), "PNG image"),
+    "headerless.csv": (b'"3","Wall St. Bears Claw Back","Reuters - Short-sellers are seeing green again."\n'
+                       b'"2","Carlyle Looks Toward Aerospace","Reuters - Private investment firm Carlyle."\n', "table"),
     "stories.tar": (_tar({"story.txt": _WIRE}), "tar archive"),
     "stories.tar.gz": (gzip.compress(_tar({"story.txt.gz": gzip.compress(_WIRE)})), "tar archive"),
     "story.txt.bz2": (bz2.compress(_WIRE), "bzip2 archive"),

@@ -545,9 +545,14 @@ def _split_json(data: bytes, fmt: str, uri: str) -> list[_Sub]:
   try:
     obj = json.loads(text)
   except json.JSONDecodeError:
-    # Several objects on separate lines: JSON Lines (else the first line's error).
+    # Several objects on separate lines: JSON Lines (else the first line's error, unless the text is a
+    # table that merely starts like JSON: a quoted or numeric first field).
     lines = _decode_lines(data)
-    json.loads(_first_line(lines))
+    try:
+      json.loads(_first_line(lines))
+    except json.JSONDecodeError:
+      _check_prose(text)
+      raise
     return _split_jsonl(lines, forced)
   if isinstance(obj, dict) and not F.is_ninjs(obj):
     for key in _JSON_CONTAINER_KEYS:
