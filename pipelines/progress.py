@@ -60,19 +60,20 @@ class Progress:
   def add(self, what: str, amount: int = 1) -> None:
     with self.lock:
       self.counts[what] = self.counts.get(what, 0) + amount
-    self._print_if_due()
+      line = self._due_line()
+    if line:
+      self.printer(line)
 
   def enriched(self, amount: int) -> None:
     self.add("enriched", amount)
 
-  def _print_if_due(self) -> None:
-    with self.lock:
-      now = time.monotonic()
-      if now - self.last < self.every:
-        return
-      self.last = now
-      line = self.line(now - self.start)
-    self.printer(line)
+  def _due_line(self) -> str | None:
+    """The progress line when one is due, else None (called with the lock held)."""
+    now = time.monotonic()
+    if now - self.last < self.every:
+      return None
+    self.last = now
+    return self.line(now - self.start)
 
   def begin(self, heartbeat: bool = True) -> None:
     """Starts listening to the enrichment stage and, with ``heartbeat``, printing while no element passes."""
@@ -93,8 +94,10 @@ class Progress:
 
   def _heartbeat(self) -> None:
     while not self._stop.wait(max(0.05, min(1.0, self.every / 2))):
-      if self.counts:
-        self._print_if_due()
+      with self.lock:
+        line = self._due_line() if self.counts else None
+      if line:
+        self.printer(line)
 
   def fraction(self) -> float:
     """Share of the work done: bytes read, times the share of parsed stories enriched."""

@@ -531,14 +531,11 @@ def _split_json(data: bytes, fmt: str, uri: str) -> list[_Sub]:
   try:
     text = _decode_text(data)
   except UnicodeDecodeError as error:
-    # Not all of it decodes: JSON Lines (its first decodable line is JSON) fail line by line, a JSON
-    # document fails whole.
-    lines = _decode_lines(data)
+    # Not all of it decodes: JSON Lines fail line by line, a JSON document fails whole.
     try:
-      json.loads(_first_line(lines))
+      return _json_lines(data, forced)
     except (json.JSONDecodeError, RecursionError):
       raise error from None
-    return _split_jsonl(lines, forced)
   stripped = text.strip()
   if stripped.startswith("["):
     return _split_json_array(text, "record", forced)
@@ -547,13 +544,11 @@ def _split_json(data: bytes, fmt: str, uri: str) -> list[_Sub]:
   except json.JSONDecodeError:
     # Several objects on separate lines: JSON Lines (else the first line's error, unless the text is a
     # table that merely starts like JSON: a quoted or numeric first field).
-    lines = _decode_lines(data)
     try:
-      json.loads(_first_line(lines))
+      return _json_lines(data, forced)
     except json.JSONDecodeError:
       _check_prose(text)
       raise
-    return _split_jsonl(lines, forced)
   if isinstance(obj, dict) and not F.is_ninjs(obj):
     for key in _JSON_CONTAINER_KEYS:
       items = obj.get(key)
@@ -617,9 +612,12 @@ def _decode_lines(data: bytes) -> list[tuple[bytes, str | UnicodeDecodeError]]:
   return lines
 
 
-def _first_line(lines: list[tuple[bytes, str | UnicodeDecodeError]]) -> str:
-  """The first non-blank line that decodes (``""`` when none does)."""
-  return next((text for _, text in lines if isinstance(text, str) and text.strip()), "")
+def _json_lines(data: bytes, forced: str | None) -> list[_Sub]:
+  """``data`` as JSON Lines, recognised by its first non-blank line that decodes: raises that line's
+  ``JSONDecodeError`` when it is not JSON."""
+  lines = _decode_lines(data)
+  json.loads(next((text for _, text in lines if isinstance(text, str) and text.strip()), ""))
+  return _split_jsonl(lines, forced)
 
 
 def _split_jsonl(lines: list[tuple[bytes, str | UnicodeDecodeError]], forced: str | None) -> list[_Sub]:
